@@ -1,0 +1,43 @@
+// Input conversion for one session: s16le/f32le, 8-48 kHz, mono/stereo in;
+// 16 kHz mono float out. Resampling is the Speex resampler (speexdsp), a
+// streaming windowed-sinc resampler with state carried between frames.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+struct SpeexResamplerState_;
+
+namespace captiongate {
+
+enum class Encoding { kS16le, kF32le };
+
+class AudioConverter {
+ public:
+  static constexpr int kOutRate = 16000;
+
+  bool init(int inRate, int channels, Encoding enc, int quality, std::string* error);
+  ~AudioConverter();
+
+  int bytesPerFrame() const { return channels_ * (enc_ == Encoding::kS16le ? 2 : 4); }
+  // Upper bound on output samples for inFrames more input frames.
+  size_t maxOutput(size_t inFrames) const;
+  // Converts whole frames from bytes; returns samples written to out.
+  size_t convert(const uint8_t* bytes, size_t nbytes, float* out, size_t outCap);
+  // Emits the resampler's tail so total output matches total input duration.
+  size_t flush(float* out, size_t outCap);
+  int inputLatency() const;
+
+ private:
+  int inRate_ = 16000;
+  int channels_ = 1;
+  Encoding enc_ = Encoding::kS16le;
+  SpeexResamplerState_* st_ = nullptr;
+  std::vector<float> mono_;
+  uint64_t totalIn_ = 0;   // input frames
+  uint64_t totalOut_ = 0;  // output samples
+};
+
+}  // namespace captiongate

@@ -1,0 +1,130 @@
+/**
+ * The one config schema. Every limit and shape the gateway uses is declared
+ * here with its allowed range; `derive.ts` turns durations into sample and
+ * byte counts in one place.
+ */
+import { z } from 'zod';
+
+/** Integer in [min, max]; the message names the range so a bad value says what is allowed. */
+const int = (min: number, max: number) =>
+  z
+    .number({ error: `must be an integer from ${min} to ${max}` })
+    .int({ error: `must be an integer from ${min} to ${max}` })
+    .min(min, { error: `must be an integer from ${min} to ${max}` })
+    .max(max, { error: `must be an integer from ${min} to ${max}` });
+
+const num = (min: number, max: number) =>
+  z
+    .number({ error: `must be a number from ${min} to ${max}` })
+    .min(min, { error: `must be a number from ${min} to ${max}` })
+    .max(max, { error: `must be a number from ${min} to ${max}` });
+
+const bool = () => z.boolean({ error: 'must be true or false' });
+const str = () => z.string({ error: 'must be a string' }).min(1, { error: 'must not be empty' });
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        host: str(),
+        port: int(0, 65535),
+        transport: z.enum(['uws', 'ws'], { error: 'must be "uws" or "ws"' }),
+        maxBackpressureBytes: int(16 * 1024, 256 * 1024 * 1024),
+        stalledReaderSeconds: num(0.5, 3600),
+        shutdownGraceSeconds: num(0, 600),
+        allowedOrigins: z.array(z.string(), { error: 'must be an array of origins' }),
+      })
+      .strict(),
+    pool: z
+      .object({
+        slabs: int(1, 100_000),
+        slabSeconds: num(1, 600),
+      })
+      .strict(),
+    audio: z
+      .object({
+        resampleQuality: int(0, 10),
+      })
+      .strict(),
+    limits: z
+      .object({
+        maxSessionSeconds: num(1, 7 * 24 * 3600),
+        idleTimeoutSeconds: num(1, 3600),
+        maxFrameBytes: int(320, 16 * 1024 * 1024),
+        maxControlBytes: int(256, 1024 * 1024),
+        maxSessionsPerAddress: int(1, 100_000),
+        maxErrorsPerSession: int(1, 100_000),
+        lagWarnSeconds: num(0.1, 600),
+        lagMaxSeconds: num(0.2, 600),
+      })
+      .strict(),
+    scheduler: z
+      .object({
+        maxBatch: int(1, 4096),
+        maxWaitMs: num(0, 1000),
+        maxInFlight: int(1, 1024),
+      })
+      .strict(),
+    admission: z
+      .object({
+        maxEngineLagSeconds: num(0.1, 600),
+      })
+      .strict(),
+    engine: z
+      .object({
+        kind: z.enum(['pocketsphinx', 'overhead'], { error: 'must be "pocketsphinx"' }),
+        threads: int(1, 256),
+        decoders: int(1, 1024),
+        windowMs: int(10, 1000),
+        pocketsphinx: z
+          .object({
+            modelDir: str(),
+            hmm: str(),
+            lm: str(),
+            dict: str(),
+            fwdflat: bool(),
+            bestpath: bool(),
+            beam: num(0, 1),
+            wbeam: num(0, 1),
+            pbeam: num(0, 1),
+            lw: num(0, 100),
+            maxhmmpf: int(-1, 1_000_000),
+            maxwpf: int(-1, 1_000_000),
+            plWindow: int(0, 10),
+            removeNoise: bool(),
+            cmnUpdateMs: int(0, 10_000),
+            wordConfidence: bool(),
+          })
+          .strict(),
+        vad: z
+          .object({
+            enabled: bool(),
+            threshold: num(0, 100),
+            startMs: int(10, 2000),
+            endMs: int(50, 10_000),
+            prerollMs: int(0, 2000),
+            maxUtteranceSeconds: num(1, 600),
+          })
+          .strict(),
+      })
+      .strict(),
+    captions: z
+      .object({
+        interim: bool(),
+      })
+      .strict(),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+          error: 'must be one of fatal, error, warn, info, debug, trace, silent',
+        }),
+        pretty: bool(),
+      })
+      .strict(),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+
+/** Deep partial, for overrides in code and tests. */
+export type ConfigOverrides = { [K in keyof Config]?: Partial<Config[K]> & Record<string, unknown> };

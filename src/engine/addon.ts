@@ -1,0 +1,93 @@
+/**
+ * Loads the compiled addon (native/build/Release/captiongate.node) and types
+ * its raw surface. Nothing here validates: callers in src/engine and
+ * src/audio do that first.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+import { packageRoot } from '../util/paths.js';
+import { EngineError, type EngineResult, type EngineStats, type StreamId } from './types.js';
+
+export interface NativeEngineOptions {
+  hmm: string;
+  lm: string;
+  dict: string;
+  threads: number;
+  decoders: number;
+  fwdflat: boolean;
+  bestpath: boolean;
+  beam: number;
+  wbeam: number;
+  pbeam: number;
+  lw: number;
+  maxhmmpf: number;
+  maxwpf: number;
+  plWindow: number;
+  removeNoise: boolean;
+  cmnUpdateSamples: number;
+  vadThreshold: number;
+  vadStartFrames: number;
+  vadEndFrames: number;
+  prerollSamples: number;
+  maxUtteranceSamples: number;
+  wordConfidence: boolean;
+  vadEnabled: boolean;
+  extra?: Record<string, string>;
+}
+
+export interface NativeWindow {
+  stream: number;
+  start: number;
+  pcm: Float32Array | Int16Array | Uint8Array;
+  flush: boolean;
+}
+
+export interface NativeEngine {
+  load(): Promise<void>;
+  openStream(): StreamId;
+  closeStream(id: StreamId): boolean;
+  submit(windows: NativeWindow[]): Promise<EngineResult[]>;
+  stats(): EngineStats;
+  shutdown(): Promise<void>;
+  injectFault(id: StreamId): void;
+}
+
+export interface NativeAudioConverterOptions {
+  sampleRate: number;
+  channels: number;
+  encoding: 's16le' | 'f32le';
+  quality: number;
+}
+
+export interface NativeAudioConverter {
+  convert(bytes: Uint8Array, out: Float32Array): number;
+  flush(out: Float32Array): number;
+  maxOutput(bytes: number): number;
+}
+
+interface Addon {
+  NativeEngine: new (options: NativeEngineOptions, onReady: (ids: number[]) => void) => NativeEngine;
+  NativeAudioConverter: new (options: NativeAudioConverterOptions) => NativeAudioConverter;
+  abiVersion: number;
+}
+
+let cached: Addon | undefined;
+
+export function loadAddon(): Addon {
+  if (cached) return cached;
+  const file = process.env.CAPTIONGATE_ADDON ?? path.join(packageRoot(), 'native', 'build', 'Release', 'captiongate.node');
+  if (!existsSync(file)) {
+    throw new EngineError(
+      'ENGINE_ADDON_MISSING',
+      `The native addon is not built (${file} is missing).\n` +
+        'Possible solutions:\n' +
+        '- Run scripts/setup.sh (installs apt packages, then npm install builds the addon).\n' +
+        '- Or: apt-get install -y build-essential pkg-config libpocketsphinx-dev libspeexdsp-dev && npm run build',
+    );
+  }
+  const require = createRequire(import.meta.url);
+  cached = require(file) as Addon;
+  return cached;
+}

@@ -1,0 +1,186 @@
+/**
+ * PocketSphinx behind the engine contract. Validates options (better-sqlite3
+ * style: defaults, validate, interpret), checks the model files so a missing
+ * model is a clear error with the apt package to install, then hands plain
+ * numbers to the native engine.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
+import type { Config } from '../config/schema.js';
+import { loadAddon, type NativeEngine, type NativeEngineOptions } from './addon.js';
+import {
+  EngineError,
+  type Engine,
+  type EngineInfo,
+  type EngineResult,
+  type EngineStats,
+  type EngineWindow,
+  type StreamId,
+} from './types.js';
+
+const RATE = 16_000;
+const FRAME_MS = 10;
+
+export type PocketSphinxOptions = Pick<Config['engine'], 'threads' | 'decoders' | 'windowMs' | 'pocketsphinx' | 'vad'> & {
+  /** Raw extra PocketSphinx options ("-key value" without the dash), for tuning experiments. */
+  extra?: Record<string, string>;
+};
+
+function modelFiles(o: PocketSphinxOptions['pocketsphinx']) {
+  const resolve = (p: string) => (path.isAbsolute(p) ? p : path.join(o.modelDir, p));
+  return { hmm: resolve(o.hmm), lm: resolve(o.lm), dict: resolve(o.dict) };
+}
+
+/** Throws EngineError('ENGINE_MODEL_MISSING') naming the apt package if a model file is absent. */
+export function checkPocketSphinxModel(o: PocketSphinxOptions['pocketsphinx']): { hmm: string; lm: string; dict: string } {
+  const files = modelFiles(o);
+  const missing = Object.entries(files).filter(([, p]) => !existsSync(p));
+  if (missing.length) {
+    throw new EngineError(
+      'ENGINE_MODEL_MISSING',
+      `PocketSphinx model not found: ${missing.map(([k, p]) => `${k}=${p}`).join(', ')}.\n` +
+        'Install the US English model with: apt-get install -y pocketsphinx-en-us\n' +
+        '(or point engine.pocketsphinx.modelDir / hmm / lm / dict at another model).',
+    );
+  }
+  if (!existsSync(path.join(files.hmm, 'mdef'))) {
+    throw new EngineError(
+      'ENGINE_MODEL_MISSING',
+      `${files.hmm} is not a PocketSphinx acoustic model directory (no mdef file). ` +
+        'Install it with: apt-get install -y pocketsphinx-en-us',
+    );
+  }
+  return files;
+}
+
+export function pocketSphinxNativeOptions(o: PocketSphinxOptions): NativeEngineOptions {
+  const files = checkPocketSphinxModel(o.pocketsphinx);
+  const ps = o.pocketsphinx;
+  return {
+    ...files,
+    threads: o.threads,
+    decoders: o.decoders,
+    fwdflat: ps.fwdflat,
+    bestpath: ps.bestpath,
+    beam: ps.beam,
+    wbeam: ps.wbeam,
+    pbeam: ps.pbeam,
+    lw: ps.lw,
+    maxhmmpf: ps.maxhmmpf,
+    maxwpf: ps.maxwpf,
+    plWindow: ps.plWindow,
+    removeNoise: ps.removeNoise,
+    cmnUpdateSamples: Math.round((ps.cmnUpdateMs * RATE) / 1000),
+    wordConfidence: ps.wordConfidence,
+    vadEnabled: o.vad.enabled,
+    vadThreshold: o.vad.threshold,
+    vadStartFrames: Math.max(1, Math.round(o.vad.startMs / FRAME_MS)),
+    vadEndFrames: Math.max(1, Math.round(o.vad.endMs / FRAME_MS)),
+    prerollSamples: Math.round((o.vad.prerollMs * RATE) / 1000),
+    maxUtteranceSamples: Math.round(o.vad.maxUtteranceSeconds * RATE),
+    ...(o.extra ? { extra: o.extra } : {}),
+  };
+}
+
+class PocketSphinxEngine implements Engine {
+  readonly info: EngineInfo;
+  #native: NativeEngine;
+  #listeners: ((ids: readonly StreamId[]) => void)[] = [];
+  #open = new Set<StreamId>();
+  #closed = false;
+
+  constructor(native: NativeEngine, info: EngineInfo, listeners: ((ids: readonly StreamId[]) => void)[]) {
+    this.#native = native;
+    this.info = info;
+    this.#listeners = listeners;
+  }
+
+  openStream(): StreamId {
+    if (this.#closed) throw new EngineError('ENGINE_SHUTDOWN', 'engine is shut down');
+    const id = this.#native.openStream();
+    this.#open.add(id);
+    return id;
+  }
+
+  closeStream(id: StreamId): void {
+    if (!this.#open.delete(id)) return;
+    this.#native.closeStream(id);
+  }
+
+  submit(windows: readonly EngineWindow[]): Promise<EngineResult[]> {
+    if (this.#closed) return Promise.reject(new EngineError('ENGINE_SHUTDOWN', 'engine is shut down'));
+    for (const w of windows) {
+      if (!this.#open.has(w.stream)) {
+        throw new TypeError(`Expected an open stream for window.stream but received ${w.stream} (closed or unknown)`);
+      }
+      if (!(w.pcm instanceof Float32Array) && !(w.pcm instanceof Int16Array) && !(w.pcm instanceof Uint8Array)) {
+        throw new TypeError('Expected Float32Array, Int16Array or s16le bytes (Uint8Array) for window.pcm');
+      }
+      if (w.pcm instanceof Uint8Array && w.pcm.byteLength % 2 !== 0) {
+        throw new TypeError(`Expected whole 16-bit samples for window.pcm but received ${w.pcm.byteLength} bytes`);
+      }
+      if (!Number.isSafeInteger(w.start) || w.start < 0) {
+        throw new TypeError(`Expected a sample position >= 0 for window.start but received ${w.start}`);
+      }
+      const samples = w.pcm instanceof Uint8Array ? w.pcm.byteLength / 2 : w.pcm.length;
+      if (samples > this.info.policy.maxSamples) {
+        throw new RangeError(`Expected at most ${this.info.policy.maxSamples} samples per window but received ${samples}`);
+      }
+    }
+    return this.#native.submit(
+      windows.map((w) => ({ stream: w.stream, start: w.start, pcm: w.pcm, flush: w.flush === true })),
+    );
+  }
+
+  onReady(listener: (ids: readonly StreamId[]) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  stats(): EngineStats {
+    return this.#native.stats();
+  }
+
+  /** Test hook: the stream's next window fails as if decoding threw. */
+  injectFault(id: StreamId): void {
+    this.#native.injectFault(id);
+  }
+
+  async shutdown(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#open.clear();
+    await this.#native.shutdown();
+  }
+}
+
+export async function createPocketSphinxEngine(options: PocketSphinxOptions): Promise<Engine & { injectFault(id: StreamId): void }> {
+  const nativeOptions = pocketSphinxNativeOptions(options);
+  const { NativeEngine } = loadAddon();
+  const listeners: ((ids: readonly StreamId[]) => void)[] = [];
+  const native = new NativeEngine(nativeOptions, (ids) => {
+    for (const l of listeners) l(ids);
+  });
+  try {
+    await native.load();
+  } catch (err) {
+    throw new EngineError('ENGINE_LOAD_FAILED', (err as Error).message);
+  }
+  const windowSamples = Math.round((options.windowMs * RATE) / 1000);
+  const info: EngineInfo = Object.freeze({
+    name: 'pocketsphinx',
+    version: '5prealpha',
+    sampleRate: RATE,
+    policy: Object.freeze({
+      minSamples: windowSamples,
+      // Catch up after a backlog in at most 1 s pieces: long enough to cut
+      // per-call overhead, short enough that no stream hogs a worker.
+      maxSamples: Math.max(windowSamples, RATE),
+      lookbackSamples: 0,
+      maxBatch: 256,
+    }),
+    decoders: options.decoders,
+    threads: options.threads,
+  });
+  return new PocketSphinxEngine(native, info, listeners);
+}
