@@ -127,7 +127,16 @@ bool PsDecoder::process(const int16_t* pcm, size_t n, std::string* error) {
     pcm += take;
     n -= take;
     if (cmnUpdateSamples_ > 0 && fedInUtt_ % cmnUpdateSamples_ == 0) {
-      cmn_live_update(ps_get_feat(ps_)->cmn_struct);
+      cmn_t* c = ps_get_feat(ps_)->cmn_struct;
+      cmn_live_update(c);
+      // Decay the accumulator here, on our fixed schedule, before sphinxbase's
+      // cmn_live() would at an arbitrary block end (nframe > CMN_WIN_HWM):
+      // that keeps results independent of how callers chunk the audio.
+      if (c->nframe > CMN_WIN_HWM - 40) {
+        const mfcc_t sf = static_cast<mfcc_t>(CMN_WIN) / static_cast<mfcc_t>(c->nframe);
+        for (int32 i = 0; i < c->veclen; ++i) c->sum[i] *= sf;
+        c->nframe = CMN_WIN;
+      }
     }
   }
   return true;

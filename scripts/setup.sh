@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One-step, idempotent setup on Debian 12: apt packages (only those missing),
+# npm dependencies, the native addon and the TypeScript build.
+#
+#   scripts/setup.sh          what the gateway needs to run
+#   scripts/setup.sh --test   plus what the test suite needs (flite, chromium, nginx)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNTIME_PACKAGES=(build-essential python3 pkg-config libpocketsphinx-dev pocketsphinx-en-us libspeexdsp-dev)
+TEST_PACKAGES=(pocketsphinx-testdata flite chromium nginx-light)
+
+packages=("${RUNTIME_PACKAGES[@]}")
+if [[ "${1:-}" == "--test" ]]; then packages+=("${TEST_PACKAGES[@]}"); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then missing+=("$p"); fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing apt packages: ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "setup: apt packages present"
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [[ "$node_major" != "20" ]]; then
+  echo "setup: warning: Node $node_major found; captiongate is built and tested on Node 20 (uWebSockets.js loads natively only on 16/18/20)" >&2
+fi
+
+# npm ci runs our own install (node-gyp, offline) and prepare (tsc) scripts.
+if [[ -f package-lock.json ]]; then
+  npm ci --no-audit --no-fund
+else
+  npm install --no-audit --no-fund
+fi
+echo "setup: done"

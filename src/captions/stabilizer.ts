@@ -1,0 +1,91 @@
+/**
+ * Turns engine results into caption messages for one session.
+ *
+ * - Segments number utterances from 0. A segment gets partials (revision
+ *   1, 2, ...) while it is open, then exactly one final. After its final a
+ *   segment never appears again: committed text is immutable.
+ * - A partial is sent only when its text changed.
+ * - An utterance that decoded to nothing gets a final only if partials were
+ *   shown for it (an empty final tells the client to clear the tentative
+ *   text); otherwise its segment number is reused.
+ * - Times are audio seconds since the session's first sample.
+ */
+import type { EngineResult, Utterance } from '../engine/types.js';
+import type { FinalMessage, PartialMessage, Unsequenced } from '../protocol/messages.js';
+
+export type CaptionEvent = Unsequenced<PartialMessage> | Unsequenced<FinalMessage>;
+
+const round = (s: number) => Math.round(s * 1000) / 1000;
+
+export class CaptionStabilizer {
+  #segment = 0;
+  #revision = 0;
+  #lastText = '';
+  #partialShown = false;
+  #interim: boolean;
+  #speaker: string | undefined;
+  /** Stability statistics: partial revisions sent and words committed. */
+  revisions = 0;
+  committedWords = 0;
+
+  constructor(options: { interim: boolean; speaker?: string | undefined }) {
+    this.#interim = options.interim;
+    this.#speaker = options.speaker;
+  }
+
+  get segment(): number {
+    return this.#segment;
+  }
+
+  accept(r: Pick<EngineResult, 'finals' | 'partial'>): CaptionEvent[] {
+    const out: CaptionEvent[] = [];
+    for (const f of r.finals) {
+      const ev = this.#final(f);
+      if (ev) out.push(ev);
+    }
+    if (this.#interim && r.partial) {
+      const text = r.partial.text;
+      if (text !== this.#lastText && (text !== '' || this.#partialShown)) {
+        this.#lastText = text;
+        this.#partialShown = true;
+        this.#revision++;
+        this.revisions++;
+        const p: Unsequenced<PartialMessage> = {
+          type: 'partial',
+          segment: this.#segment,
+          revision: this.#revision,
+          text,
+          start: round(r.partial.start),
+          end: round(r.partial.end),
+        };
+        if (this.#speaker !== undefined) p.speaker = this.#speaker;
+        out.push(p);
+      }
+    }
+    return out;
+  }
+
+  #final(u: Utterance): CaptionEvent | null {
+    if (u.text === '' && !this.#partialShown) return null;
+    const f: Unsequenced<FinalMessage> = {
+      type: 'final',
+      segment: this.#segment,
+      text: u.text,
+      start: round(u.start),
+      end: round(u.end),
+      words: u.words.map((w) => ({
+        word: w.word,
+        start: round(w.start),
+        end: round(w.end),
+        confidence: Math.round(w.confidence * 1000) / 1000,
+      })),
+    };
+    if (this.#speaker !== undefined) f.speaker = this.#speaker;
+    this.committedWords += u.words.length;
+    this.#segment++;
+    this.#revision = 0;
+    this.#lastText = '';
+    this.#partialShown = false;
+    return f;
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Every coded error the gateway sends, in one place (fastify's
+ * lib/errors.js pattern). Each carries what happens on the wire: whether it
+ * ends the session, the WebSocket close code that follows, and the HTTP
+ * status when it refuses an upgrade. docs/protocol.md lists the same codes;
+ * test/unit/errors.test.ts keeps the two in step.
+ */
+
+export const CloseCode = {
+  NORMAL: 1000,
+  MESSAGE_TOO_BIG: 1009,
+  BAD_REQUEST: 4000,
+  UNAUTHORIZED: 4001,
+  CAPACITY: 4002,
+  MAX_DURATION: 4003,
+  IDLE_TIMEOUT: 4004,
+  PROTOCOL_VIOLATION: 4005,
+  SERVER_SHUTDOWN: 4006,
+  ENGINE_OVERLOAD: 4007,
+  SLOW_READER: 4008,
+  ENGINE_FAILURE: 4009,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+export interface ErrorSpec {
+  /** Human summary for docs. */
+  readonly summary: string;
+  /** Ends the session (an `end` message and a close follow). */
+  readonly fatal: boolean;
+  /** WebSocket close code when fatal. */
+  readonly close?: CloseCode;
+  /** HTTP status when the error refuses an upgrade or an HTTP request. */
+  readonly status?: number;
+}
+
+export const ERRORS = {
+  CAP_ERR_INVALID_JSON: { summary: 'A text frame is not valid JSON.', fatal: false },
+  CAP_ERR_INVALID_MESSAGE: {
+    summary: 'A message is not an object with a string `type`, or a field has the wrong type.',
+    fatal: false,
+  },
+  CAP_ERR_UNKNOWN_TYPE: { summary: 'The message `type` is not one the server knows.', fatal: false },
+  CAP_ERR_BAD_PARAMETER: {
+    summary: 'A session parameter is missing or out of range (sampleRate, channels, encoding, sessionId, meta).',
+    fatal: false,
+    close: CloseCode.BAD_REQUEST,
+    status: 400,
+  },
+  CAP_ERR_ALREADY_STARTED: { summary: 'A second `start` arrived; it is ignored.', fatal: false },
+  CAP_ERR_AUDIO_BEFORE_START: { summary: 'Audio arrived before the session started; it was not accepted.', fatal: false },
+  CAP_ERR_AUDIO_AFTER_STOP: { summary: 'Audio arrived after `stop`; it was not accepted.', fatal: false },
+  CAP_ERR_PARTIAL_SAMPLE: {
+    summary: 'An audio frame is not a whole number of sample frames (bytes per sample x channels); it was not accepted.',
+    fatal: false,
+  },
+  CAP_ERR_FRAME_DURATION: { summary: 'An audio frame is shorter than 10 ms or longer than 1 s; it was not accepted.', fatal: false },
+  CAP_ERR_FRAME_TOO_LARGE: { summary: 'An audio frame exceeds limits.maxFrameBytes; it was not accepted.', fatal: false },
+  CAP_ERR_CONTROL_TOO_LARGE: { summary: 'A control message exceeds limits.maxControlBytes; it was ignored.', fatal: false },
+  CAP_ERR_CAPACITY: {
+    summary: 'The server cannot take another session now (no free slab, or the engine is behind). Retry after `retryAfterMs`.',
+    fatal: true,
+    close: CloseCode.CAPACITY,
+    status: 503,
+  },
+  CAP_ERR_TOO_MANY_SESSIONS: {
+    summary: 'This client address already has limits.maxSessionsPerAddress sessions. Retry after `retryAfterMs`.',
+    fatal: true,
+    close: CloseCode.CAPACITY,
+    status: 429,
+  },
+  CAP_ERR_MAX_DURATION: {
+    summary: 'The session reached limits.maxSessionSeconds of audio. Audio beyond it was not accepted; finals follow, then `end`.',
+    fatal: true,
+    close: CloseCode.MAX_DURATION,
+  },
+  CAP_ERR_IDLE_TIMEOUT: {
+    summary: 'No message arrived for limits.idleTimeoutSeconds. Finals follow, then `end`.',
+    fatal: true,
+    close: CloseCode.IDLE_TIMEOUT,
+  },
+  CAP_ERR_PROTOCOL_VIOLATION: {
+    summary: 'Too many errors in one session (limits.maxErrorsPerSession).',
+    fatal: true,
+    close: CloseCode.PROTOCOL_VIOLATION,
+  },
+  CAP_ERR_ENGINE_OVERLOAD: {
+    summary: 'The engine fell more than limits.lagMaxSeconds behind this session; the backlog was not decoded (see `end` counts).',
+    fatal: true,
+    close: CloseCode.ENGINE_OVERLOAD,
+  },
+  CAP_ERR_ENGINE_FAILURE: {
+    summary: 'The engine failed to decode this session\'s audio; the session ends (see `end` counts).',
+    fatal: true,
+    close: CloseCode.ENGINE_FAILURE,
+  },
+  CAP_ERR_SLOW_READER: {
+    summary: 'The client did not read its messages for server.stalledReaderSeconds; the connection is closed.',
+    fatal: true,
+    close: CloseCode.SLOW_READER,
+  },
+  CAP_ERR_SERVER_SHUTDOWN: {
+    summary: 'The server is shutting down: sessions get their finals and `end`; new sessions are refused.',
+    fatal: true,
+    close: CloseCode.SERVER_SHUTDOWN,
+    status: 503,
+  },
+  CAP_ERR_UNAUTHORIZED: {
+    summary: 'Missing, malformed, expired or wrongly signed token.',
+    fatal: true,
+    close: CloseCode.UNAUTHORIZED,
+    status: 401,
+  },
+  CAP_ERR_FORBIDDEN: {
+    summary: 'The token or the Origin does not allow this request (meeting, origin allowlist, token limits).',
+    fatal: true,
+    close: CloseCode.UNAUTHORIZED,
+    status: 403,
+  },
+  CAP_ERR_RATE_LIMITED: {
+    summary: 'Too many session opens from this address or token. Retry after `retryAfterMs`.',
+    fatal: true,
+    close: CloseCode.CAPACITY,
+    status: 429,
+  },
+  CAP_ERR_UNSUPPORTED_PROTOCOL: {
+    summary: 'None of the requested WebSocket subprotocols is supported.',
+    fatal: true,
+    status: 400,
+  },
+  CAP_ERR_NOT_FOUND: { summary: 'No such route, session or meeting.', fatal: true, status: 404 },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export const END_REASONS = {
+  client_stop: 'The client sent `stop`; all audio was decoded.',
+  max_duration: 'limits.maxSessionSeconds reached; audio up to the limit was decoded.',
+  idle_timeout: 'No message for limits.idleTimeoutSeconds; audio received was decoded.',
+  server_shutdown: 'The server is shutting down; audio received was decoded (or counted as dropped if the grace period ran out).',
+  engine_overload: 'The engine fell too far behind; the backlog was dropped and counted.',
+  engine_error: 'Decoding failed; undecoded audio was dropped and counted.',
+  protocol_violation: 'Too many protocol errors.',
+  slow_reader: 'The client stopped reading; the connection was closed.',
+} as const;
+export type EndReason = keyof typeof END_REASONS;
+
+/** A coded error with its wire outcome, thrown or returned inside the gateway. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly retryAfterMs: number | undefined;
+  constructor(code: ErrorCode, message: string, retryAfterMs?: number) {
+    super(message);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.retryAfterMs = retryAfterMs;
+  }
+  get spec(): ErrorSpec {
+    return ERRORS[this.code];
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Prometheus metrics (prom-client), one registry per gateway so tests can run
+ * several gateways in one process. Live values (pool, engine) are read at
+ * scrape time through collect callbacks; counters are bumped on hot paths.
+ */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+import type { EngineStats } from '../engine/types.js';
+import type { SlabPoolStats } from '../pool/slab-pool.js';
+
+export interface LiveSources {
+  pool(): SlabPoolStats;
+  engine(): EngineStats;
+  sessions(): number;
+  batchesInFlight(): number;
+  engineLagSeconds(): number;
+}
+
+const LATENCY_BUCKETS = [0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10];
+
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  readonly samplesReceived: Counter;
+  readonly samplesDecoded: Counter;
+  readonly samplesDropped: Counter;
+  readonly errors: Counter<'code'>;
+  readonly sessionsStarted: Counter;
+  readonly sessionsEnded: Counter<'reason'>;
+  readonly sessionsRefused: Counter<'code'>;
+  readonly firstPartialLatency: Histogram;
+  readonly finalLatency: Histogram;
+  readonly ingestToSubmit: Histogram;
+  readonly batchSize: Histogram;
+  readonly partialRevisions: Counter;
+  readonly committedWords: Counter;
+  readonly lagWarnings: Counter;
+  #loop: IntervalHistogram;
+  #loopWindow = { p50: 0, p99: 0, max: 0 };
+  #loopTimer: NodeJS.Timeout;
+
+  constructor(live: LiveSources, options: { defaultMetrics?: boolean } = {}) {
+    const r = this.registry;
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: r, prefix: 'captiongate_process_' });
+
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge('captiongate_sessions_active', 'Sessions currently open.', () => live.sessions());
+    gauge('captiongate_slabs_in_use', 'Pool slabs held by sessions.', () => live.pool().inUse);
+    gauge('captiongate_slabs_high_water', 'Most slabs ever in use at once.', () => live.pool().highWater);
+    gauge('captiongate_slabs_total', 'Slabs in the pool (fixed at startup).', () => live.pool().slabs);
+    gauge('captiongate_slab_refusals', 'Slab requests refused because the pool was empty.', () => live.pool().refusals);
+    gauge('captiongate_pool_bytes', 'Bytes allocated for the pool at startup.', () => live.pool().totalBytes);
+    gauge('captiongate_decoders_in_use', 'Engine decoders held by streams inside an utterance.', () => live.engine().decodersInUse);
+    gauge('captiongate_decoders_total', 'Engine decoders in the pool.', () => live.engine().decoders);
+    gauge('captiongate_streams_waiting_for_decoder', 'Streams parked for a free decoder.', () => live.engine().streamsWaiting);
+    gauge('captiongate_engine_busy_seconds', 'Engine worker time spent decoding (cumulative).', () => live.engine().busyMs / 1000);
+    gauge('captiongate_batches_in_flight', 'Engine batches submitted and not yet complete.', () => live.batchesInFlight());
+    gauge('captiongate_engine_lag_seconds', 'Recent worst per-session backlog (admission control input).', () => live.engineLagSeconds());
+    gauge('captiongate_event_loop_lag_p50_seconds', 'Event-loop delay p50 over the last 10 s.', () => this.#loopWindow.p50);
+    gauge('captiongate_event_loop_lag_p99_seconds', 'Event-loop delay p99 over the last 10 s.', () => this.#loopWindow.p99);
+    gauge('captiongate_event_loop_lag_max_seconds', 'Event-loop delay max over the last 10 s.', () => this.#loopWindow.max);
+
+    const counter = <L extends string = never>(name: string, help: string, labelNames?: L[]) =>
+      new Counter<L>({ name, help, registers: [r], ...(labelNames ? { labelNames } : {}) });
+    this.samplesReceived = counter('captiongate_samples_received_total', 'Audio samples (16 kHz) accepted into sessions.');
+    this.samplesDecoded = counter('captiongate_samples_decoded_total', 'Audio samples (16 kHz) consumed by the engine.');
+    this.samplesDropped = counter('captiongate_samples_dropped_total', 'Accepted audio samples (16 kHz) not decoded, reported to clients.');
+    this.errors = counter('captiongate_errors_total', 'Errors sent to clients, by code.', ['code']);
+    this.sessionsStarted = counter('captiongate_sessions_started_total', 'Sessions started.');
+    this.sessionsEnded = counter('captiongate_sessions_ended_total', 'Sessions ended, by reason.', ['reason']);
+    this.sessionsRefused = counter('captiongate_sessions_refused_total', 'Sessions refused, by code.', ['code']);
+    this.partialRevisions = counter('captiongate_partial_revisions_total', 'Partial captions sent.');
+    this.committedWords = counter('captiongate_committed_words_total', 'Words in final captions.');
+    this.lagWarnings = counter('captiongate_lag_warnings_total', 'Lagging warnings sent.');
+
+    const hist = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers: [r] });
+    this.firstPartialLatency = hist(
+      'captiongate_first_partial_latency_seconds',
+      'From the arrival of an utterance\'s first audio to its first partial with a word.',
+      LATENCY_BUCKETS,
+    );
+    this.finalLatency = hist(
+      'captiongate_final_latency_seconds',
+      'From the arrival of the audio at the endpoint to the final being sent.',
+      LATENCY_BUCKETS,
+    );
+    this.ingestToSubmit = hist(
+      'captiongate_ingest_to_submit_seconds',
+      'From a session having a window ready to the window being submitted to the engine.',
+      [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25],
+    );
+    this.batchSize = hist('captiongate_engine_batch_windows', 'Windows per engine call.', [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]);
+
+    this.#loop = monitorEventLoopDelay({ resolution: 10 });
+    this.#loop.enable();
+    this.#loopTimer = setInterval(() => this.#rollLoopWindow(), 10_000);
+    this.#loopTimer.unref();
+  }
+
+  #rollLoopWindow(): void {
+    const h = this.#loop;
+    this.#loopWindow = {
+      p50: h.percentile(50) / 1e9,
+      p99: h.percentile(99) / 1e9,
+      max: h.max / 1e9,
+    };
+    h.reset();
+  }
+
+  /** Event-loop delay since the last window roll (bench/tests). */
+  eventLoopLag(): { p50: number; p99: number; max: number } {
+    const h = this.#loop;
+    return { p50: h.percentile(50) / 1e9, p99: h.percentile(99) / 1e9, max: h.max / 1e9 };
+  }
+
+  resetEventLoopLag(): void {
+    this.#loop.reset();
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  close(): void {
+    clearInterval(this.#loopTimer);
+    this.#loop.disable();
+  }
+}

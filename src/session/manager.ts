@@ -1,0 +1,247 @@
+/**
+ * Admission, bookkeeping and timers for all sessions.
+ *
+ * Admission order (cheapest refusal first, nothing allocated before a
+ * refusal): shutting down, per-address limit, engine lag (measured), then a
+ * slab from the pool. A refused client gets an `error` with `retryAfterMs`
+ * and a close; it is never accepted and failed later.
+ */
+import type { Logger } from 'pino';
+
+import type { CaptionEvent } from '../captions/stabilizer.js';
+import type { Shapes } from '../config/derive.js';
+import type { Config } from '../config/schema.js';
+import type { Engine, StreamId } from '../engine/types.js';
+import { CloseCode, GatewayError } from '../errors.js';
+import type { GatewayMetrics } from '../metrics/metrics.js';
+import { RingBuffer } from '../pool/ring-buffer.js';
+import type { SlabPool } from '../pool/slab-pool.js';
+import type { StartMessage } from '../protocol/messages.js';
+import type { WindowBatcher } from '../scheduler/window-batcher.js';
+import type { Outbox } from './outbox.js';
+import { Session } from './session.js';
+
+export const CAPACITY_RETRY_MS = 2000;
+export const PER_ADDRESS_RETRY_MS = 5000;
+const SWEEP_MS = 250;
+
+export interface SessionManagerDeps {
+  readonly config: Readonly<Config>;
+  readonly shapes: Shapes;
+  readonly engine: Engine;
+  readonly pool: SlabPool;
+  readonly batcher: WindowBatcher;
+  readonly metrics: GatewayMetrics;
+  readonly log: Logger;
+  readonly published?: (s: Session, ev: CaptionEvent) => void;
+  readonly ended?: (s: Session) => void;
+}
+
+export class SessionManager {
+  #deps: SessionManagerDeps;
+  #byId = new Map<string, Session>();
+  #byStream = new Map<StreamId, Session>();
+  #perAddress = new Map<string, number>();
+  #scratch: Float32Array;
+  #sweep: NodeJS.Timeout;
+  #shuttingDown = false;
+  #engineLag = 0;
+  #nextId = 1;
+  #idWaiters: (() => void)[] = [];
+
+  constructor(deps: SessionManagerDeps) {
+    this.#deps = deps;
+    // Largest conversion output of one frame: 1 s of audio at 16 kHz, plus
+    // the resampler's filter tail.
+    this.#scratch = new Float32Array(16_000 * 2 + 4096);
+    deps.engine.onReady((ids) => {
+      for (const id of ids) this.#byStream.get(id)?.unpark();
+    });
+    this.#sweep = setInterval(() => this.#tick(), SWEEP_MS);
+    this.#sweep.unref();
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+  get shuttingDown(): boolean {
+    return this.#shuttingDown;
+  }
+  /** Worst per-session backlog at the last sweep, seconds. */
+  get engineLagSeconds(): number {
+    return this.#engineLag;
+  }
+  get scratchBytes(): number {
+    return this.#scratch.byteLength;
+  }
+
+  get(id: string): Session | undefined {
+    return this.#byId.get(id);
+  }
+  sessions(): IterableIterator<Session> {
+    return this.#byId.values();
+  }
+
+  /**
+   * Admission check without allocating. `checkPool` (readiness probes) also
+   * reports an empty pool; on the open path the pool's own acquire() does,
+   * so its refusal counter stays honest.
+   */
+  admissible(remoteAddress: string, checkPool = false): GatewayError | null {
+    const { config } = this.#deps;
+    if (this.#shuttingDown) return new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', CAPACITY_RETRY_MS);
+    const n = this.#perAddress.get(remoteAddress) ?? 0;
+    if (n >= config.limits.maxSessionsPerAddress) {
+      return new GatewayError(
+        'CAP_ERR_TOO_MANY_SESSIONS',
+        `this address already has ${n} sessions (limits.maxSessionsPerAddress = ${config.limits.maxSessionsPerAddress})`,
+        PER_ADDRESS_RETRY_MS,
+      );
+    }
+    if (this.#engineLag > config.admission.maxEngineLagSeconds) {
+      return new GatewayError(
+        'CAP_ERR_CAPACITY',
+        `the engine is ${this.#engineLag.toFixed(1)} s behind (admission.maxEngineLagSeconds = ${config.admission.maxEngineLagSeconds}); retry later`,
+        CAPACITY_RETRY_MS,
+      );
+    }
+    if (checkPool && this.#deps.pool.available === 0) {
+      return new GatewayError('CAP_ERR_CAPACITY', `all ${this.#deps.pool.stats().slabs} session slabs are in use; retry later`, CAPACITY_RETRY_MS);
+    }
+    return null;
+  }
+
+  /** Opens a session or returns why not. Sends `ready` on success. */
+  open(
+    start: StartMessage,
+    outbox: Outbox,
+    remoteAddress: string,
+    limits: { readonly maxSessionSeconds?: number } = {},
+  ): Session | GatewayError {
+    const refused = this.admissible(remoteAddress);
+    if (refused) return this.#refuse(refused);
+    let id = start.sessionId;
+    if (id !== undefined && this.#byId.has(id)) {
+      return this.#refuse(new GatewayError('CAP_ERR_BAD_PARAMETER', `sessionId "${id}" is already in use`));
+    }
+    id ??= this.#newId();
+    const slab = this.#deps.pool.acquire();
+    if (!slab) {
+      return this.#refuse(
+        new GatewayError('CAP_ERR_CAPACITY', `all ${this.#deps.pool.stats().slabs} session slabs are in use; retry later`, CAPACITY_RETRY_MS),
+      );
+    }
+    const { config, shapes } = this.#deps;
+    let session: Session;
+    try {
+      const ring = new RingBuffer(slab, shapes.ringSamples, shapes.mirrorSamples);
+      session = new Session(
+        {
+          config,
+          shapes,
+          engine: this.#deps.engine,
+          metrics: this.#deps.metrics,
+          log: this.#deps.log,
+          scratch: this.#scratch,
+          markReady: (s) => this.#deps.batcher.markReady(s),
+          released: (s) => this.#released(s),
+          ...(this.#deps.published ? { published: this.#deps.published } : {}),
+        },
+        { id, start, slab, ring, outbox, remoteAddress, maxSessionSeconds: limits.maxSessionSeconds },
+      );
+    } catch (err) {
+      this.#deps.pool.release(slab);
+      const e = err instanceof GatewayError ? err : new GatewayError('CAP_ERR_CAPACITY', `session could not start: ${(err as Error).message}`, CAPACITY_RETRY_MS);
+      return this.#refuse(e);
+    }
+    this.#byId.set(id, session);
+    this.#byStream.set(session.streamId, session);
+    this.#perAddress.set(remoteAddress, (this.#perAddress.get(remoteAddress) ?? 0) + 1);
+    this.#deps.metrics.sessionsStarted.inc();
+    return session;
+  }
+
+  #refuse(e: GatewayError): GatewayError {
+    this.#deps.metrics.sessionsRefused.inc({ code: e.code });
+    this.#deps.metrics.errors.inc({ code: e.code });
+    return e;
+  }
+
+  #newId(): string {
+    return `s${Date.now().toString(36)}${(this.#nextId++).toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+  }
+
+  #released(s: Session): void {
+    if (this.#byId.get(s.id) !== s) return;
+    this.#byId.delete(s.id);
+    this.#byStream.delete(s.streamId);
+    const n = (this.#perAddress.get(s.remoteAddress) ?? 1) - 1;
+    if (n <= 0) this.#perAddress.delete(s.remoteAddress);
+    else this.#perAddress.set(s.remoteAddress, n);
+    this.#deps.pool.release(s.slab);
+    this.#deps.ended?.(s);
+    if (this.#byId.size === 0 && this.#idWaiters.length) {
+      const w = this.#idWaiters;
+      this.#idWaiters = [];
+      for (const f of w) f();
+    }
+  }
+
+  #tick(): void {
+    const now = Date.now();
+    const { config } = this.#deps;
+    const idleMs = config.limits.idleTimeoutSeconds * 1000;
+    const stallMs = config.server.stalledReaderSeconds * 1000;
+    let lag = 0;
+    for (const s of [...this.#byId.values()]) {
+      if (s.state === 'active' && now - s.lastActivity > idleMs) {
+        s.finish('idle_timeout', CloseCode.IDLE_TIMEOUT, `no message for ${config.limits.idleTimeoutSeconds} s`, {
+          code: 'CAP_ERR_IDLE_TIMEOUT',
+          message: `no message for limits.idleTimeoutSeconds (${config.limits.idleTimeoutSeconds} s); finishing the session`,
+        });
+      }
+      if (!s.ended && (s.outbox.congestedFor(now) > stallMs || s.outbox.overflowed)) {
+        this.#deps.metrics.errors.inc({ code: 'CAP_ERR_SLOW_READER' });
+        s.log.warn({ queuedBytes: s.outbox.queuedBytes }, 'slow reader dropped');
+        s.abort('slow_reader', undefined, { notify: false });
+        s.outbox.close(CloseCode.SLOW_READER, 'slow_reader');
+      }
+      if (!s.ended) lag = Math.max(lag, s.backlogSeconds);
+    }
+    this.#engineLag = lag;
+  }
+
+  /** Recomputes the admission lag now (tests, and after bursts). */
+  refreshLag(): void {
+    this.#tick();
+  }
+
+  /**
+   * Stop admitting; every session finishes (finals, then `end` with reason
+   * server_shutdown). Sessions still running at the deadline are ended with
+   * their backlog counted as dropped.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    this.#shuttingDown = true;
+    for (const s of [...this.#byId.values()]) {
+      s.finish('server_shutdown', CloseCode.SERVER_SHUTDOWN, 'the server is shutting down');
+    }
+    if (this.#byId.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.#idWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    for (const s of [...this.#byId.values()]) {
+      s.abort('server_shutdown', undefined, { close: CloseCode.SERVER_SHUTDOWN });
+    }
+    clearInterval(this.#sweep);
+  }
+
+  close(): void {
+    clearInterval(this.#sweep);
+  }
+}

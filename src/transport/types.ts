@@ -1,0 +1,98 @@
+/**
+ * What a transport offers the gateway, and what the gateway hands back.
+ * Transports only move bytes: upgrade requests in, decisions out; frames
+ * in, frames out; they know nothing of sessions or the protocol.
+ */
+
+export interface UpgradeRequest {
+  readonly path: string;
+  readonly query: URLSearchParams;
+  /** Lower-case header names. */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly remoteAddress: string;
+  /** Requested subprotocols, in the client's order. */
+  readonly protocols: readonly string[];
+}
+
+export type UpgradeDecision<C> =
+  | { readonly accept: true; readonly protocol: string | null; readonly context: C }
+  | { readonly accept: false; readonly status: number; readonly body: string; readonly headers?: Readonly<Record<string, string>> };
+
+export interface WsConnection {
+  readonly remoteAddress: string;
+  /** Sends one frame. Never throws on a closed connection. */
+  send(data: string | Uint8Array, isBinary: boolean): void;
+  bufferedAmount(): number;
+  /** Close handshake with a code and a short reason. */
+  close(code: number, reason: string): void;
+  /** Drop the TCP connection without a close frame. */
+  terminate(): void;
+}
+
+export interface ConnectionHandler {
+  /** `data` is only valid during the call. */
+  message(data: Uint8Array, isBinary: boolean): void;
+  drain(): void;
+  closed(code: number, reason: string): void;
+}
+
+export interface HttpRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly query: URLSearchParams;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly remoteAddress: string;
+}
+
+export interface HttpResponse {
+  readonly status: number;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body: string | Uint8Array;
+}
+
+export interface TransportHandlers<C> {
+  upgrade(req: UpgradeRequest): UpgradeDecision<C> | Promise<UpgradeDecision<C>>;
+  open(conn: WsConnection, context: C): ConnectionHandler;
+  http(req: HttpRequest): HttpResponse | Promise<HttpResponse>;
+}
+
+export interface TransportOptions {
+  /** Hard ceiling per WebSocket message; larger ones close the socket with 1009. */
+  readonly maxPayloadBytes: number;
+  /** The gateway keeps sockets below this; the transport must not drop before it. */
+  readonly maxBackpressureBytes: number;
+}
+
+export interface Transport {
+  readonly kind: 'uws' | 'ws';
+  /** uws: whether the native build loaded (else the slow JS fallback). */
+  readonly native: boolean;
+  listen(host: string, port: number): Promise<number>;
+  /** Stops accepting connections; open ones continue. */
+  stopListening(): void;
+  /** Stops listening and terminates remaining connections. */
+  close(): Promise<void>;
+}
+
+export const STATUS_TEXT: Readonly<Record<number, string>> = {
+  200: 'OK',
+  204: 'No Content',
+  301: 'Moved Permanently',
+  304: 'Not Modified',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  426: 'Upgrade Required',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+export function parseProtocols(header: string | undefined): string[] {
+  return (header ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}

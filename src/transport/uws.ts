@@ -1,0 +1,249 @@
+/**
+ * uWebSockets.js transport (npm @trufflesuite/uws-js-unofficial, pinned).
+ * The package silently falls back to a slow pure-JS server when its native
+ * binary does not load (it ships binaries for Node 16/18/20 only), so we load
+ * the binary ourselves and report which path is in use.
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+import {
+  parseProtocols,
+  STATUS_TEXT,
+  type ConnectionHandler,
+  type HttpRequest,
+  type HttpResponse,
+  type Transport,
+  type TransportHandlers,
+  type TransportOptions,
+  type UpgradeDecision,
+  type UpgradeRequest,
+  type WsConnection,
+} from './types.js';
+
+// Minimal structural types for the parts of uWS we use.
+interface UwsWebSocket {
+  send(message: string | Uint8Array, isBinary?: boolean, compress?: boolean): number;
+  getBufferedAmount(): number;
+  end(code?: number, shortMessage?: string): void;
+  close(): void;
+  getUserData(): UserData;
+}
+interface UwsHttpResponse {
+  writeStatus(status: string): UwsHttpResponse;
+  writeHeader(key: string, value: string): UwsHttpResponse;
+  end(body?: string | Uint8Array): UwsHttpResponse;
+  onAborted(cb: () => void): UwsHttpResponse;
+  cork(cb: () => void): UwsHttpResponse;
+  upgrade(userData: UserData, key: string, protocol: string, extensions: string, context: unknown): void;
+  getRemoteAddressAsText(): ArrayBuffer;
+}
+interface UwsHttpRequest {
+  getUrl(): string;
+  getQuery(): string | undefined;
+  getMethod(): string;
+  getHeader(name: string): string;
+  forEach(cb: (key: string, value: string) => void): void;
+}
+interface UwsApp {
+  ws(pattern: string, behavior: Record<string, unknown>): UwsApp;
+  any(pattern: string, handler: (res: UwsHttpResponse, req: UwsHttpRequest) => void): UwsApp;
+  listen(host: string, port: number, cb: (token: unknown) => void): UwsApp;
+}
+interface UwsModule {
+  App(): UwsApp;
+  DISABLED: number;
+  us_listen_socket_close(token: unknown): void;
+  us_socket_local_port(token: unknown): number;
+}
+
+interface UserData {
+  context: unknown;
+  conn: UwsConnection | null;
+  handler: ConnectionHandler | null;
+}
+
+export function loadUws(): { uws: UwsModule; native: boolean; detail: string } {
+  const require = createRequire(import.meta.url);
+  const pkgDir = path.dirname(require.resolve('@trufflesuite/uws-js-unofficial/package.json'));
+  const binary = path.join(pkgDir, 'binaries', `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`);
+  try {
+    return { uws: require(binary) as UwsModule, native: true, detail: binary };
+  } catch (err) {
+    const fallback = require(path.join(pkgDir, 'dist', 'index.js')) as UwsModule;
+    return { uws: fallback, native: false, detail: `native binary did not load (${(err as Error).message.split('\n')[0]})` };
+  }
+}
+
+const textDecoder = new TextDecoder();
+
+class UwsConnection implements WsConnection {
+  readonly remoteAddress: string;
+  #ws: UwsWebSocket;
+  #open = true;
+  constructor(ws: UwsWebSocket, remoteAddress: string) {
+    this.#ws = ws;
+    this.remoteAddress = remoteAddress;
+  }
+  markClosed(): void {
+    this.#open = false;
+  }
+  send(data: string | Uint8Array, isBinary: boolean): void {
+    if (this.#open) this.#ws.send(data, isBinary, false);
+  }
+  bufferedAmount(): number {
+    return this.#open ? this.#ws.getBufferedAmount() : 0;
+  }
+  close(code: number, reason: string): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#ws.end(code, reason.slice(0, 120));
+  }
+  terminate(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#ws.close();
+  }
+}
+
+function httpHeaders(req: UwsHttpRequest): Record<string, string> {
+  const h: Record<string, string> = {};
+  req.forEach((k, v) => {
+    h[k.toLowerCase()] = v;
+  });
+  return h;
+}
+
+function writeResponse(res: UwsHttpResponse, r: HttpResponse): void {
+  res.writeStatus(`${r.status} ${STATUS_TEXT[r.status] ?? ''}`);
+  for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
+  res.end(r.body);
+}
+
+export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: TransportOptions): Transport {
+  const { uws, native } = loadUws();
+  const app = uws.App();
+  const connections = new Set<UwsConnection>();
+  let listenToken: unknown = null;
+
+  app.ws('/*', {
+    compression: uws.DISABLED,
+    maxPayloadLength: opts.maxPayloadBytes,
+    // The gateway's outbox keeps each socket below maxBackpressureBytes; uWS
+    // must never drop before that.
+    maxBackpressure: opts.maxBackpressureBytes * 4,
+    closeOnBackpressureLimit: false,
+    idleTimeout: 120,
+    sendPingsAutomatically: true,
+    upgrade: (res: UwsHttpResponse, req: UwsHttpRequest, context: unknown) => {
+      // Everything from req must be read now; it is invalid after return.
+      const headers = httpHeaders(req);
+      const key = req.getHeader('sec-websocket-key');
+      const extensions = req.getHeader('sec-websocket-extensions');
+      const up: UpgradeRequest = {
+        path: req.getUrl(),
+        query: new URLSearchParams(req.getQuery() ?? ''),
+        headers,
+        remoteAddress: textDecoder.decode(res.getRemoteAddressAsText()),
+        protocols: parseProtocols(headers['sec-websocket-protocol']),
+      };
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      const finish = (d: UpgradeDecision<C>) => {
+        if (aborted) return;
+        res.cork(() => {
+          if (d.accept) {
+            res.upgrade({ context: d.context, conn: null, handler: null }, key, d.protocol ?? '', extensions, context);
+          } else {
+            writeResponse(res, { status: d.status, headers: { 'content-type': 'application/json', ...(d.headers ?? {}) }, body: d.body });
+          }
+        });
+      };
+      let decision: UpgradeDecision<C> | Promise<UpgradeDecision<C>>;
+      try {
+        decision = handlers.upgrade(up);
+      } catch (err) {
+        decision = { accept: false, status: 500, body: JSON.stringify({ error: (err as Error).message }) };
+      }
+      if (decision instanceof Promise) {
+        decision.then(finish, (err: unknown) =>
+          finish({ accept: false, status: 500, body: JSON.stringify({ error: (err as Error).message }) }),
+        );
+      } else finish(decision);
+    },
+    open: (ws: UwsWebSocket) => {
+      const ud = ws.getUserData();
+      const conn = new UwsConnection(ws, textDecoder.decode((ws as unknown as UwsHttpResponse).getRemoteAddressAsText()));
+      ud.conn = conn;
+      connections.add(conn);
+      ud.handler = handlers.open(conn, ud.context as C);
+    },
+    message: (ws: UwsWebSocket, message: ArrayBuffer, isBinary: boolean) => {
+      ws.getUserData().handler?.message(new Uint8Array(message), isBinary);
+    },
+    drain: (ws: UwsWebSocket) => {
+      ws.getUserData().handler?.drain();
+    },
+    close: (ws: UwsWebSocket, code: number, message: ArrayBuffer) => {
+      const ud = ws.getUserData();
+      if (ud.conn) {
+        ud.conn.markClosed();
+        connections.delete(ud.conn);
+      }
+      ud.handler?.closed(code, textDecoder.decode(message));
+    },
+  });
+
+  app.any('/*', (res, req) => {
+    const r: HttpRequest = {
+      method: req.getMethod().toUpperCase(),
+      path: req.getUrl(),
+      query: new URLSearchParams(req.getQuery() ?? ''),
+      headers: httpHeaders(req),
+      remoteAddress: textDecoder.decode(res.getRemoteAddressAsText()),
+    };
+    let aborted = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    const done = (resp: HttpResponse) => {
+      if (!aborted) res.cork(() => writeResponse(res, resp));
+    };
+    Promise.resolve()
+      .then(() => handlers.http(r))
+      .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }));
+  });
+
+  return {
+    kind: 'uws',
+    native,
+    listen(host, port) {
+      return new Promise((resolve, reject) => {
+        app.listen(host, port, (token) => {
+          if (!token) {
+            reject(new Error(`uWebSockets.js could not listen on ${host}:${port}`));
+            return;
+          }
+          listenToken = token;
+          resolve(uws.us_socket_local_port(token));
+        });
+      });
+    },
+    stopListening() {
+      if (listenToken) {
+        uws.us_listen_socket_close(listenToken);
+        listenToken = null;
+      }
+    },
+    async close() {
+      if (listenToken) {
+        uws.us_listen_socket_close(listenToken);
+        listenToken = null;
+      }
+      for (const c of [...connections]) c.terminate();
+      connections.clear();
+    },
+  };
+}

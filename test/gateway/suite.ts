@@ -1,0 +1,464 @@
+/**
+ * The gateway test suite, run once per transport (uws.test.ts, ws.test.ts).
+ * Real sockets, real speech, the real engine.
+ */
+import http from 'node:http';
+
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+import { readWav, wavToInt16 } from '../../src/audio/wav.js';
+import { CaptionClientError, connect } from '../../src/client/client.js';
+import { createPocketSphinxEngine } from '../../src/engine/pocketsphinx.js';
+import { transcribePcm } from '../../src/engine/stream-loop.js';
+import type { Utterance } from '../../src/engine/types.js';
+import { ERRORS } from '../../src/errors.js';
+import { fliteSession, librivoxClips } from '../../src/eval/corpus.js';
+import { STORY } from '../../src/eval/texts.js';
+import { wer } from '../../src/eval/wer.js';
+import type { FinalMessage } from '../../src/protocol/messages.js';
+import { testConfig } from '../helpers/config.js';
+import { metric, RawClient, settled, startGateway, streamPcm, type Harness, type TransportKind } from '../helpers/gateway.js';
+import { StalledClient } from '../helpers/raw-socket.js';
+
+const clips = librivoxClips();
+const clipPcm = clips.map((c) => wavToInt16(readWav(c.file)));
+const story = fliteSession(STORY, { voice: 'slt', gapSeconds: 0.8 });
+const storyPcm = wavToInt16(readWav(story.file));
+
+const joined = (fs: readonly { text: string }[]) => fs.map((f) => f.text).filter(Boolean).join(' ');
+/** Finals as the engine gives them, rounded like the wire. */
+const shape = (fs: readonly (Utterance | FinalMessage)[]) =>
+  fs
+    .filter((f) => f.text !== '')
+    .map((f) => ({ text: f.text, start: Math.round(f.start * 1000), end: Math.round(f.end * 1000), words: f.words.map((w) => [w.word, Math.round(w.start * 1000), Math.round(w.end * 1000)]) }));
+
+const healthyClip = () => clipPcm[1]!;
+
+export function gatewaySuite(transport: TransportKind): void {
+  describe(`gateway over ${transport}`, () => {
+    let h: Harness;
+    /** The engine's own streaming result for each clip, for comparison. */
+    const direct = new Map<Int16Array, Utterance[]>();
+    const directFinals = async (pcm: Int16Array) => {
+      let r = direct.get(pcm);
+      if (!r) {
+        r = (await transcribePcm(h.gw.engine, pcm, { windowSamples: 1600 })).finals;
+        direct.set(pcm, r);
+      }
+      return r;
+    };
+
+    beforeAll(async () => {
+      // Six decoders: the real-time test has six sessions talking at once.
+      h = await startGateway(transport, { pool: { slabs: 32 }, engine: { decoders: 6, threads: 2 } });
+    });
+    afterAll(async () => {
+      await h?.stop();
+    });
+    afterEach(async () => {
+      // Every path returns every slab and decoder.
+      await settled(h.gw);
+    });
+
+    it('streams real speech at real-time pace: partials while audio flows, finals equal the engine, WER within 1 point of whole-file', async () => {
+      // Five LibriVox clips and a 2-minute flite story, all at once, paced.
+      const runs = await Promise.all([
+        ...clipPcm.map((pcm) => streamPcm(`${h.base}/v1/listen`, pcm, { realtime: true })),
+        streamPcm(`${h.base}/v1/listen`, storyPcm, { realtime: true }),
+      ]);
+      const storyRun = runs.at(-1)!;
+      for (const r of runs) {
+        expect(r.end.reason).toBe('client_stop');
+        expect(r.end.audio.droppedSamples).toBe(0);
+        expect(r.end.audio.receivedSamples).toBe(r.end.audio.decodedSamples);
+        expect(r.messages.some((m) => m.type === 'partial' && m.text !== '')).toBe(true);
+      }
+      // Captions are live: most partials arrive while audio is still flowing
+      // (a 3 s clip under full CPU load may see its first only at the end).
+      const partials = runs.reduce((n, r) => n + r.messages.filter((m) => m.type === 'partial').length, 0);
+      const early = runs.reduce((n, r) => n + r.partialsBeforeLastFrame, 0);
+      expect(early).toBeGreaterThan(partials * 0.7);
+      // Partials arrived throughout the 2-minute file, not only at the end.
+      const storyPartials = storyRun.messages.filter((m) => m.type === 'partial').length;
+      expect(storyRun.partialsBeforeLastFrame).toBeGreaterThan(storyPartials * 0.8);
+      expect(storyRun.finals.length).toBeGreaterThan(10);
+
+      // The gateway adds nothing and loses nothing: finals equal the engine's own streaming result.
+      for (let i = 0; i < clipPcm.length; i++) {
+        expect(shape(runs[i]!.finals)).toEqual(shape(await directFinals(clipPcm[i]!)));
+      }
+      expect(shape(storyRun.finals)).toEqual(shape(await directFinals(storyPcm)));
+
+      // Accuracy: streaming WER within 1 point of whole-file decoding with the same settings.
+      const c = testConfig().engine;
+      const whole = await createPocketSphinxEngine({
+        ...c,
+        decoders: 1,
+        threads: 1,
+        vad: { ...c.vad, enabled: false, maxUtteranceSeconds: 600 },
+      });
+      try {
+        const wholeLibri: string[] = [];
+        for (const pcm of clipPcm) wholeLibri.push(joined((await transcribePcm(whole, pcm, { windowSamples: 16000 })).finals));
+        const wholeStory = joined((await transcribePcm(whole, storyPcm, { windowSamples: 16000 })).finals);
+        const gl = wer(clips.map((cl, i) => [cl.text, joined(runs[i]!.finals)]));
+        const wl = wer(clips.map((cl, i) => [cl.text, wholeLibri[i]!]));
+        const gs = wer([[story.text, joined(storyRun.finals)]]);
+        const ws = wer([[story.text, wholeStory]]);
+        console.log(`[${transport}] WER LibriVox gateway ${gl.wer.toFixed(1)}% vs whole-file ${wl.wer.toFixed(1)}%; flite story gateway ${gs.wer.toFixed(1)}% vs whole-file ${ws.wer.toFixed(1)}%`);
+        expect(gl.wer).toBeLessThanOrEqual(wl.wer + 1);
+        expect(gs.wer).toBeLessThanOrEqual(ws.wer + 1);
+        expect(gs.wer).toBeLessThan(20);
+      } finally {
+        await whole.shutdown();
+      }
+    });
+
+    it('gives the same finals to a bot uploading faster than real time (flow control)', async () => {
+      const r = await streamPcm(`${h.base}/v1/listen`, storyPcm, { realtime: false, frameMs: 250 });
+      expect(r.end.audio.droppedSamples).toBe(0);
+      expect(r.messages.filter((m) => m.type === 'warning')).toEqual([]);
+      expect(shape(r.finals)).toEqual(shape(await directFinals(storyPcm)));
+    });
+
+    it('converts 48 kHz stereo s16le and f32le without client-side resampling', async () => {
+      // Upsample a clip to 48 kHz stereo (linear is fine for making test input).
+      const src = clipPcm[0]!;
+      const n = src.length * 3;
+      const s16 = new Int16Array(n * 2);
+      const f32 = new Float32Array(n * 2);
+      for (let i = 0; i < n; i++) {
+        const x = i / 3;
+        const a = src[Math.floor(x)] ?? 0;
+        const b = src[Math.min(src.length - 1, Math.floor(x) + 1)] ?? 0;
+        const v = a + (b - a) * (x - Math.floor(x));
+        s16[2 * i] = s16[2 * i + 1] = Math.round(v);
+        f32[2 * i] = f32[2 * i + 1] = v / 32768;
+      }
+      const [a, b] = await Promise.all([
+        streamPcm(`${h.base}/v1/listen`, s16, { sampleRate: 48000, channels: 2, encoding: 's16le' }),
+        streamPcm(`${h.base}/v1/listen`, new Uint8Array(f32.buffer), { sampleRate: 48000, channels: 2, encoding: 'f32le' }),
+      ]);
+      const expected = wer([[clips[0]!.text, joined(await directFinals(src))]]).wer;
+      for (const r of [a, b]) {
+        expect(Math.abs(r.end.audio.receivedSeconds - src.length / 16000)).toBeLessThan(0.01);
+        expect(wer([[clips[0]!.text, joined(r.finals)]]).wer).toBeLessThanOrEqual(expected + 10);
+      }
+    });
+
+    it('speaks the msgpack subprotocol', async () => {
+      const r = await streamPcm(`${h.base}/v1/listen`, healthyClip(), { protocol: 'msgpack' });
+      expect(r.end.reason).toBe('client_stop');
+      expect(shape(r.finals)).toEqual(shape(await directFinals(healthyClip())));
+    });
+
+    it('ends at maxSessionSeconds with the finals delivered, then a clean close', async () => {
+      const h2 = await startGateway(transport, { limits: { maxSessionSeconds: 3 }, engine: { decoders: 1, threads: 1 } });
+      try {
+        const client = await connect(`${h2.base}/v1/listen`, { sampleRate: 16000 });
+        const msgs: { type: string; code?: string }[] = [];
+        client.on('message', (m) => msgs.push(m));
+        const closed = new Promise<number>((r) => client.on('close', (code) => r(code)));
+        const pcm = clipPcm[0]!; // 7.1 s
+        for (let off = 0; off < pcm.length && !client.ended; off += 1600) {
+          await client.write(pcm.subarray(off, off + 1600));
+        }
+        expect(await closed).toBe(4003);
+        const end = msgs.find((m) => m.type === 'end') as unknown as { reason: string; audio: { receivedSeconds: number; droppedSamples: number } };
+        expect(end.reason).toBe('max_duration');
+        expect(end.audio.receivedSeconds).toBeCloseTo(3, 2);
+        expect(end.audio.droppedSamples).toBe(0);
+        const err = msgs.find((m) => m.type === 'error');
+        expect(err?.code).toBe('CAP_ERR_MAX_DURATION');
+        // The finals for the accepted 3 s came before the end.
+        const finals = msgs.filter((m) => m.type === 'final') as unknown as FinalMessage[];
+        expect(joined(finals).split(' ').length).toBeGreaterThan(3);
+        expect(msgs.findIndex((m) => m.type === 'end')).toBeGreaterThan(msgs.findIndex((m) => m.type === 'final'));
+        await settled(h2.gw);
+      } finally {
+        await h2.stop();
+      }
+    });
+
+    it('refuses a session when the pool is empty, with a retry hint, before it starts', async () => {
+      const h2 = await startGateway(transport, { pool: { slabs: 2 }, engine: { decoders: 1, threads: 1 } });
+      try {
+        const a = await connect(`${h2.base}/v1/listen`, { sampleRate: 16000 });
+        const b = await connect(`${h2.base}/v1/listen`, { sampleRate: 16000 });
+        const err = await connect(`${h2.base}/v1/listen`, { sampleRate: 16000 }).then(
+          () => null,
+          (e: unknown) => e as CaptionClientError,
+        );
+        expect(err).toBeInstanceOf(CaptionClientError);
+        expect(err!.code).toBe('CAP_ERR_CAPACITY');
+        expect(err!.retryAfterMs).toBeGreaterThan(0);
+        expect(err!.closeCode).toBe(4002);
+        expect(h2.gw.pool.stats().refusals).toBeGreaterThan(0);
+        expect(await metric(h2.http, 'captiongate_sessions_refused_total', 'code="CAP_ERR_CAPACITY"')).toBe(1);
+        // The two accepted sessions are unaffected and finish normally.
+        for (const c of [a, b]) {
+          await c.write(clipPcm[4]!);
+          expect((await c.stop()).reason).toBe('client_stop');
+        }
+        await settled(h2.gw);
+        // A slab is free again: a new session is accepted.
+        const c = await connect(`${h2.base}/v1/listen`, { sampleRate: 16000 });
+        expect((await c.stop()).reason).toBe('client_stop');
+        await settled(h2.gw);
+      } finally {
+        await h2.stop();
+      }
+    });
+
+    it('returns every slab and decoder when 20 sessions are cut abruptly mid-utterance', async () => {
+      const clients = await Promise.all(Array.from({ length: 20 }, () => connect(`${h.base}/v1/listen`, { sampleRate: 16000 })));
+      const pcm = clipPcm[0]!;
+      // Send 1.5-2.5 s of speech each (well inside the first utterance), then cut.
+      await Promise.all(
+        clients.map(async (c, i) => {
+          const n = 24000 + (i % 5) * 3200;
+          for (let off = 0; off < n; off += 1600) c.send(pcm.subarray(off, off + 1600));
+          await new Promise((r) => setTimeout(r, 200 + (i % 7) * 50));
+          c.terminate();
+        }),
+      );
+      await settled(h.gw);
+      expect(await metric(h.http, 'captiongate_slabs_in_use')).toBe(0);
+      expect(await metric(h.http, 'captiongate_decoders_in_use')).toBe(0);
+      expect(await metric(h.http, 'captiongate_sessions_active')).toBe(0);
+    });
+
+    it('answers each malformed input with its documented code; a concurrent healthy session is unaffected', async () => {
+      const healthy = streamPcm(`${h.base}/v1/listen`, healthyClip(), { realtime: true });
+      const url = `${h.base}/v1/listen`;
+      const startMsg = { type: 'start', sampleRate: 16000, channels: 1, encoding: 's16le' };
+
+      // Before start.
+      const pre = new RawClient(url);
+      await pre.opened;
+      pre.ws.send('{not json');
+      pre.ws.send('[1,2]');
+      pre.sendJson({ type: 'bogus' });
+      pre.ws.send(new Uint8Array(3200));
+      pre.sendJson({ ...startMsg, sampleRate: 7999 });
+      pre.sendJson({ ...startMsg, encoding: 'mulaw' });
+      pre.sendJson({ ...startMsg, channels: 3 });
+      pre.sendJson({ ...startMsg, extra: true });
+      await pre.waitFor((m) => m.type === 'error' && m.message.includes('unknown field'));
+      expect(pre.errorCodes()).toEqual([
+        'CAP_ERR_INVALID_JSON',
+        'CAP_ERR_INVALID_MESSAGE',
+        'CAP_ERR_UNKNOWN_TYPE',
+        'CAP_ERR_AUDIO_BEFORE_START',
+        'CAP_ERR_BAD_PARAMETER',
+        'CAP_ERR_BAD_PARAMETER',
+        'CAP_ERR_BAD_PARAMETER',
+        'CAP_ERR_BAD_PARAMETER',
+      ]);
+      // The connection survived all of that and can still start.
+      pre.sendJson(startMsg);
+      await pre.waitFor((m) => m.type === 'ready');
+
+      // During a session.
+      pre.sendJson(startMsg);
+      pre.ws.send(new Uint8Array(3201)); // not whole samples
+      pre.ws.send(new Uint8Array(80)); // 2.5 ms
+      pre.ws.send(new Uint8Array(testConfig().limits.maxFrameBytes + 2)); // > maxFrameBytes, < transport ceiling
+      pre.ws.send('x'.repeat(testConfig().limits.maxControlBytes + 1));
+      pre.sendJson({ type: 'flush', now: true });
+      pre.ws.send(new Uint8Array(3200)); // valid: accepted
+      await pre.waitFor((m) => m.type === 'error' && m.code === 'CAP_ERR_INVALID_MESSAGE' && m.message.includes('flush'));
+      expect(pre.errorCodes().slice(8)).toEqual([
+        'CAP_ERR_ALREADY_STARTED',
+        'CAP_ERR_PARTIAL_SAMPLE',
+        'CAP_ERR_FRAME_DURATION',
+        'CAP_ERR_FRAME_TOO_LARGE',
+        'CAP_ERR_CONTROL_TOO_LARGE',
+        'CAP_ERR_INVALID_MESSAGE',
+      ]);
+      pre.sendJson({ type: 'stop' });
+      pre.ws.send(new Uint8Array(3200)); // after stop
+      const end = await pre.waitFor((m) => m.type === 'end');
+      await pre.closed;
+      expect(pre.closeCode).toBe(1000);
+      // Only the one valid frame was accepted; nothing else counted.
+      expect((end as { audio: { receivedSamples: number } }).audio.receivedSamples).toBe(1600);
+      for (const m of pre.messages) {
+        if (m.type === 'error') expect(Object.keys(ERRORS)).toContain(m.code);
+      }
+
+      // A frame beyond the transport ceiling drops the connection: ws sends
+      // 1009 (message too big); uWS closes the socket at once (1006).
+      const big = new RawClient(url);
+      await big.opened;
+      big.sendJson(startMsg);
+      await big.waitFor((m) => m.type === 'ready');
+      big.ws.send(new Uint8Array(testConfig().limits.maxFrameBytes * 2 + 4096));
+      await big.closed;
+      expect(transport === 'ws' ? [1009] : [1006, 1009]).toContain(big.closeCode);
+
+      // Bad query parameters: error then close 4000.
+      const q = new RawClient(`${url}?sampleRate=123&channels=1&encoding=s16le`);
+      await q.closed;
+      expect(q.errorCodes()).toEqual(['CAP_ERR_BAD_PARAMETER']);
+      expect(q.closeCode).toBe(4000);
+
+      // Too many errors: protocol violation.
+      const noisy = new RawClient(url);
+      await noisy.opened;
+      for (let i = 0; i < testConfig().limits.maxErrorsPerSession + 1; i++) noisy.ws.send('nope');
+      await noisy.closed;
+      expect(noisy.closeCode).toBe(4005);
+      expect(noisy.errorCodes().at(-1)).toBe('CAP_ERR_PROTOCOL_VIOLATION');
+
+      // Unsupported subprotocol and unknown route are refused at upgrade.
+      const badProto = await fetchUpgrade(h.http, '/v1/listen', 'chat.v2');
+      expect(badProto.status).toBe(400);
+      expect(badProto.code).toBe('CAP_ERR_UNSUPPORTED_PROTOCOL');
+      const notFound = await fetchUpgrade(h.http, '/v1/nope');
+      expect(notFound.status).toBe(404);
+      expect(notFound.code).toBe('CAP_ERR_NOT_FOUND');
+
+      const r = await healthy;
+      expect(r.end.reason).toBe('client_stop');
+      expect(shape(r.finals)).toEqual(shape(await directFinals(healthyClip())));
+    });
+
+    it("a client that never reads does not hold up another session's captions", async () => {
+      const port = Number(new URL(h.base).port);
+      const stalled = new StalledClient(port, '/v1/listen?sampleRate=16000&channels=1&encoding=s16le&ack=true');
+      await stalled.upgraded;
+      const pcm = storyPcm;
+      let stop = false;
+      const pump = (async () => {
+        for (let off = 0; !stop && off < pcm.length; off += 1600) {
+          stalled.send(new Uint8Array(pcm.buffer, pcm.byteOffset + off * 2, Math.min(1600, pcm.length - off) * 2));
+          await new Promise((r) => setTimeout(r, 25));
+        }
+      })();
+      const r = await streamPcm(`${h.base}/v1/listen`, healthyClip(), { realtime: true });
+      expect(r.end.reason).toBe('client_stop');
+      expect(shape(r.finals)).toEqual(shape(await directFinals(healthyClip())));
+      // The stalled session was still being served the whole time.
+      expect(h.gw.manager.size).toBe(1);
+      stop = true;
+      await pump;
+      stalled.destroy();
+    });
+
+    it('finishes idle sessions with their finals (idle timeout)', async () => {
+      const h2 = await startGateway(transport, { limits: { idleTimeoutSeconds: 1 }, engine: { decoders: 1, threads: 1 } });
+      try {
+        const c = new RawClient(`${h2.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
+        await c.waitFor((m) => m.type === 'ready');
+        const pcm = clipPcm[4]!;
+        for (let off = 0; off < pcm.length; off += 1600) c.ws.send(pcm.subarray(off, Math.min(pcm.length, off + 1600)));
+        await c.closed;
+        expect(c.closeCode).toBe(4004);
+        expect(c.errorCodes()).toEqual(['CAP_ERR_IDLE_TIMEOUT']);
+        const end = c.messages.find((m) => m.type === 'end') as { reason: string; audio: { droppedSamples: number } };
+        expect(end.reason).toBe('idle_timeout');
+        expect(end.audio.droppedSamples).toBe(0);
+        expect(c.messages.some((m) => m.type === 'final')).toBe(true);
+        await settled(h2.gw);
+      } finally {
+        await h2.stop();
+      }
+    });
+
+    it('shuts down gracefully: live sessions get their finals and end with server_shutdown', async () => {
+      const h2 = await startGateway(transport, { engine: { decoders: 2, threads: 2 } });
+      const clients = await Promise.all(
+        [0, 2, 3].map(async (i) => {
+          const c = new RawClient(`${h2.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
+          await c.waitFor((m) => m.type === 'ready');
+          const pcm = clipPcm[i]!;
+          for (let off = 0; off < pcm.length; off += 1600) c.ws.send(pcm.subarray(off, Math.min(pcm.length, off + 1600)));
+          return c;
+        }),
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      await h2.stop();
+      for (const c of clients) {
+        await c.closed;
+        expect(c.closeCode).toBe(4006);
+        const end = c.messages.find((m) => m.type === 'end') as { reason: string; audio: { receivedSamples: number; decodedSamples: number } };
+        expect(end.reason).toBe('server_shutdown');
+        expect(end.audio.decodedSamples).toBe(end.audio.receivedSamples);
+        expect(c.messages.some((m) => m.type === 'final')).toBe(true);
+      }
+      expect(h2.gw.pool.inUse).toBe(0);
+      // New connections are refused while and after shutting down.
+      const late = await fetch(`${h2.http}/healthz`).then(
+        () => 'served',
+        () => 'refused',
+      );
+      expect(late).toBe('refused');
+    });
+
+    it('serves health, readiness, metrics and the demo page', async () => {
+      expect((await fetch(`${h.http}/healthz`)).status).toBe(200);
+      const ready = await fetch(`${h.http}/readyz`);
+      expect(ready.status).toBe(200);
+      const text = await (await fetch(`${h.http}/metrics`)).text();
+      for (const name of [
+        'captiongate_sessions_active',
+        'captiongate_slabs_in_use',
+        'captiongate_decoders_in_use',
+        'captiongate_samples_received_total',
+        'captiongate_samples_decoded_total',
+        'captiongate_samples_dropped_total',
+        'captiongate_first_partial_latency_seconds_bucket',
+        'captiongate_final_latency_seconds_bucket',
+        'captiongate_event_loop_lag_p99_seconds',
+        'captiongate_errors_total',
+      ]) {
+        expect(text).toContain(name);
+      }
+      // Real observations, not empty histograms.
+      expect(await metric(h.http, 'captiongate_final_latency_seconds_count')).toBeGreaterThan(0);
+      expect(await metric(h.http, 'captiongate_first_partial_latency_seconds_count')).toBeGreaterThan(0);
+      const page = await fetch(`${h.http}/`);
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-type')).toContain('text/html');
+      expect((await fetch(`${h.http}/../package.json`)).status).toBe(404);
+      expect((await fetch(`${h.http}/v1/listen`)).status).toBe(426);
+    });
+  });
+}
+
+/** Attempts a WebSocket upgrade over plain HTTP and returns the refusal. */
+function fetchUpgrade(httpBase: string, path: string, protocol?: string): Promise<{ status: number; code: string | undefined }> {
+  const u = new URL(httpBase);
+  return new Promise((resolve) => {
+    const req = http.request({
+      host: u.hostname,
+      port: u.port,
+      path,
+      headers: {
+        connection: 'Upgrade',
+        upgrade: 'websocket',
+        'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+        'sec-websocket-version': '13',
+        ...(protocol ? { 'sec-websocket-protocol': protocol } : {}),
+      },
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve({ status: res.statusCode ?? 101, code: undefined });
+    });
+    req.on('response', (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => {
+        let code: string | undefined;
+        try {
+          code = (JSON.parse(body) as { error?: { code?: string } }).error?.code;
+        } catch {}
+        resolve({ status: res.statusCode ?? 0, code });
+      });
+    });
+    req.on('error', () => resolve({ status: 0, code: undefined }));
+    req.end();
+  });
+}

@@ -1,0 +1,3 @@
+import { gatewaySuite } from './suite.js';
+
+gatewaySuite('uws');
