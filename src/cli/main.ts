@@ -10,6 +10,12 @@ import { parseArgs } from 'node:util';
 const USAGE = `Usage:
   captiongate serve
   captiongate transcribe FILE.wav [--realtime] [--json] [--window-ms 100]
+  captiongate stream FILE.wav|- [--url ws://localhost:8080/v1/listen] [--fast] [--json]
+                     [--vtt OUT.vtt] [--srt OUT.srt] [--rate 16000 --channels 1 --encoding s16le]
+                     [--speaker NAME] [--meeting ID] [--token JWT] [--msgpack] [--frame-ms 100]
+
+  stream: WAV files carry their format; raw PCM on stdin ("-") uses --rate/--channels/--encoding.
+          Real-time pacing by default; --fast sends as fast as the server accepts.
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -38,6 +44,54 @@ async function main(argv: string[]): Promise<number> {
         windowMs: Number(values['window-ms']),
       });
       return 0;
+    }
+    case 'stream': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          url: { type: 'string', default: process.env.CAPTIONGATE_URL ?? 'ws://localhost:8080/v1/listen' },
+          rate: { type: 'string' },
+          channels: { type: 'string' },
+          encoding: { type: 'string' },
+          fast: { type: 'boolean', default: false },
+          json: { type: 'boolean', default: false },
+          vtt: { type: 'string' },
+          srt: { type: 'string' },
+          speaker: { type: 'string' },
+          meeting: { type: 'string' },
+          token: { type: 'string', default: process.env.CAPTIONGATE_TOKEN },
+          msgpack: { type: 'boolean', default: false },
+          'frame-ms': { type: 'string', default: '100' },
+        },
+      });
+      const input = positionals[0];
+      if (!input) {
+        process.stderr.write(USAGE);
+        return 2;
+      }
+      const enc = values.encoding;
+      if (enc !== undefined && enc !== 's16le' && enc !== 'f32le') {
+        process.stderr.write('--encoding must be s16le or f32le\n');
+        return 2;
+      }
+      const { runStream } = await import('./stream.js');
+      return runStream({
+        input,
+        url: values.url!,
+        rate: values.rate ? Number(values.rate) : undefined,
+        channels: values.channels ? Number(values.channels) : undefined,
+        encoding: enc,
+        fast: values.fast === true,
+        json: values.json === true,
+        vtt: values.vtt,
+        srt: values.srt,
+        speaker: values.speaker,
+        meeting: values.meeting,
+        token: values.token,
+        msgpack: values.msgpack === true,
+        frameMs: Number(values['frame-ms']),
+      });
     }
     case 'serve': {
       const { runServer } = await import('../main.js');

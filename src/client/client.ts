@@ -217,9 +217,20 @@ export class CaptionClient extends EventEmitter<CaptionClientEvents> {
     return !this.#blocked();
   }
 
-  /** Sends, then waits until the socket and the server's backlog allow more. */
+  /**
+   * Sends frame by frame, waiting before each one until the socket and the
+   * server's backlog allow more: any amount can be written in one call.
+   */
   async write(pcm: Uint8Array | Int16Array | Float32Array): Promise<void> {
-    this.send(pcm);
+    if (this.#stopped) throw new CaptionClientError('CLIENT_STOPPED', 'write after stop');
+    const bytes = Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+    this.#pending = this.#pending.length ? Buffer.concat([this.#pending, bytes]) : Buffer.from(bytes);
+    while (this.#pending.length >= this.#frameBytes) {
+      while (this.#blocked()) await new Promise<void>((r) => this.#waiters.push(r));
+      if (this.#closed || this.#end) break;
+      this.#sendFrame(this.#pending.subarray(0, this.#frameBytes));
+      this.#pending = this.#pending.subarray(this.#frameBytes);
+    }
     while (this.#blocked()) await new Promise<void>((r) => this.#waiters.push(r));
     if (this.#closed && !this.#end) throw new CaptionClientError('CLIENT_CLOSED', `connection closed (${this.#closed.code} ${this.#closed.reason})`);
   }
@@ -319,8 +330,10 @@ export function connect(url: string, options: ConnectOptions): Promise<CaptionCl
         ),
       );
     });
-    ws.on('unexpected-response', (_req, res) => {
+    ws.on('unexpected-response', (req, res) => {
       clearTimeout(timer);
+      // Node 20's global agent keeps sockets alive; this one must not linger.
+      const socket = res.socket;
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
       res.on('end', () => {
@@ -332,6 +345,8 @@ export function connect(url: string, options: ConnectOptions): Promise<CaptionCl
           message = j.error?.message ?? body;
         } catch {}
         reject(new CaptionClientError(code, `upgrade refused (${res.statusCode}): ${message}`));
+        req.destroy();
+        socket?.destroy();
       });
     });
     ws.on('error', (err) => {

@@ -111,6 +111,17 @@ export const configSchema = z
     captions: z
       .object({
         interim: bool(),
+        retainFinals: int(1, 1_000_000),
+        keepEndedSessions: int(0, 100_000),
+        keepEndedSeconds: num(0, 86_400),
+      })
+      .strict(),
+    meetings: z
+      .object({
+        maxMeetings: int(1, 100_000),
+        maxViewersPerMeeting: int(1, 100_000),
+        maxReplayFinals: int(1, 1_000_000),
+        retentionSeconds: num(0, 86_400),
       })
       .strict(),
     log: z

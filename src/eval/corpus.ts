@@ -45,6 +45,25 @@ export function cacheDir(): string {
 
 export type FliteVoice = 'slt' | 'rms' | 'awb' | 'kal16';
 
+/** A sentence in generated audio: its file span, and where the voice actually starts and stops. */
+export interface SpeechSegment {
+  readonly text: string;
+  readonly start: number;
+  readonly end: number;
+  /** First and last sample above -40 dBFS, in seconds: the reference onset and offset. */
+  readonly speechStart: number;
+  readonly speechEnd: number;
+}
+
+function speechBounds(pcm: Int16Array): [number, number] {
+  const thr = 328; // -40 dBFS
+  let a = 0;
+  while (a < pcm.length && Math.abs(pcm[a]!) < thr) a++;
+  let b = pcm.length - 1;
+  while (b > a && Math.abs(pcm[b]!) < thr) b--;
+  return [a, b + 1];
+}
+
 /** Speaks `text` with flite into a 16 kHz mono WAV (cached by content). */
 export function fliteWav(text: string, voice: FliteVoice = 'slt'): string {
   const key = createHash('sha1').update(`${voice}\0${text}`).digest('hex').slice(0, 16);
@@ -67,7 +86,7 @@ export function fliteWav(text: string, voice: FliteVoice = 'slt'): string {
 export function fliteSession(
   sentences: readonly string[],
   opts: { voice?: FliteVoice; gapSeconds?: number; leadSeconds?: number; tailSeconds?: number } = {},
-): { file: string; text: string; segments: { text: string; start: number; end: number }[] } {
+): { file: string; text: string; segments: SpeechSegment[] } {
   const voice = opts.voice ?? 'slt';
   const gap = opts.gapSeconds ?? 1.0;
   const lead = opts.leadSeconds ?? 0.5;
@@ -76,21 +95,22 @@ export function fliteSession(
     .update(JSON.stringify({ sentences, voice, gap, lead, tail }))
     .digest('hex')
     .slice(0, 16);
-  const out = path.join(cacheDir(), `session-${voice}-${key}.wav`);
+  const out = path.join(cacheDir(), `session2-${voice}-${key}.wav`);
   const meta = `${out}.json`;
   if (existsSync(out) && existsSync(meta)) {
-    const m = JSON.parse(readFileSync(meta, 'utf8')) as { segments: { text: string; start: number; end: number }[] };
+    const m = JSON.parse(readFileSync(meta, 'utf8')) as { segments: SpeechSegment[] };
     return { file: out, text: sentences.join(' '), segments: m.segments };
   }
   const rate = 16000;
   const parts: Int16Array[] = [new Int16Array(Math.round(lead * rate))];
-  const segments: { text: string; start: number; end: number }[] = [];
+  const segments: SpeechSegment[] = [];
   let pos = parts[0]!.length;
   sentences.forEach((s, i) => {
     const w = readWav(fliteWav(s, voice));
     if (w.sampleRate !== rate || w.channels !== 1) throw new Error('flite produced an unexpected format');
     const pcm = wavToInt16(w);
-    segments.push({ text: s, start: pos / rate, end: (pos + pcm.length) / rate });
+    const [a, b] = speechBounds(pcm);
+    segments.push({ text: s, start: pos / rate, end: (pos + pcm.length) / rate, speechStart: (pos + a) / rate, speechEnd: (pos + b) / rate });
     parts.push(pcm);
     pos += pcm.length;
     const silence = new Int16Array(Math.round((i === sentences.length - 1 ? tail : gap) * rate));

@@ -40,8 +40,12 @@ import type {
 import { createUwsTransport } from '../transport/uws.js';
 import { createWsTransport } from '../transport/ws.js';
 import { packageRoot } from '../util/paths.js';
+import { CaptionArchive } from '../captions/archive.js';
+import { buildCues, toSrt, toWebVTT } from '../captions/cues.js';
+import { MeetingHub } from '../meetings/hub.js';
 import { ListenConnection, type ListenContext } from './listen-connection.js';
 import { StaticFiles } from './static-files.js';
+import { ViewerConnection, type ViewerContext } from './viewer-connection.js';
 
 export interface GatewayOptions {
   readonly config: Readonly<Config>;
@@ -52,7 +56,10 @@ export interface GatewayOptions {
   readonly onCaption?: (session: Session, ev: CaptionEvent) => void;
 }
 
-type Context = ListenContext;
+type Context = ListenContext | ViewerContext;
+
+const MEETING_ROUTE = /^\/v1\/meetings\/([A-Za-z0-9._-]{1,128})\/captions$/;
+const CAPTION_FILE_ROUTE = /^\/v1\/sessions\/([A-Za-z0-9._-]{1,128})\/captions\.(vtt|srt)$/;
 
 export interface Gateway {
   readonly config: Readonly<Config>;
@@ -63,6 +70,8 @@ export interface Gateway {
   readonly batcher: WindowBatcher;
   readonly metrics: GatewayMetrics;
   readonly transport: Transport;
+  readonly hub: MeetingHub;
+  readonly archive: CaptionArchive;
   readonly log: Logger;
   /** The port actually bound (after listen). */
   readonly port: number;
@@ -100,6 +109,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     batch: (n) => metrics.batchSize.observe(n),
     submitLatency: (s) => metrics.ingestToSubmit.observe(s),
   });
+  const archive = new CaptionArchive(config.captions);
+  const hub = new MeetingHub({ ...config.meetings, stalledReaderSeconds: config.server.stalledReaderSeconds });
+  const meetingOf = (s: Session) => (typeof s.meta.meetingId === 'string' ? s.meta.meetingId : null);
   manager = new SessionManager({
     config,
     shapes,
@@ -108,14 +120,31 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     batcher,
     metrics,
     log,
-    ...(options.onCaption ? { published: options.onCaption } : {}),
+    started: (s) => {
+      archive.started(s.id);
+      const m = meetingOf(s);
+      if (m) hub.joined(m, { sessionId: s.id, speaker: s.meta.speaker ?? s.id, startedAt: s.startedAt });
+    },
+    published: (s, ev) => {
+      if (ev.type === 'final') archive.record(s.id, { ...ev, seq: 0 });
+      const m = meetingOf(s);
+      if (m) hub.publish(m, s.id, ev);
+      options.onCaption?.(s, ev);
+    },
+    ended: (s) => {
+      archive.ended(s.id);
+      const m = meetingOf(s);
+      if (m) hub.left(m, s.id);
+    },
   });
   const sessions = manager;
   const staticFiles = new StaticFiles(path.join(packageRoot(), 'web-demo'));
+  const cuesModule = new StaticFiles(path.join(packageRoot(), 'dist', 'src', 'captions'));
 
   const handlers: TransportHandlers<Context> = {
     upgrade(req: UpgradeRequest): UpgradeDecision<Context> {
-      if (req.path !== '/v1/listen') {
+      const meeting = MEETING_ROUTE.exec(req.path);
+      if (req.path !== '/v1/listen' && !meeting) {
         return { accept: false, status: 404, body: JSON.stringify(errorBody('CAP_ERR_NOT_FOUND', `no WebSocket route ${req.path}`)) };
       }
       if (sessions.shuttingDown) {
@@ -141,6 +170,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         protocol = pick;
         mode = pick === SUBPROTOCOL_MSGPACK ? 'msgpack' : 'json';
       }
+      if (meeting) {
+        return { accept: true, protocol, context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: req.remoteAddress } };
+      }
       return {
         accept: true,
         protocol,
@@ -148,6 +180,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       };
     },
     open(conn: WsConnection, ctx: Context): ConnectionHandler {
+      if (ctx.kind === 'viewer') return new ViewerConnection({ hub, config, metrics }, conn, ctx);
       return new ListenConnection({ config, manager: sessions, metrics }, conn, ctx);
     },
     async http(req: HttpRequest): Promise<HttpResponse> {
@@ -165,6 +198,26 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           return { status: 200, headers: { 'content-type': metrics.contentType }, body: await metrics.text() };
         case '/v1/listen':
           return json(426, errorBody('CAP_ERR_NOT_FOUND', 'this route is a WebSocket; connect with ws:// and Upgrade'));
+        case '/lib/cues.js':
+          // The browser demo builds its .vtt with the server's own cue code.
+          return (await cuesModule.get('/cues.js')) ?? json(404, errorBody('CAP_ERR_NOT_FOUND', 'run npm run build'));
+      }
+      const captionFile = CAPTION_FILE_ROUTE.exec(req.path);
+      if (captionFile) {
+        const got = archive.get(captionFile[1]!);
+        if (!got) return json(404, errorBody('CAP_ERR_NOT_FOUND', `no captions for session ${captionFile[1]}`));
+        const cues = buildCues(got.finals);
+        const vtt = captionFile[2] === 'vtt';
+        return {
+          status: 200,
+          headers: {
+            'content-type': vtt ? 'text/vtt; charset=utf-8' : 'application/x-subrip; charset=utf-8',
+            'cache-control': 'no-store',
+            'x-captiongate-live': String(got.live),
+            'x-captiongate-dropped-finals': String(got.dropped),
+          },
+          body: vtt ? toWebVTT(cues) : toSrt(cues),
+        };
       }
       const file = await staticFiles.get(req.path);
       if (file) return file;
@@ -220,6 +273,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     batcher,
     metrics,
     transport,
+    hub,
+    archive,
     log,
     get port() {
       return port;
@@ -236,6 +291,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         await sessions.shutdown(config.server.shutdownGraceSeconds * 1000);
         // Let the last `end` messages reach their sockets.
         await new Promise((r) => setTimeout(r, 50));
+        hub.close();
         await transport.close();
         batcher?.close();
         await engine.shutdown();

@@ -96,6 +96,8 @@ export interface PartialMessage {
   start: number;
   end: number;
   speaker?: string;
+  /** Meeting viewers only: which participant. */
+  sessionId?: string;
 }
 
 export interface FinalMessage {
@@ -107,6 +109,29 @@ export interface FinalMessage {
   end: number;
   words: WordOut[];
   speaker?: string;
+  /** Meeting viewers only: which participant. */
+  sessionId?: string;
+}
+
+/** First message to a meeting viewer; replayed finals follow it. */
+export interface ViewerReadyMessage {
+  type: 'viewer_ready';
+  seq: number;
+  meetingId: string;
+  participants: { sessionId: string; speaker: string }[];
+  /** Finals replayed next. */
+  replay: number;
+  /** Older finals no longer kept (meetings.maxReplayFinals). */
+  truncated: number;
+}
+
+/** A participant joined or left a meeting (viewers only). */
+export interface ParticipantMessage {
+  type: 'participant';
+  seq: number;
+  event: 'joined' | 'left';
+  sessionId: string;
+  speaker: string;
 }
 
 export interface WarningMessage {
@@ -161,6 +186,8 @@ export type ServerMessage =
   | WarningMessage
   | ErrorMessage
   | AckMessage
-  | EndMessage;
+  | EndMessage
+  | ViewerReadyMessage
+  | ParticipantMessage;
 /** A server message before the session stamps its sequence number. */
 export type Unsequenced<T extends ServerMessage> = T extends ServerMessage ? Omit<T, 'seq'> : never;

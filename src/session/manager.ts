@@ -34,6 +34,7 @@ export interface SessionManagerDeps {
   readonly metrics: GatewayMetrics;
   readonly log: Logger;
   readonly published?: (s: Session, ev: CaptionEvent) => void;
+  readonly started?: (s: Session) => void;
   readonly ended?: (s: Session) => void;
 }
 
@@ -158,6 +159,7 @@ export class SessionManager {
     this.#byStream.set(session.streamId, session);
     this.#perAddress.set(remoteAddress, (this.#perAddress.get(remoteAddress) ?? 0) + 1);
     this.#deps.metrics.sessionsStarted.inc();
+    this.#deps.started?.(session);
     return session;
   }
 

@@ -1,0 +1,105 @@
+/**
+ * Prints the README's config table from the schema and config/default.json:
+ * `node dist/scripts/config-table.js`. test/unit/readme.test.ts checks that
+ * the README lists every key.
+ */
+import { readFileSync } from 'node:fs';
+
+import { z } from 'zod';
+
+import { defaultConfigPath } from '../src/config/load.js';
+import { configSchema } from '../src/config/schema.js';
+
+interface JsonSchema {
+  type?: string;
+  properties?: Record<string, JsonSchema>;
+  minimum?: number;
+  maximum?: number;
+  enum?: unknown[];
+  items?: JsonSchema;
+}
+
+const HELP: Record<string, string> = {
+  'server.host': 'Listen address.',
+  'server.port': 'Listen port (also `PORT`).',
+  'server.transport': 'WebSocket server: uWebSockets.js or ws.',
+  'server.maxBackpressureBytes': 'Per-socket send buffer the gateway keeps below; also the per-socket queue bound.',
+  'server.stalledReaderSeconds': 'A socket backed up this long is dropped (`slow_reader`, 4008).',
+  'server.shutdownGraceSeconds': 'On SIGTERM, how long live sessions get to finish before the rest is dropped and counted.',
+  'server.allowedOrigins': 'Origin allowlist for browser upgrades (empty: any).',
+  'pool.slabs': 'Session slabs allocated at startup = maximum concurrent sessions.',
+  'pool.slabSeconds': 'Audio backlog one slab holds (16 kHz float32).',
+  'audio.resampleQuality': 'Speex resampler quality (0-10).',
+  'limits.maxSessionSeconds': 'Audio seconds per session; then finals, `end` (max_duration), close 4003.',
+  'limits.idleTimeoutSeconds': 'No message for this long: finals, `end` (idle_timeout), close 4004.',
+  'limits.maxFrameBytes': 'Largest audio frame accepted.',
+  'limits.maxControlBytes': 'Largest control message accepted.',
+  'limits.maxSessionsPerAddress': 'Concurrent sessions per client address.',
+  'limits.maxErrorsPerSession': 'Errors before a session is ended as a protocol violation.',
+  'limits.lagWarnSeconds': 'Backlog that triggers a `lagging` warning.',
+  'limits.lagMaxSeconds': 'Backlog that ends the session (`engine_overload`), reporting what was dropped.',
+  'scheduler.maxBatch': 'Windows per engine call.',
+  'scheduler.maxWaitMs': 'Longest a ready window waits for its batch to fill.',
+  'scheduler.maxInFlight': 'Engine calls in flight at once.',
+  'admission.maxEngineLagSeconds': 'New sessions are refused (capacity) while the worst backlog exceeds this.',
+  'engine.kind': 'Recognition engine. (`overhead` decodes nothing; bench and tests only.)',
+  'engine.threads': 'Engine worker threads (not libuv\'s pool).',
+  'engine.decoders': 'Decoder pool size (about 91 MB each); a stream holds one only inside an utterance.',
+  'engine.windowMs': 'Audio per engine window.',
+  'engine.pocketsphinx.modelDir': 'Model directory (apt package `pocketsphinx-en-us`).',
+  'engine.pocketsphinx.hmm': 'Acoustic model (relative to modelDir).',
+  'engine.pocketsphinx.lm': 'Language model.',
+  'engine.pocketsphinx.dict': 'Pronunciation dictionary.',
+  'engine.pocketsphinx.fwdflat': 'Second flat-lexicon pass (slower end of utterance; measured worse here).',
+  'engine.pocketsphinx.bestpath': 'Lattice best-path rescoring (same).',
+  'engine.pocketsphinx.beam': 'HMM beam.',
+  'engine.pocketsphinx.wbeam': 'Word-exit beam.',
+  'engine.pocketsphinx.pbeam': 'Phone-transition beam.',
+  'engine.pocketsphinx.lw': 'Language weight.',
+  'engine.pocketsphinx.maxhmmpf': 'Max active HMMs per frame (-1: no limit).',
+  'engine.pocketsphinx.maxwpf': 'Max distinct words per frame (-1: no limit).',
+  'engine.pocketsphinx.plWindow': 'Phone-loop lookahead frames.',
+  'engine.pocketsphinx.removeNoise': 'Spectral noise subtraction in the front end.',
+  'engine.pocketsphinx.cmnUpdateMs': 'Cepstral mean update period (0: stock live CMN, every 8 s).',
+  'engine.pocketsphinx.wordConfidence': 'Word posteriors from the lattice (costs CPU at each endpoint).',
+  'engine.vad.enabled': 'Speech detection; off means one utterance per flush (push-to-talk).',
+  'engine.vad.threshold': 'VAD signal-to-noise threshold.',
+  'engine.vad.startMs': 'Speech needed to open an utterance.',
+  'engine.vad.endMs': 'Silence that ends an utterance (the endpoint).',
+  'engine.vad.prerollMs': 'Audio before the trigger fed to the decoder.',
+  'engine.vad.maxUtteranceSeconds': 'Forced endpoint for run-on speech.',
+  'captions.interim': 'Send partials (per-session `interim` overrides).',
+  'captions.retainFinals': 'Finals kept per session for live caption files (oldest dropped beyond).',
+  'captions.keepEndedSessions': 'Ended sessions whose caption files stay downloadable.',
+  'captions.keepEndedSeconds': '…and for how long.',
+  'meetings.maxMeetings': 'Meeting rooms at once.',
+  'meetings.maxViewersPerMeeting': 'Read-only viewers per meeting.',
+  'meetings.maxReplayFinals': 'Finals kept per meeting and replayed to joining viewers.',
+  'meetings.retentionSeconds': 'An empty meeting is forgotten after this long.',
+  'log.level': 'pino level.',
+  'log.pretty': 'Human-readable logs (also `CAPTIONGATE_LOG_PRETTY=1`).',
+};
+
+const envName = (p: string[]) => `CAPTIONGATE_${p.map((k) => k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')}`;
+
+export function configTable(): string {
+  const schema = z.toJSONSchema(configSchema) as JsonSchema;
+  const defaults = JSON.parse(readFileSync(defaultConfigPath(), 'utf8')) as Record<string, unknown>;
+  const rows: string[] = ['| key | default | allowed | environment | meaning |', '|---|---|---|---|---|'];
+  const walk = (s: JsonSchema, d: unknown, p: string[]) => {
+    if (s.type === 'object' && s.properties) {
+      for (const [k, sub] of Object.entries(s.properties)) walk(sub, (d as Record<string, unknown>)[k], [...p, k]);
+      return;
+    }
+    let allowed = s.type ?? '';
+    if (s.enum) allowed = s.enum.map((e) => `\`${String(e)}\``).join(' \\| ');
+    else if (s.minimum !== undefined || s.maximum !== undefined) allowed = `${s.type === 'integer' ? 'integer' : 'number'} ${s.minimum ?? ''}–${s.maximum ?? ''}`;
+    else if (s.type === 'array') allowed = 'list (JSON or comma-separated in env)';
+    const key = p.join('.');
+    rows.push(`| \`${key}\` | \`${JSON.stringify(d)}\` | ${allowed} | \`${envName(p)}\` | ${HELP[key] ?? ''} |`);
+  };
+  walk(schema, defaults, []);
+  return rows.join('\n');
+}
+
+if (process.argv[1]?.endsWith('config-table.js')) console.log(configTable());

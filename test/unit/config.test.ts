@@ -1,0 +1,81 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { deriveShapes } from '../../src/config/derive.js';
+import { ConfigError, loadConfig } from '../../src/config/load.js';
+
+const policy = { minSamples: 1600, maxSamples: 16000, lookbackSamples: 0, maxBatch: 256 };
+
+describe('config', () => {
+  it('loads the defaults, frozen', () => {
+    const c = loadConfig({ ignoreEnv: true });
+    expect(c.pool.slabs).toBeGreaterThan(0);
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.pool)).toBe(true);
+  });
+
+  it('applies a config file, then environment variables named from the key path, then PORT', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cg-'));
+    const file = path.join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ pool: { slabs: 7 }, limits: { maxSessionSeconds: 60 } }));
+    const c = loadConfig({
+      env: {
+        CAPTIONGATE_CONFIG: file,
+        CAPTIONGATE_POOL_SLABS: '2',
+        CAPTIONGATE_LIMITS_MAX_SESSION_SECONDS: '5',
+        CAPTIONGATE_ENGINE_POCKETSPHINX_FWDFLAT: 'true',
+        CAPTIONGATE_SERVER_ALLOWED_ORIGINS: 'https://a.example, https://b.example',
+        PORT: '9999',
+      },
+    });
+    expect(c.pool.slabs).toBe(2);
+    expect(c.limits.maxSessionSeconds).toBe(5);
+    expect(c.engine.pocketsphinx.fwdflat).toBe(true);
+    expect(c.server.allowedOrigins).toEqual(['https://a.example', 'https://b.example']);
+    expect(c.server.port).toBe(9999);
+  });
+
+  it('refuses bad values with one problem per key, naming the key, the value and the allowed range', () => {
+    let err: unknown;
+    try {
+      loadConfig({ env: { CAPTIONGATE_POOL_SLABS: '0', CAPTIONGATE_SERVER_TRANSPORT: 'tcp', CAPTIONGATE_ENGINE_THREADS: 'many' } });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems;
+    expect(problems).toHaveLength(3);
+    expect(problems).toContain('pool.slabs: 0 must be an integer from 1 to 100000');
+    expect(problems.find((p) => p.startsWith('server.transport: "tcp"'))).toMatch(/"uws" or "ws"/);
+    expect(problems.find((p) => p.startsWith('engine.threads: "many"'))).toMatch(/integer from 1 to 256/);
+  });
+
+  it('refuses unknown keys and inconsistent limits', () => {
+    expect(() => loadConfig({ ignoreEnv: true, overrides: { pool: { slabz: 1 } } })).toThrow(/unknown key\(s\) "slabz"/);
+    expect(() => loadConfig({ ignoreEnv: true, overrides: { limits: { lagWarnSeconds: 9, lagMaxSeconds: 8 } } })).toThrow(
+      /lagWarnSeconds: 9 must be below/,
+    );
+    expect(() => loadConfig({ ignoreEnv: true, overrides: { pool: { slabSeconds: 5 }, limits: { lagMaxSeconds: 8 } } })).toThrow(
+      /leave one window of room/,
+    );
+  });
+
+  it('derives every shape from durations: samples from seconds, bytes from samples', () => {
+    const c = loadConfig({ ignoreEnv: true, overrides: { pool: { slabs: 10, slabSeconds: 30 } } });
+    const s = deriveShapes(c, policy);
+    // 30 s at 16 kHz: 480,000 samples (not bytes / 4 of anything).
+    expect(s.ringSamples).toBe(480_000);
+    expect(s.mirrorSamples).toBe(16_000);
+    expect(s.slabSamples).toBe(496_000);
+    expect(s.slabBytes).toBe(496_000 * 4);
+    expect(s.poolBytes).toBe(10 * 496_000 * 4);
+    expect(s.lagMaxSamples).toBe(c.limits.lagMaxSeconds * 16_000);
+    expect(s.maxSessionSamples).toBe(c.limits.maxSessionSeconds * 16_000);
+    // Session length does not size any buffer.
+    const longer = deriveShapes(loadConfig({ ignoreEnv: true, overrides: { pool: { slabs: 10, slabSeconds: 30 }, limits: { maxSessionSeconds: 86_400 } } }), policy);
+    expect(longer.poolBytes).toBe(s.poolBytes);
+  });
+});
