@@ -3,7 +3,7 @@
  * `node dist/scripts/config-table.js`. test/unit/readme.test.ts checks that
  * the README lists every key.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 import { z } from 'zod';
 
@@ -102,4 +102,19 @@ export function configTable(): string {
   return rows.join('\n');
 }
 
-if (process.argv[1]?.endsWith('config-table.js')) console.log(configTable());
+const START = '<!-- config-table:start -->';
+const END = '<!-- config-table:end -->';
+
+/** `--write`: replace the table in README.md between its markers. */
+if (process.argv[1]?.endsWith('config-table.js')) {
+  if (process.argv.includes('--write')) {
+    const file = new URL('../../README.md', import.meta.url);
+    const readme = readFileSync(file, 'utf8');
+    const a = readme.indexOf(START);
+    const b = readme.indexOf(END);
+    if (a < 0 || b < a) throw new Error('README.md has no config-table markers');
+    writeFileSync(file, `${readme.slice(0, a + START.length)}\n${configTable()}\n${readme.slice(b)}`);
+  } else {
+    console.log(configTable());
+  }
+}

@@ -69,7 +69,7 @@ export function fliteWav(text: string, voice: FliteVoice = 'slt'): string {
   const key = createHash('sha1').update(`${voice}\0${text}`).digest('hex').slice(0, 16);
   const out = path.join(cacheDir(), `flite-${voice}-${key}.wav`);
   if (existsSync(out)) return out;
-  const tmp = `${out}.${process.pid}.tmp.wav`;
+  const tmp = `${out}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp.wav`;
   try {
     execFileSync('flite', ['-voice', voice, '-t', text, '-o', tmp], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (err) {
@@ -123,8 +123,11 @@ export function fliteSession(
     all.set(p, o);
     o += p.length;
   }
-  writeFileSync(`${out}.tmp`, encodeWav(all, rate));
-  renameSync(`${out}.tmp`, out);
-  writeFileSync(meta, JSON.stringify({ segments }));
+  // Unique temp names: parallel test workers may build the same file at once.
+  const tmp = `${out}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+  writeFileSync(`${tmp}.json`, JSON.stringify({ segments }));
+  renameSync(`${tmp}.json`, meta);
+  writeFileSync(tmp, encodeWav(all, rate));
+  renameSync(tmp, out);
   return { file: out, text: sentences.join(' '), segments };
 }
