@@ -346,6 +346,80 @@ export function gatewaySuite(transport: TransportKind): void {
       stalled.destroy();
     });
 
+    it('warns a session the engine cannot keep up with, ends it past the hard bound with exact counts, and refuses new sessions meanwhile', async () => {
+      // One decoder, three people talking at once: two must wait, their backlog grows.
+      const h2 = await startGateway(transport, {
+        engine: { decoders: 1, threads: 1 },
+        limits: { lagWarnSeconds: 0.5, lagMaxSeconds: 2 },
+        admission: { maxEngineLagSeconds: 0.4 },
+      });
+      try {
+        const talkers = [0, 2, 3].map((i) => {
+          const c = new RawClient(`${h2.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
+          const pcm = clipPcm[i]!;
+          const done = (async () => {
+            await c.waitFor((m) => m.type === 'ready');
+            const t0 = performance.now();
+            for (let off = 0; off < pcm.length && c.closeCode === undefined; off += 1600) {
+              const wait = t0 + off / 16 - performance.now();
+              if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+              if (c.ws.readyState === 1) c.ws.send(pcm.subarray(off, Math.min(pcm.length, off + 1600)));
+            }
+            if (c.ws.readyState === 1) c.sendJson({ type: 'stop' });
+            await c.closed;
+          })();
+          return { c, done };
+        });
+        // While the engine is behind, admission refuses with a retry hint.
+        await new Promise((r) => setTimeout(r, 1200));
+        h2.gw.manager.refreshLag();
+        const refused = await connect(`${h2.base}/v1/listen`, { sampleRate: 16000 }).then(
+          () => null,
+          (e: unknown) => e as CaptionClientError,
+        );
+        expect(refused?.code).toBe('CAP_ERR_CAPACITY');
+        expect(refused?.message).toMatch(/behind/);
+        expect(refused?.retryAfterMs).toBeGreaterThan(0);
+        await Promise.all(talkers.map((t) => t.done));
+        const overloaded = talkers.filter((t) => t.c.closeCode === 4007);
+        expect(overloaded.length).toBeGreaterThanOrEqual(1);
+        for (const { c } of overloaded) {
+          expect(c.messages.some((m) => m.type === 'warning' && m.code === 'lagging')).toBe(true);
+          expect(c.errorCodes()).toContain('CAP_ERR_ENGINE_OVERLOAD');
+          const end = c.messages.find((m) => m.type === 'end') as { reason: string; audio: { receivedSamples: number; decodedSamples: number; droppedSamples: number } };
+          expect(end.reason).toBe('engine_overload');
+          expect(end.audio.droppedSamples).toBeGreaterThan(16000);
+          // Exact: everything accepted is either decoded or reported dropped.
+          expect(end.audio.receivedSamples).toBe(end.audio.decodedSamples + end.audio.droppedSamples);
+        }
+        // The talker that held the decoder was served to the end.
+        expect(talkers.some((t) => t.c.closeCode === 1000)).toBe(true);
+        expect(await metric(h2.http, 'captiongate_samples_dropped_total')).toBeGreaterThan(0);
+        await settled(h2.gw);
+      } finally {
+        await h2.stop();
+      }
+    });
+
+    it('an engine failure ends only that session (error, end, 4009); others carry on', async () => {
+      const healthy = streamPcm(`${h.base}/v1/listen`, healthyClip(), { realtime: true });
+      const bad = new RawClient(`${h.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
+      const ready = (await bad.waitFor((m) => m.type === 'ready')) as { sessionId: string };
+      const session = h.gw.manager.get(ready.sessionId)!;
+      (h.gw.engine as unknown as { injectFault(id: number): void }).injectFault(session.streamId);
+      const pcm = clipPcm[0]!;
+      for (let off = 0; off < 16000; off += 1600) bad.ws.send(pcm.subarray(off, off + 1600));
+      await bad.closed;
+      expect(bad.closeCode).toBe(4009);
+      expect(bad.errorCodes()).toEqual(['CAP_ERR_ENGINE_FAILURE']);
+      const end = bad.messages.find((m) => m.type === 'end') as { reason: string; audio: { receivedSamples: number; decodedSamples: number; droppedSamples: number } };
+      expect(end.reason).toBe('engine_error');
+      expect(end.audio.receivedSamples).toBe(end.audio.decodedSamples + end.audio.droppedSamples);
+      const r = await healthy;
+      expect(r.end.reason).toBe('client_stop');
+      expect(shape(r.finals)).toEqual(shape(await directFinals(healthyClip())));
+    });
+
     it('finishes idle sessions with their finals (idle timeout)', async () => {
       const h2 = await startGateway(transport, { limits: { idleTimeoutSeconds: 1 }, engine: { decoders: 1, threads: 1 } });
       try {
