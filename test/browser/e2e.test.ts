@@ -96,6 +96,43 @@ describe('web demo in Chromium', () => {
     await page.close();
   });
 
+  it('says so plainly when the microphone is denied', async () => {
+    const page = await browser.newPage();
+    await page.addInitScript(() => {
+      navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));
+    });
+    await page.goto(`${h.http}/`);
+    await page.getByTestId('start').click();
+    await page.waitForFunction(() => !document.querySelector('[data-testid="alert"]')?.hasAttribute('hidden'));
+    expect(await page.getByTestId('alert').innerText()).toMatch(/Microphone access was denied/);
+    expect(await page.getByTestId('start').isEnabled()).toBe(true);
+    await page.close();
+  });
+
+  it('shows a capacity refusal with a retry countdown, then connects when a slot frees', async () => {
+    const small = await startGateway('uws', { pool: { slabs: 1 }, engine: { decoders: 1, threads: 1 } });
+    const page = await browser.newPage();
+    try {
+      const { connect } = await import('../../src/client/client.js');
+      const hog = await connect(`${small.base}/v1/listen`, { sampleRate: 16000 });
+      await page.goto(`${small.http}/`);
+      await page.getByTestId('start').click();
+      await page.waitForFunction(() => /at capacity/.test(document.querySelector('[data-testid="alert"]')?.textContent ?? ''), null, {
+        timeout: 15_000,
+      });
+      expect(await page.getByTestId('alert').innerText()).toMatch(/CAP_ERR_CAPACITY.*Retrying in \d+ s/);
+      await hog.stop();
+      await page.waitForFunction(() => /Connected/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ''), null, {
+        timeout: 15_000,
+      });
+      await page.getByTestId('stop').click();
+      await page.waitForFunction(() => document.body.dataset.ended === 'client_stop', null, { timeout: 15_000 });
+    } finally {
+      await page.close();
+      await small.stop();
+    }
+  });
+
   it('shows a plain message when the server is unreachable, and keyboard operation works', async () => {
     const page = await browser.newPage();
     await page.goto(`${h.http}/`);
