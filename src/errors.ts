@@ -132,6 +132,18 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS;
 
+/** HTTP status of a code when it refuses an upgrade or request (400 if it has none). */
+export function httpStatus(code: ErrorCode): number {
+  const spec: ErrorSpec = ERRORS[code];
+  return spec.status ?? 400;
+}
+
+/** Close code of a fatal error (4000 if it has none). */
+export function closeCode(code: ErrorCode): number {
+  const spec: ErrorSpec = ERRORS[code];
+  return spec.close ?? CloseCode.BAD_REQUEST;
+}
+
 export const END_REASONS = {
   client_stop: 'The client sent `stop`; all audio was decoded.',
   max_duration: 'limits.maxSessionSeconds reached; audio up to the limit was decoded.',

@@ -56,6 +56,8 @@ export interface ConnectOptions {
   keepaliveMs?: number;
   /** Reject connect() after this long without `ready` (default 10 s). */
   connectTimeoutMs?: number;
+  /** For wss:// behind your own TLS terminator: a CA to trust (PEM), or skip verification (tests only). */
+  tls?: { ca?: string | Buffer; rejectUnauthorized?: boolean };
 }
 
 export interface CaptionClientEvents {
@@ -278,7 +280,12 @@ export function connect(url: string, options: ConnectOptions): Promise<CaptionCl
   const mode = options.protocol ?? 'json';
   const headers: Record<string, string> = { ...(options.headers ?? {}) };
   if (options.token) headers.authorization = `Bearer ${options.token}`;
-  const ws = new WebSocket(url, [mode === 'msgpack' ? SUBPROTOCOL_MSGPACK : SUBPROTOCOL_JSON], { headers, perMessageDeflate: false });
+  const ws = new WebSocket(url, [mode === 'msgpack' ? SUBPROTOCOL_MSGPACK : SUBPROTOCOL_JSON], {
+    headers,
+    perMessageDeflate: false,
+    ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
+    ...(options.tls?.rejectUnauthorized !== undefined ? { rejectUnauthorized: options.tls.rejectUnauthorized } : {}),
+  });
   ws.binaryType = 'nodebuffer';
   return new Promise((resolve, reject) => {
     let client: CaptionClient | null = null;

@@ -33,6 +33,21 @@ export const configSchema = z
         stalledReaderSeconds: num(0.5, 3600),
         shutdownGraceSeconds: num(0, 600),
         allowedOrigins: z.array(z.string(), { error: 'must be an array of origins' }),
+        trustProxy: bool(),
+      })
+      .strict(),
+    auth: z
+      .object({
+        secret: z.string({ error: 'must be a string (empty: auth off)' }),
+        issuer: z.string({ error: 'must be a string' }),
+        audience: z.string({ error: 'must be a string' }),
+        clockToleranceSeconds: num(0, 600),
+      })
+      .strict(),
+    rateLimits: z
+      .object({
+        opensPerMinutePerAddress: int(1, 1_000_000),
+        opensPerMinutePerToken: int(1, 1_000_000),
       })
       .strict(),
     pool: z

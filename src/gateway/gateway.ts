@@ -17,7 +17,7 @@ import { deriveShapes, formatBytes, type Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
 import { createEngine } from '../engine/index.js';
 import type { Engine } from '../engine/types.js';
-import { ERRORS } from '../errors.js';
+import { ERRORS, GatewayError, httpStatus } from '../errors.js';
 import { createLogger } from '../log.js';
 import { GatewayMetrics } from '../metrics/metrics.js';
 import { SlabPool } from '../pool/slab-pool.js';
@@ -46,6 +46,7 @@ import { MeetingHub } from '../meetings/hub.js';
 import { ListenConnection, type ListenContext } from './listen-connection.js';
 import { StaticFiles } from './static-files.js';
 import { ViewerConnection, type ViewerContext } from './viewer-connection.js';
+import { Gatekeeper } from '../security/gatekeeper.js';
 
 export interface GatewayOptions {
   readonly config: Readonly<Config>;
@@ -138,11 +139,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
   });
   const sessions = manager;
+  const gatekeeper = new Gatekeeper(config);
   const staticFiles = new StaticFiles(path.join(packageRoot(), 'web-demo'));
   const cuesModule = new StaticFiles(path.join(packageRoot(), 'dist', 'src', 'captions'));
 
   const handlers: TransportHandlers<Context> = {
-    upgrade(req: UpgradeRequest): UpgradeDecision<Context> {
+    async upgrade(req: UpgradeRequest): Promise<UpgradeDecision<Context>> {
       const meeting = MEETING_ROUTE.exec(req.path);
       if (req.path !== '/v1/listen' && !meeting) {
         return { accept: false, status: 404, body: JSON.stringify(errorBody('CAP_ERR_NOT_FOUND', `no WebSocket route ${req.path}`)) };
@@ -151,7 +153,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         return {
           accept: false,
           status: 503,
-          body: JSON.stringify(errorBody('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down')),
+          body: JSON.stringify(errorBody('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', 2000)),
+          headers: { 'retry-after': '2' },
         };
       }
       let mode: WireMode = 'json';
@@ -170,13 +173,33 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         protocol = pick;
         mode = pick === SUBPROTOCOL_MSGPACK ? 'msgpack' : 'json';
       }
+      // Origin, rate limits and the token, before anything is allocated.
+      const admitted = await gatekeeper.admit(req, meeting ? meeting[1]! : null);
+      if (admitted instanceof GatewayError) {
+        metrics.errors.inc({ code: admitted.code });
+        metrics.sessionsRefused.inc({ code: admitted.code });
+        const status = httpStatus(admitted.code);
+        return {
+          accept: false,
+          status,
+          body: JSON.stringify(errorBody(admitted.code, admitted.message, admitted.retryAfterMs)),
+          ...(admitted.retryAfterMs !== undefined ? { headers: { 'retry-after': String(Math.ceil(admitted.retryAfterMs / 1000)) } } : {}),
+        };
+      }
       if (meeting) {
-        return { accept: true, protocol, context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: req.remoteAddress } };
+        return { accept: true, protocol, context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: admitted.remoteAddress } };
       }
       return {
         accept: true,
         protocol,
-        context: { kind: 'listen', mode, start: startFromQuery(req.query), remoteAddress: req.remoteAddress },
+        context: {
+          kind: 'listen',
+          mode,
+          start: startFromQuery(req.query),
+          remoteAddress: admitted.remoteAddress,
+          identity: admitted.identity,
+          authEnabled: gatekeeper.authEnabled,
+        },
       };
     },
     open(conn: WsConnection, ctx: Context): ConnectionHandler {
@@ -292,6 +315,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         // Let the last `end` messages reach their sockets.
         await new Promise((r) => setTimeout(r, 50));
         hub.close();
+        gatekeeper.close();
         await transport.close();
         batcher?.close();
         await engine.shutdown();

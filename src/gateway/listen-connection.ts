@@ -4,7 +4,8 @@
  * answers errors itself.
  */
 import type { Config } from '../config/schema.js';
-import { ERRORS, type ErrorCode, GatewayError } from '../errors.js';
+import type { Identity } from '../security/gatekeeper.js';
+import { closeCode, ERRORS, type ErrorCode, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { decodeClientFrame, type ClientEvent } from '../protocol/codec.js';
 import type { StartMessage, WireMode } from '../protocol/messages.js';
@@ -19,16 +20,34 @@ export interface ListenContext {
   /** Session parameters from the query string, if any. */
   readonly start: ClientEvent | null;
   readonly remoteAddress: string;
-  /** Per-token limits (auth), applied on top of the server's. */
-  readonly limits?: { readonly maxSessionSeconds?: number };
+  /** The verified token, when auth is on. */
+  readonly identity: Identity | null;
+  /** Auth is on: meetings need a token that names them. */
+  readonly authEnabled: boolean;
 }
 
 export interface ListenDeps {
   readonly config: Readonly<Config>;
   readonly manager: SessionManager;
   readonly metrics: GatewayMetrics;
-  /** Checks a start message against the caller's token (auth); null if allowed. */
-  readonly authorizeStart?: (ctx: ListenContext, start: StartMessage) => GatewayError | null;
+}
+
+/**
+ * Applies the token to a start message: a token bound to a meeting puts
+ * the session in that meeting (and no other); with auth on, a session may
+ * only name a meeting its token allows.
+ */
+export function authorizeStart(ctx: ListenContext, start: StartMessage): StartMessage | GatewayError {
+  const wanted = start.meta?.meetingId;
+  const allowed = ctx.identity?.meetingId;
+  if (allowed !== undefined) {
+    if (wanted !== undefined && wanted !== allowed) return new GatewayError('CAP_ERR_FORBIDDEN', `this token does not allow meeting ${wanted}`);
+    return { ...start, meta: { ...(start.meta ?? {}), meetingId: allowed } };
+  }
+  if (ctx.authEnabled && wanted !== undefined) {
+    return new GatewayError('CAP_ERR_FORBIDDEN', `this token does not allow meeting ${wanted} (no meetingId claim)`);
+  }
+  return start;
 }
 
 export class ListenConnection implements ConnectionHandler {
@@ -85,14 +104,18 @@ export class ListenConnection implements ConnectionHandler {
     }
   }
 
-  #start(start: StartMessage): void {
-    const denied = this.#deps.authorizeStart?.(this.#ctx, start) ?? null;
-    if (denied) {
-      this.#deps.metrics.errors.inc({ code: denied.code });
-      this.#fatal(denied.code, denied.message, denied.retryAfterMs);
+  #start(requested: StartMessage): void {
+    const start = authorizeStart(this.#ctx, requested);
+    if (start instanceof GatewayError) {
+      this.#fatal(start.code, start.message, start.retryAfterMs);
       return;
     }
-    const r = this.#deps.manager.open(start, this.#outbox, this.#ctx.remoteAddress, this.#ctx.limits);
+    const id = this.#ctx.identity;
+    const r = this.#deps.manager.open(start, this.#outbox, this.#ctx.remoteAddress, {
+      maxSessionSeconds: id?.maxSessionSeconds,
+      identity: id?.key,
+      maxSessions: id?.maxSessions,
+    });
     if (r instanceof GatewayError) {
       if (ERRORS[r.code].fatal) this.#fatal(r.code, r.message, r.retryAfterMs, false);
       else this.#error(r.code, r.message);
@@ -113,12 +136,10 @@ export class ListenConnection implements ConnectionHandler {
 
   #fatal(code: ErrorCode, message: string, retryAfterMs?: number, count = true): void {
     if (count) this.#deps.metrics.errors.inc({ code });
-    const spec = ERRORS[code];
     const msg: Parameters<Outbox['send']>[0] = { type: 'error', code, message, fatal: true };
     if (retryAfterMs !== undefined) (msg as { retryAfterMs?: number }).retryAfterMs = retryAfterMs;
     this.#outbox.send(msg);
-    const close = 'close' in spec && spec.close !== undefined ? spec.close : 4000;
-    this.#outbox.closeWhenFlushed(close, code);
+    this.#outbox.closeWhenFlushed(closeCode(code), code);
   }
 
   drain(): void {

@@ -4,7 +4,7 @@
  * message a viewer may send is `keepalive`.
  */
 import type { Config } from '../config/schema.js';
-import { ERRORS } from '../errors.js';
+import { closeCode } from '../errors.js';
 import type { MeetingHub } from '../meetings/hub.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { decodeClientFrame } from '../protocol/codec.js';
@@ -40,8 +40,7 @@ export class ViewerConnection implements ConnectionHandler {
       const msg: Parameters<Outbox['send']>[0] = { type: 'error', code: refused.code, message: refused.message, fatal: true };
       if (refused.retryAfterMs !== undefined) (msg as { retryAfterMs?: number }).retryAfterMs = refused.retryAfterMs;
       this.#outbox.send(msg);
-      const spec = ERRORS[refused.code];
-      this.#outbox.closeWhenFlushed('close' in spec && spec.close !== undefined ? spec.close : 4000, refused.code);
+      this.#outbox.closeWhenFlushed(closeCode(refused.code), refused.code);
     }
   }
 

@@ -43,6 +43,8 @@ export class SessionManager {
   #byId = new Map<string, Session>();
   #byStream = new Map<StreamId, Session>();
   #perAddress = new Map<string, number>();
+  #perIdentity = new Map<string, number>();
+  #identityOf = new WeakMap<Session, string>();
   #scratch: Float32Array;
   #sweep: NodeJS.Timeout;
   #shuttingDown = false;
@@ -117,10 +119,18 @@ export class SessionManager {
     start: StartMessage,
     outbox: Outbox,
     remoteAddress: string,
-    limits: { readonly maxSessionSeconds?: number } = {},
+    limits: { readonly maxSessionSeconds?: number | undefined; readonly identity?: string | undefined; readonly maxSessions?: number | undefined } = {},
   ): Session | GatewayError {
     const refused = this.admissible(remoteAddress);
     if (refused) return this.#refuse(refused);
+    if (limits.identity !== undefined && limits.maxSessions !== undefined) {
+      const held = this.#perIdentity.get(limits.identity) ?? 0;
+      if (held >= limits.maxSessions) {
+        return this.#refuse(
+          new GatewayError('CAP_ERR_TOO_MANY_SESSIONS', `this token already holds ${held} sessions (its maxSessions is ${limits.maxSessions})`, PER_ADDRESS_RETRY_MS),
+        );
+      }
+    }
     let id = start.sessionId;
     if (id !== undefined && this.#byId.has(id)) {
       return this.#refuse(new GatewayError('CAP_ERR_BAD_PARAMETER', `sessionId "${id}" is already in use`));
@@ -158,6 +168,10 @@ export class SessionManager {
     this.#byId.set(id, session);
     this.#byStream.set(session.streamId, session);
     this.#perAddress.set(remoteAddress, (this.#perAddress.get(remoteAddress) ?? 0) + 1);
+    if (limits.identity !== undefined) {
+      this.#identityOf.set(session, limits.identity);
+      this.#perIdentity.set(limits.identity, (this.#perIdentity.get(limits.identity) ?? 0) + 1);
+    }
     this.#deps.metrics.sessionsStarted.inc();
     this.#deps.started?.(session);
     return session;
@@ -180,6 +194,12 @@ export class SessionManager {
     const n = (this.#perAddress.get(s.remoteAddress) ?? 1) - 1;
     if (n <= 0) this.#perAddress.delete(s.remoteAddress);
     else this.#perAddress.set(s.remoteAddress, n);
+    const who = this.#identityOf.get(s);
+    if (who !== undefined) {
+      const k = (this.#perIdentity.get(who) ?? 1) - 1;
+      if (k <= 0) this.#perIdentity.delete(who);
+      else this.#perIdentity.set(who, k);
+    }
     this.#deps.pool.release(s.slab);
     this.#deps.ended?.(s);
     if (this.#byId.size === 0 && this.#idWaiters.length) {

@@ -19,7 +19,7 @@ import { CaptionStabilizer, type CaptionEvent } from '../captions/stabilizer.js'
 import type { Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
 import type { Engine, EngineResult, StreamId } from '../engine/types.js';
-import { CloseCode, ERRORS, type EndReason, type ErrorCode } from '../errors.js';
+import { closeCode, CloseCode, ERRORS, type EndReason, type ErrorCode } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import type { ServerMessage, SessionMeta, StartMessage, Unsequenced } from '../protocol/messages.js';
 import type { RingBuffer } from '../pool/ring-buffer.js';
@@ -425,8 +425,7 @@ export class Session implements BatchedSession {
     const dropped = this.ring.discard();
     this.droppedSamples += dropped;
     this.#deps.metrics.samplesDropped.inc(dropped);
-    const spec = error ? ERRORS[error.code] : undefined;
-    const close = opts.close ?? (spec && 'close' in spec && spec.close !== undefined ? spec.close : CloseCode.SERVER_SHUTDOWN);
+    const close = opts.close ?? (error ? closeCode(error.code) : CloseCode.SERVER_SHUTDOWN);
     this.#ending = { reason, close, message: error?.message ?? reason };
     if (error) this.error(error.code, error.message, { force: true });
     if (opts.notify === false) {

@@ -147,6 +147,8 @@ export class RawClient {
       this.ws.once('open', () => resolve());
       this.ws.once('error', reject);
     });
+    // Refused upgrades reject `opened`; callers that expect that await `closed`.
+    this.opened.catch(() => {});
     this.closed = new Promise((resolve) => {
       this.ws.on('close', (code, reason) => {
         this.closeCode = code;
