@@ -111,6 +111,7 @@ bool Engine::closeStream(uint32_t id) {
   while (!s->queue.empty()) {
     auto [b, idx] = s->queue.front();
     s->queue.pop_front();
+    --stats_.queuedWindows;
     b->out[idx].stream = id;
     b->out[idx].error = ErrorCode::kStreamClosed;
     b->out[idx].errorMessage = "stream was closed before this window ran";
@@ -207,6 +208,7 @@ void Engine::shutdown() {
         while (!s->queue.empty()) {
           auto [b, idx] = s->queue.front();
           s->queue.pop_front();
+          --stats_.queuedWindows;
           b->out[idx].stream = id;
           b->out[idx].error = ErrorCode::kShutdown;
           b->out[idx].errorMessage = "engine shut down before this window ran";

@@ -77,6 +77,8 @@ export interface Gateway {
   /** The port actually bound (after listen). */
   readonly port: number;
   listen(): Promise<number>;
+  /** Every internal count a leak would show in (all zero when idle, except bookkeeping noted). */
+  diagnostics(): Record<string, number>;
   /** Graceful: stop accepting, finish sessions (finals + end), close, free the engine. */
   shutdown(): Promise<void>;
 }
@@ -301,6 +303,25 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     log,
     get port() {
       return port;
+    },
+    diagnostics() {
+      const e = engine.stats();
+      const m = sessions.diagnostics();
+      const t = hub.totals();
+      return {
+        ...m,
+        slabsInUse: pool.inUse,
+        engineStreams: e.streams,
+        decodersInUse: e.decodersInUse,
+        streamsWaiting: e.streamsWaiting,
+        engineQueuedWindows: e.queuedWindows,
+        batcherQueued: batcher?.queued ?? 0,
+        batchesInFlight: batcher?.inFlight ?? 0,
+        connections: transport.connections(),
+        viewers: t.viewers,
+        participants: t.participants,
+        liveCaptionArchives: archive.size.live,
+      };
     },
     async listen() {
       port = await transport.listen(config.server.host, config.server.port);

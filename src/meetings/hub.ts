@@ -58,6 +58,17 @@ export class MeetingHub {
     return this.#rooms.size;
   }
 
+  /** Viewers across all meetings, and participants (leak checks). */
+  totals(): { meetings: number; viewers: number; participants: number } {
+    let viewers = 0;
+    let participants = 0;
+    for (const r of this.#rooms.values()) {
+      viewers += r.viewers.size;
+      participants += r.participants.size;
+    }
+    return { meetings: this.#rooms.size, viewers, participants };
+  }
+
   viewers(meetingId: string): number {
     return this.#rooms.get(meetingId)?.viewers.size ?? 0;
   }

@@ -233,6 +233,17 @@ export class SessionManager {
     this.#engineLag = lag;
   }
 
+  /** Internal counts that must return to zero when no session is live (leak checks). */
+  diagnostics(): { sessions: number; streams: number; addresses: number; identities: number; shutdownWaiters: number } {
+    return {
+      sessions: this.#byId.size,
+      streams: this.#byStream.size,
+      addresses: this.#perAddress.size,
+      identities: this.#perIdentity.size,
+      shutdownWaiters: this.#idWaiters.length,
+    };
+  }
+
   /** Recomputes the admission lag now (tests, and after bursts). */
   refreshLag(): void {
     this.#tick();

@@ -72,6 +72,8 @@ export interface Transport {
   stopListening(): void;
   /** Stops listening and terminates remaining connections. */
   close(): Promise<void>;
+  /** Open WebSocket connections. */
+  connections(): number;
 }
 
 export const STATUS_TEXT: Readonly<Record<number, string>> = {

@@ -231,6 +231,9 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
         });
       });
     },
+    connections() {
+      return connections.size;
+    },
     stopListening() {
       if (listenToken) {
         uws.us_listen_socket_close(listenToken);

@@ -190,6 +190,9 @@ export function createWsTransport<C>(handlers: TransportHandlers<C>, opts: Trans
         });
       });
     },
+    connections() {
+      return conns.size;
+    },
     stopListening() {
       server.close();
     },
