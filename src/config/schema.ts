@@ -29,7 +29,7 @@ export const configSchema = z
         host: str(),
         port: int(0, 65535),
         transport: z.enum(['uws', 'ws'], { error: 'must be "uws" or "ws"' }),
-        maxBackpressureBytes: int(16 * 1024, 256 * 1024 * 1024),
+        maxBackpressureBytes: int(4096, 256 * 1024 * 1024),
         stalledReaderSeconds: num(0.5, 3600),
         shutdownGraceSeconds: num(0, 600),
         allowedOrigins: z.array(z.string(), { error: 'must be an array of origins' }),

@@ -113,7 +113,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     submitLatency: (s) => metrics.ingestToSubmit.observe(s),
   });
   const archive = new CaptionArchive(config.captions);
-  const hub = new MeetingHub({ ...config.meetings, stalledReaderSeconds: config.server.stalledReaderSeconds });
+  const hub = new MeetingHub({
+    ...config.meetings,
+    stalledReaderSeconds: config.server.stalledReaderSeconds,
+    onSlowViewer: () => metrics.errors.inc({ code: 'CAP_ERR_SLOW_READER' }),
+  });
   const meetingOf = (s: Session) => (typeof s.meta.meetingId === 'string' ? s.meta.meetingId : null);
   manager = new SessionManager({
     config,

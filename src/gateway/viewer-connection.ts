@@ -59,6 +59,7 @@ export class ViewerConnection implements ConnectionHandler {
 
   drain(): void {
     this.#outbox.drain();
+    this.#hub.drained(this.#ctx.meetingId, this.#outbox);
   }
 
   closed(): void {

@@ -21,6 +21,8 @@ export interface MeetingOptions {
   readonly maxReplayFinals: number;
   readonly retentionSeconds: number;
   readonly stalledReaderSeconds: number;
+  /** Called when a viewer is dropped for not reading (metrics). */
+  readonly onSlowViewer?: () => void;
 }
 
 export interface Participant {
@@ -29,11 +31,21 @@ export interface Participant {
   readonly startedAt: number;
 }
 
+/**
+ * A viewer still catching up on the replay gets it paced by its socket:
+ * items go out only while the socket is not backed up, the rest follow on
+ * drain. Live messages that arrive meanwhile wait behind the replay.
+ */
+interface ViewerState {
+  replay: Unsequenced<ServerMessage>[] | null;
+  next: number;
+}
+
 interface Room {
   readonly id: string;
   startedAt: number | null;
   readonly participants: Map<string, Participant>;
-  readonly viewers: Set<Outbox>;
+  readonly viewers: Map<Outbox, ViewerState>;
   finals: Unsequenced<FinalMessage>[];
   truncated: number;
   idleSince: number;
@@ -59,14 +71,16 @@ export class MeetingHub {
   }
 
   /** Viewers across all meetings, and participants (leak checks). */
-  totals(): { meetings: number; viewers: number; participants: number } {
+  totals(): { meetings: number; viewers: number; participants: number; maxViewerQueuedBytes: number } {
     let viewers = 0;
     let participants = 0;
+    let maxViewerQueuedBytes = 0;
     for (const r of this.#rooms.values()) {
       viewers += r.viewers.size;
       participants += r.participants.size;
+      for (const v of r.viewers.keys()) maxViewerQueuedBytes = Math.max(maxViewerQueuedBytes, v.queuedBytes);
     }
-    return { meetings: this.#rooms.size, viewers, participants };
+    return { meetings: this.#rooms.size, viewers, participants, maxViewerQueuedBytes };
   }
 
   viewers(meetingId: string): number {
@@ -80,7 +94,7 @@ export class MeetingHub {
     if (this.#rooms.size >= this.#opts.maxMeetings) {
       return new GatewayError('CAP_ERR_CAPACITY', `the server already has ${this.#opts.maxMeetings} meetings`, 5000);
     }
-    r = { id, startedAt: null, participants: new Map(), viewers: new Set(), finals: [], truncated: 0, idleSince: Date.now() };
+    r = { id, startedAt: null, participants: new Map(), viewers: new Map(), finals: [], truncated: 0, idleSince: Date.now() };
     this.#rooms.set(id, r);
     return r;
   }
@@ -136,7 +150,8 @@ export class MeetingHub {
     if (r.viewers.size >= this.#opts.maxViewersPerMeeting) {
       return new GatewayError('CAP_ERR_CAPACITY', `meeting ${meetingId} already has ${this.#opts.maxViewersPerMeeting} viewers`, 5000);
     }
-    r.viewers.add(outbox);
+    const state: ViewerState = { replay: [...r.finals].sort((a, b) => a.start - b.start || a.end - b.end), next: 0 };
+    r.viewers.set(outbox, state);
     outbox.send({
       type: 'viewer_ready',
       meetingId,
@@ -144,8 +159,20 @@ export class MeetingHub {
       replay: r.finals.length,
       truncated: r.truncated,
     });
-    for (const f of [...r.finals].sort((a, b) => a.start - b.start || a.end - b.end)) outbox.send(f);
+    this.#pump(outbox, state);
     return null;
+  }
+
+  /** The viewer's socket drained: continue its replay. */
+  drained(meetingId: string, outbox: Outbox): void {
+    const st = this.#rooms.get(meetingId)?.viewers.get(outbox);
+    if (st) this.#pump(outbox, st);
+  }
+
+  #pump(outbox: Outbox, st: ViewerState): void {
+    if (!st.replay) return;
+    while (st.next < st.replay.length && !outbox.congested && !outbox.closed) outbox.send(st.replay[st.next++]!);
+    if (st.next >= st.replay.length) st.replay = null;
   }
 
   removeViewer(meetingId: string, outbox: Outbox): void {
@@ -156,20 +183,25 @@ export class MeetingHub {
   }
 
   #broadcast(r: Room, msg: Unsequenced<ServerMessage>): void {
-    for (const v of r.viewers) v.send(msg);
+    for (const [v, st] of r.viewers) {
+      if (st.replay) st.replay.push(msg);
+      else v.send(msg);
+    }
   }
 
   #tick(): void {
     const now = Date.now();
     const stallMs = this.#opts.stalledReaderSeconds * 1000;
     for (const r of this.#rooms.values()) {
-      for (const v of [...r.viewers]) {
+      for (const [v, st] of [...r.viewers]) {
         if (v.closed) {
           r.viewers.delete(v);
           continue;
         }
-        if (v.congestedFor(now) > stallMs || v.overflowed) {
+        const behind = st.replay ? st.replay.length - st.next : 0;
+        if (v.congestedFor(now) > stallMs || v.overflowed || behind > this.#opts.maxReplayFinals * 2) {
           this.slowViewersDropped++;
+          this.#opts.onSlowViewer?.();
           r.viewers.delete(v);
           v.close(CloseCode.SLOW_READER, 'slow_reader');
         }
@@ -182,7 +214,7 @@ export class MeetingHub {
 
   close(): void {
     clearInterval(this.#sweep);
-    for (const r of this.#rooms.values()) for (const v of r.viewers) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
+    for (const r of this.#rooms.values()) for (const v of r.viewers.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
     this.#rooms.clear();
   }
 }

@@ -41,6 +41,8 @@ export class Outbox {
   /** Messages sent, coalesced away, and queued (for metrics and tests). */
   sent = 0;
   coalesced = 0;
+  discarded = 0;
+  #overflowed = false;
 
   constructor(channel: MessageChannel, mode: WireMode, opts: OutboxOptions) {
     this.#channel = channel;
@@ -58,8 +60,9 @@ export class Outbox {
   get queuedBytes(): number {
     return this.#queuedBytes + (this.#pendingPartial ? byteLength(this.#pendingPartial) : 0);
   }
+  /** A message did not fit in the queue: this reader must be dropped. */
   get overflowed(): boolean {
-    return this.queuedBytes > this.#opts.maxQueuedBytes;
+    return this.#overflowed;
   }
 
   /** Stamps the connection's next sequence number and sends or queues. */
@@ -80,6 +83,13 @@ export class Outbox {
       if (msg.type === 'final' && this.#pendingPartial) {
         this.#pendingPartial = null;
         this.coalesced++;
+      }
+      // Past the bound the reader is lost anyway (its owner drops it on the
+      // next sweep); stop queueing so memory stays bounded until then.
+      if (this.#queuedBytes + byteLength(data) > this.#opts.maxQueuedBytes) {
+        this.#overflowed = true;
+        this.discarded++;
+        return;
       }
       this.#queue.push(data);
       this.#queuedBytes += byteLength(data);
