@@ -1,0 +1,84 @@
+/**
+ * Runs the gateway as its own process for benchmarks (the load generator is
+ * another process), and reads its CPU and RSS from /proc.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { packageRoot } from '../../src/util/paths.js';
+
+export interface ServerProcess {
+  readonly port: number;
+  readonly pid: number;
+  readonly child: ChildProcess;
+  /** User+system CPU seconds so far (all threads). */
+  cpuSeconds(): number;
+  rssMb(): number;
+  metric(name: string, labels?: string): Promise<number>;
+  metricsText(): Promise<string>;
+  log(): string;
+  stop(): Promise<number | null>;
+}
+
+const CLK_TCK = 100;
+
+export async function startServer(env: Record<string, string>, entry = 'dist/src/main.js'): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [path.join(packageRoot(), entry)], {
+    env: { ...process.env, PORT: '0', CAPTIONGATE_SERVER_HOST: '127.0.0.1', CAPTIONGATE_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  // Port from the (warn-level) listening line is not logged; read it from info-level instead.
+  const port = await new Promise<number>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 60_000);
+    const check = () => {
+      const m = /"port":(\d+),"msg":"listening/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolve(Number(m[1]));
+      }
+    };
+    child.stdout!.on('data', check);
+    child.on('exit', (code) => reject(new Error(`server exited (${code}):\n${out}`)));
+  });
+  const pid = child.pid!;
+  const base = `http://127.0.0.1:${port}`;
+  const metricsText = async () => (await fetch(`${base}/metrics`)).text();
+  return {
+    port,
+    pid,
+    child,
+    cpuSeconds() {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+    },
+    rssMb() {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      return m ? Number(m[1]) / 1024 : 0;
+    },
+    async metric(name, labels = '') {
+      const text = await metricsText();
+      const line = text.split('\n').find((l) => l.startsWith(labels ? `${name}{${labels}} ` : `${name} `));
+      return line ? Number(line.split(' ').pop()) : 0;
+    },
+    metricsText,
+    log: () => out,
+    stop() {
+      return new Promise((resolve) => {
+        if (child.exitCode !== null) {
+          resolve(child.exitCode);
+          return;
+        }
+        child.once('exit', (code) => resolve(code));
+        child.kill('SIGTERM');
+      });
+    },
+  };
+}
+
+/** The server logs its port at info level; benches that want quiet logs still need that line. */
+export const INFO = { CAPTIONGATE_LOG_LEVEL: 'info' } as const;
