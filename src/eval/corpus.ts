@@ -37,8 +37,9 @@ export function librivoxClips(dir = LIBRIVOX_DIR): Clip[] {
     });
 }
 
+/** Generated audio lives under the build directory (git-ignored, never committed). */
 export function cacheDir(): string {
-  const dir = path.join(packageRoot(), '.cache', 'audio');
+  const dir = path.join(packageRoot(), 'build', 'cache', 'audio');
   mkdirSync(dir, { recursive: true });
   return dir;
 }

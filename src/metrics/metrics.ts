@@ -4,7 +4,7 @@
  * scrape time through collect callbacks; counters are bumped on hot paths.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 import type { EngineStats } from '../engine/types.js';
 import type { SlabPoolStats } from '../pool/slab-pool.js';
@@ -17,6 +17,7 @@ export interface LiveSources {
   engineLagSeconds(): number;
 }
 
+const LOOP_RESOLUTION_MS = 50;
 const LATENCY_BUCKETS = [0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10];
 
 export class GatewayMetrics {
@@ -37,11 +38,41 @@ export class GatewayMetrics {
   readonly lagWarnings: Counter;
   #loop: IntervalHistogram;
   #loopWindow = { p50: 0, p99: 0, max: 0 };
-  #loopTimer: NodeJS.Timeout;
 
   constructor(live: LiveSources, options: { defaultMetrics?: boolean } = {}) {
     const r = this.registry;
-    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: r, prefix: 'captiongate_process_' });
+    // prom-client's default metrics start their own event-loop monitor (a
+    // timer every 10 ms); every wakeup costs CPU on these VMs, so we expose
+    // the process figures ourselves and keep a single monitor.
+    if (options.defaultMetrics !== false) {
+      const cpu0 = process.cpuUsage();
+      new Counter({
+        name: 'captiongate_process_cpu_seconds_total',
+        help: 'User and system CPU time of the process (all threads).',
+        registers: [r],
+        collect() {
+          const c = process.cpuUsage(cpu0);
+          this.reset();
+          this.inc((c.user + c.system) / 1e6);
+        },
+      });
+      new Gauge({
+        name: 'captiongate_process_resident_memory_bytes',
+        help: 'Resident set size.',
+        registers: [r],
+        collect() {
+          this.set(process.memoryUsage.rss());
+        },
+      });
+      new Gauge({
+        name: 'captiongate_process_heap_used_bytes',
+        help: 'V8 heap in use.',
+        registers: [r],
+        collect() {
+          this.set(process.memoryUsage().heapUsed);
+        },
+      });
+    }
 
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
@@ -64,9 +95,14 @@ export class GatewayMetrics {
     gauge('captiongate_engine_busy_seconds', 'Engine worker time spent decoding (cumulative).', () => live.engine().busyMs / 1000);
     gauge('captiongate_batches_in_flight', 'Engine batches submitted and not yet complete.', () => live.batchesInFlight());
     gauge('captiongate_engine_lag_seconds', 'Recent worst per-session backlog (admission control input).', () => live.engineLagSeconds());
-    gauge('captiongate_event_loop_lag_p50_seconds', 'Event-loop delay p50 over the last 10 s.', () => this.#loopWindow.p50);
-    gauge('captiongate_event_loop_lag_p99_seconds', 'Event-loop delay p99 over the last 10 s.', () => this.#loopWindow.p99);
-    gauge('captiongate_event_loop_lag_max_seconds', 'Event-loop delay max over the last 10 s.', () => this.#loopWindow.max);
+    // One window per scrape: the p50 gauge (collected first) closes the window
+    // since the previous scrape; p99 and max read the same window.
+    gauge('captiongate_event_loop_lag_p50_seconds', 'Event-loop delay p50 since the previous scrape.', () => {
+      this.#rollLoopWindow();
+      return this.#loopWindow.p50;
+    });
+    gauge('captiongate_event_loop_lag_p99_seconds', 'Event-loop delay p99 since the previous scrape.', () => this.#loopWindow.p99);
+    gauge('captiongate_event_loop_lag_max_seconds', 'Event-loop delay max since the previous scrape.', () => this.#loopWindow.max);
 
     const counter = <L extends string = never>(name: string, help: string, labelNames?: L[]) =>
       new Counter<L>({ name, help, registers: [r], ...(labelNames ? { labelNames } : {}) });
@@ -95,30 +131,29 @@ export class GatewayMetrics {
     this.ingestToSubmit = hist(
       'captiongate_ingest_to_submit_seconds',
       'From a session having a window ready to the window being submitted to the engine.',
-      [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25],
+      [0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25],
     );
     this.batchSize = hist('captiongate_engine_batch_windows', 'Windows per engine call.', [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]);
 
-    this.#loop = monitorEventLoopDelay({ resolution: 10 });
+    this.#loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
     this.#loop.enable();
-    this.#loopTimer = setInterval(() => this.#rollLoopWindow(), 10_000);
-    this.#loopTimer.unref();
   }
 
   #rollLoopWindow(): void {
     const h = this.#loop;
-    this.#loopWindow = {
-      p50: h.percentile(50) / 1e9,
-      p99: h.percentile(99) / 1e9,
-      max: h.max / 1e9,
-    };
+    if (h.count === 0) return; // keep the last window rather than report nothing
+    // The histogram records the time between the monitor's ticks, which is
+    // the resolution when idle: the delay is what exceeds it.
+    const lag = (ns: number) => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS) / 1000;
+    this.#loopWindow = { p50: lag(h.percentile(50)), p99: lag(h.percentile(99)), max: lag(h.max) };
     h.reset();
   }
 
-  /** Event-loop delay since the last window roll (bench/tests). */
+  /** Event-loop delay (seconds) since the last scrape (bench/tests). */
   eventLoopLag(): { p50: number; p99: number; max: number } {
     const h = this.#loop;
-    return { p50: h.percentile(50) / 1e9, p99: h.percentile(99) / 1e9, max: h.max / 1e9 };
+    const lag = (ns: number) => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS) / 1000;
+    return { p50: lag(h.percentile(50)), p99: lag(h.percentile(99)), max: lag(h.max) };
   }
 
   resetEventLoopLag(): void {
@@ -134,7 +169,6 @@ export class GatewayMetrics {
   }
 
   close(): void {
-    clearInterval(this.#loopTimer);
     this.#loop.disable();
   }
 }

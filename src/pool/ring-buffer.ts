@@ -44,6 +44,12 @@ export class RingBuffer {
     if (n > this.free) throw new RangeError(`ring overflow: ${n} samples into ${this.free} free`);
     const cap = this.capacity;
     let idx = this.#writePos % cap;
+    // Fast path (nearly always): no wrap, nothing in the mirrored head.
+    if (idx >= this.mirror && idx + n <= cap) {
+      this.#data.set(src, idx);
+      this.#writePos += n;
+      return;
+    }
     let off = 0;
     while (off < n) {
       const run = Math.min(n - off, cap - idx);

@@ -23,7 +23,7 @@ import { Session } from './session.js';
 
 export const CAPACITY_RETRY_MS = 2000;
 export const PER_ADDRESS_RETRY_MS = 5000;
-const SWEEP_MS = 250;
+const SWEEP_MS = 500;
 
 export interface SessionManagerDeps {
   readonly config: Readonly<Config>;

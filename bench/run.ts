@@ -1,0 +1,382 @@
+/**
+ * `npm run bench`: the benchmark suite, one results table.
+ * `BENCH_QUICK=1 npm run bench`: the same columns in under 2 minutes.
+ *
+ * The gateway always runs as its own process (bench/lib/server.ts); the load
+ * generators are separate processes (bench/lib/loadgen.ts) streaming real
+ * speech (LibriVox clips, flite speech cached under build/) at real-time
+ * pace over the real protocol. Raw results: build/bench/results.json.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { readWav, wavToInt16 } from '../src/audio/wav.js';
+import { loadConfig } from '../src/config/load.js';
+import { createPocketSphinxEngine } from '../src/engine/pocketsphinx.js';
+import { transcribePcm } from '../src/engine/stream-loop.js';
+import { cacheDir, fliteSession, librivoxClips, type SpeechSegment } from '../src/eval/corpus.js';
+import { STORY } from '../src/eval/texts.js';
+import { wer } from '../src/eval/wer.js';
+import { packageRoot } from '../src/util/paths.js';
+import type { LoadResult, SessionTrace } from './lib/loadgen.js';
+import { histogramQuantile, percentile, runLoadProcesses, sleep } from './lib/measure.js';
+import { INFO, startServer, type ServerProcess } from './lib/server.js';
+import { soak } from './soak.js';
+
+const QUICK = process.env.BENCH_QUICK === '1';
+const CORES = os.cpus().length;
+const RATE = 16000;
+
+interface Row {
+  section: string;
+  metric: string;
+  value: string;
+  budget: string;
+  ok: boolean | null;
+}
+const rows: Row[] = [];
+const raw: Record<string, unknown> = {};
+const row = (section: string, metric: string, value: string, budget = '', ok: boolean | null = null) => {
+  rows.push({ section, metric, value, budget, ok });
+  console.log(`  ${section} | ${metric}: ${value}${budget ? ` (budget ${budget}${ok === null ? '' : ok ? ', met' : ', MISSED'})` : ''}`);
+};
+
+// ------------------------------------------------------------------ audio
+
+function writeRaw(name: string, pcm: Int16Array): string {
+  const file = path.join(cacheDir(), `${name}.s16`);
+  writeFileSync(file, Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength));
+  return file;
+}
+function concat(parts: Int16Array[]): Int16Array {
+  const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+const libri = concat(librivoxClips().flatMap((c) => [wavToInt16(readWav(c.file)), new Int16Array(RATE)]));
+const libriFile = writeRaw('bench-librivox', libri);
+const story = fliteSession(STORY, { voice: 'slt', gapSeconds: 1.5 });
+const storyPcm = wavToInt16(readWav(story.file));
+const storyFile = writeRaw('bench-story', storyPcm);
+const storySeconds = storyPcm.length / RATE;
+
+const overheadEnv = (n: number, transport: string) => ({
+  ...INFO,
+  CAPTIONGATE_ENGINE_KIND: 'overhead',
+  CAPTIONGATE_ALLOW_OVERHEAD_ENGINE: '1',
+  CAPTIONGATE_SERVER_TRANSPORT: transport,
+  CAPTIONGATE_POOL_SLABS: String(n + 50),
+  CAPTIONGATE_LIMITS_MAX_SESSIONS_PER_ADDRESS: String(n + 50),
+  CAPTIONGATE_RATE_LIMITS_OPENS_PER_MINUTE_PER_ADDRESS: '1000000',
+  CAPTIONGATE_ADMISSION_MAX_ENGINE_LAG_SECONDS: '600',
+});
+
+// ------------------------------------------------------------------ 1, 2: overhead and transport
+
+interface OverheadRun {
+  n: number;
+  transport: string;
+  cpuPer100: number;
+  ingestP50Ms: number;
+  ingestP99Ms: number;
+  loopP99Ms: number;
+  rssMb: number;
+  refused: number;
+  loadgenLateP99Ms: number;
+}
+
+async function overheadRun(n: number, transport: 'uws' | 'ws' | 'bare'): Promise<OverheadRun> {
+  const server: ServerProcess =
+    transport === 'bare' ? await startServer({}, 'dist/bench/lib/bare-uws.js') : await startServer(overheadEnv(n, transport));
+  const ramp = Math.min(5000, n * 5);
+  const steady = QUICK ? 6 : 25;
+  const url = `ws://127.0.0.1:${server.port}/v1/listen`;
+  const loadP = runLoadProcesses({ url, sessions: n, seconds: steady + 3, files: [libriFile], offsetStepSeconds: 0.37, rampMs: ramp }, n >= 500 ? 2 : 1);
+  // Window: from 1.5 s after the ramp to 1.5 s before the end of streaming.
+  await sleep(ramp + 1500 + 1000);
+  if (transport !== 'bare') await server.metricsText(); // opens the event-loop window
+  const c0 = server.cpuSeconds();
+  const t0 = performance.now();
+  await sleep((steady - 1.5) * 1000);
+  const c1 = server.cpuSeconds();
+  const t1 = performance.now();
+  let ingestP50 = NaN;
+  let ingestP99 = NaN;
+  let loopP99 = NaN;
+  if (transport !== 'bare') {
+    const text = await server.metricsText();
+    ingestP50 = histogramQuantile(text, 'captiongate_ingest_to_submit_seconds', 0.5) * 1000;
+    ingestP99 = histogramQuantile(text, 'captiongate_ingest_to_submit_seconds', 0.99) * 1000;
+    loopP99 = (await server.metric('captiongate_event_loop_lag_p99_seconds')) * 1000;
+  }
+  const rss = server.rssMb();
+  const load = await loadP;
+  await server.stop();
+  const cpuShare = (c1 - c0) / ((t1 - t0) / 1000);
+  return {
+    n,
+    transport,
+    cpuPer100: (cpuShare / n) * 100 * 100,
+    ingestP50Ms: ingestP50,
+    ingestP99Ms: ingestP99,
+    loopP99Ms: loopP99,
+    rssMb: rss,
+    refused: load.refused,
+    loadgenLateP99Ms: load.sendLateMsP99,
+  };
+}
+
+async function sectionOverhead(): Promise<void> {
+  console.log('\n1. gateway overhead (overhead-measurement engine: no decoding)');
+  const runs: OverheadRun[] = [];
+  const bare: OverheadRun[] = [];
+  const maxWait = loadConfig({ ignoreEnv: true }).scheduler.maxWaitMs;
+  for (const n of QUICK ? [100] : [100, 500, 1000]) {
+    const g = await overheadRun(n, 'uws');
+    const b = await overheadRun(n, 'bare');
+    runs.push(g);
+    bare.push(b);
+    row('1 overhead', `gateway CPU per 100 streams @${n}`, `${g.cpuPer100.toFixed(2)}% of a core`, '≤ 1%', g.cpuPer100 <= 1);
+    row('1 overhead', `bare uWS floor per 100 streams @${n}`, `${b.cpuPer100.toFixed(2)}% (gateway = ${(g.cpuPer100 / b.cpuPer100).toFixed(2)}× floor)`, '≤ 1.5× floor', g.cpuPer100 <= 1.5 * b.cpuPer100);
+    row('1 overhead', `ingest→submit p50 / p99 @${n}`, `${g.ingestP50Ms.toFixed(2)} / ${g.ingestP99Ms.toFixed(2)} ms (batch wait ${maxWait} ms)`, 'p99 < 5 ms beyond the wait', g.ingestP99Ms - maxWait < 5);
+    row('1 overhead', `event-loop lag p99 @${n}`, `${g.loopP99Ms.toFixed(2)} ms`, '< 5 ms', g.loopP99Ms < 5);
+  }
+  raw.overhead = { runs, bare };
+  console.log('\n2. transport: same load on uWS and ws');
+  const n = QUICK ? 100 : 500;
+  const u = runs.find((r) => r.n === n) ?? (await overheadRun(n, 'uws'));
+  const w = await overheadRun(n, 'ws');
+  raw.transport = { uws: u, ws: w };
+  row('2 transport', `CPU per 100 streams @${n}: uWS / ws`, `${u.cpuPer100.toFixed(2)}% / ${w.cpuPer100.toFixed(2)}% (ws = ${(w.cpuPer100 / u.cpuPer100).toFixed(2)}× uWS)`);
+}
+
+// ------------------------------------------------------------------ 3, 4, 6: capacity, latency, accuracy
+
+/** Session time ↔ story time: session i started `offset` seconds into the (looping) story. */
+function storyAnalysis(traces: SessionTrace[], offsetStep: number, seconds: number) {
+  const segs: SpeechSegment[] = story.segments;
+  const finalLat: number[] = [];
+  const endpointLat: number[] = [];
+  const firstPartialLat: number[] = [];
+  let partials = 0;
+  let words = 0;
+  const pairs: [string, string][] = [];
+  for (const t of traces) {
+    const offsetFrames = Math.floor((offsetStep * t.index * 10) % Math.max(1, Math.floor(storySeconds * 10)));
+    const offset = offsetFrames / 10;
+    partials += t.partials.length;
+    for (const f of t.finals) words += f.text ? f.text.split(' ').length : 0;
+    // Every sentence instance fully inside the played window.
+    for (let cycle = -1; cycle <= Math.ceil(seconds / storySeconds) + 1; cycle++) {
+      for (const s of segs) {
+        const a = s.speechStart + cycle * storySeconds - offset;
+        const b = s.speechEnd + cycle * storySeconds - offset;
+        if (a < 0.5 || b > seconds - 1) continue;
+        // Finals overlapping this sentence (session audio time).
+        const mine = t.finals.filter((f) => f.text && Math.min(f.end, b) - Math.max(f.start, a) > 0.1);
+        pairs.push([s.text, mine.map((f) => f.text).join(' ')]);
+        const last = mine.filter((f) => f.end >= b - 0.05).sort((x, y) => x.at - y.at)[0];
+        if (last) {
+          finalLat.push(last.at - (t.t0 + b * 1000));
+          endpointLat.push(last.at - (t.t0 + last.end * 1000));
+        }
+        const fp = t.partials.filter((p) => p.text && p.end >= a && p.start <= b && p.at >= t.t0 + a * 1000).sort((x, y) => x.at - y.at)[0];
+        if (fp) firstPartialLat.push(fp.at - (t.t0 + a * 1000));
+      }
+    }
+  }
+  return { finalLat, endpointLat, firstPartialLat, revisionsPerWord: words ? partials / words : NaN, wer: wer(pairs) };
+}
+
+async function rawThroughput(): Promise<{ audioPerWall: number; audioPerCpu: number }> {
+  const c = loadConfig({ ignoreEnv: true }).engine;
+  const engine = await createPocketSphinxEngine({ ...c, threads: CORES, decoders: CORES });
+  const audio = QUICK ? storyPcm.subarray(0, 20 * RATE) : storyPcm;
+  const t0 = performance.now();
+  const b0 = engine.stats().busyMs;
+  await Promise.all(Array.from({ length: CORES }, () => transcribePcm(engine, audio, { windowSamples: 16000 })));
+  const wall = (performance.now() - t0) / 1000;
+  const busy = (engine.stats().busyMs - b0) / 1000;
+  await engine.shutdown();
+  const secs = (audio.length / RATE) * CORES;
+  return { audioPerWall: secs / wall, audioPerCpu: secs / busy };
+}
+
+async function storyLoad(n: number, seconds: number, extraEnv: Record<string, string> = {}) {
+  const server = await startServer({
+    ...INFO,
+    CAPTIONGATE_ENGINE_DECODERS: String(Math.max(2, n)),
+    CAPTIONGATE_POOL_SLABS: String(n + 10),
+    ...extraEnv,
+  });
+  const offsetStep = storySeconds / Math.max(1, n);
+  const c0 = server.cpuSeconds();
+  const t0 = performance.now();
+  const load: LoadResult = await runLoadProcesses(
+    { url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: n, seconds, files: [storyFile], offsetStepSeconds: offsetStep, detail: true, rampMs: 500 },
+    1,
+  );
+  const cpu = (server.cpuSeconds() - c0) / ((performance.now() - t0) / 1000);
+  const dropped = await server.metric('captiongate_samples_dropped_total');
+  const warnings = await server.metric('captiongate_lag_warnings_total');
+  await server.stop();
+  return { load, a: storyAnalysis(load.traces, offsetStep, seconds), cpu, dropped, warnings, offsetStep, seconds };
+}
+
+async function sectionCapacity(): Promise<number> {
+  console.log('\n3. capacity with the real engine (real-time sessions of flite speech with pauses)');
+  const rawT = await rawThroughput();
+  row('3 capacity', 'raw engine throughput (same audio, all cores)', `${rawT.audioPerWall.toFixed(2)} audio s per wall s (${rawT.audioPerCpu.toFixed(2)} per CPU s)`);
+  const seconds = QUICK ? 12 : 60;
+  const steps = QUICK ? [2] : [2, 4, 6, 8, 10, 12, 14, 16, 20];
+  let best = 0;
+  let bestRun: Awaited<ReturnType<typeof storyLoad>> | null = null;
+  const runs = [];
+  for (const n of steps) {
+    const r = await storyLoad(n, seconds);
+    const p95 = percentile(r.a.finalLat, 95);
+    runs.push({ n, p95FinalMs: p95, cpu: r.cpu, dropped: r.dropped, warnings: r.warnings, refused: r.load.refused, wer: r.a.wer.wer });
+    console.log(`    N=${n}: p95 final ${p95.toFixed(0)} ms, server CPU ${(r.cpu * 100).toFixed(0)}%, dropped ${r.dropped}, WER ${r.a.wer.wer.toFixed(1)}%`);
+    if (p95 <= 1000 && r.dropped === 0 && r.load.refused === 0) {
+      best = n;
+      bestRun = r;
+    } else break;
+  }
+  raw.capacity = { raw: rawT, runs, best };
+  row('3 capacity', 'largest N with p95 final latency ≤ 1 s', `${best} concurrent real-time sessions`);
+  // Sessions are real time: N sessions sustain N audio seconds per second.
+  const eff = best / rawT.audioPerWall;
+  row('3 capacity', 'gateway efficiency (sustained live audio ÷ raw throughput)', `${(eff * 100).toFixed(0)}%`, '≥ 90%', eff >= 0.9);
+
+  console.log('   meeting: 10 participants, one talking at a time');
+  const turn = 6;
+  const cycle = turn * 10;
+  const speech = storyPcm.subarray(Math.floor(0.5 * RATE), Math.floor((0.5 + 60) * RATE));
+  const files = Array.from({ length: 10 }, (_, i) => {
+    const pcm = new Int16Array(cycle * RATE);
+    pcm.set(speech.subarray(i * turn * RATE, (i + 1) * turn * RATE), i * turn * RATE);
+    return writeRaw(`bench-meeting-${i}`, pcm);
+  });
+  const server = await startServer({ ...INFO, CAPTIONGATE_ENGINE_DECODERS: '4' });
+  let maxDecoders = 0;
+  const samples: number[] = [];
+  const sampler = setInterval(async () => {
+    const d = await server.metric('captiongate_decoders_in_use').catch(() => 0);
+    samples.push(d);
+    maxDecoders = Math.max(maxDecoders, d);
+  }, 200);
+  const c0 = server.cpuSeconds();
+  const t0 = performance.now();
+  // Session i plays files[i]: its own turn, silence otherwise.
+  const mload = [
+    await runLoadProcesses({ url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: 10, seconds: QUICK ? 12 : cycle, files, rampMs: 0, meta: { meetingId: 'bench' } }, 1),
+  ];
+  const cpu = (server.cpuSeconds() - c0) / ((performance.now() - t0) / 1000);
+  clearInterval(sampler);
+  await server.stop();
+  const meanDecoders = samples.reduce((a, b) => a + b, 0) / Math.max(1, samples.length);
+  raw.meeting = { maxDecoders, meanDecoders, cpu, finals: mload.reduce((n, r) => n + r.traces.reduce((m, t) => m + t.finals.length, 0), 0) };
+  row('3 capacity', 'meeting (10 participants, one talking): decoders in use', `max ${maxDecoders}, mean ${meanDecoders.toFixed(2)} of 4`);
+  row('3 capacity', 'meeting: server CPU', `${(cpu * 100).toFixed(0)}% of a core`);
+
+  console.log('\n4. caption latency (4 real-time sessions; onsets and offsets from the flite reference)');
+  const lat = QUICK && bestRun ? bestRun : await storyLoad(4, 60);
+  const q = (xs: number[]) => `${percentile(xs, 50).toFixed(0)} / ${percentile(xs, 95).toFixed(0)} / ${percentile(xs, 99).toFixed(0)} ms`;
+  row('4 latency', 'first partial after speech onset, p50 / p95 / p99', q(lat.a.firstPartialLat), '300 ms', percentile(lat.a.firstPartialLat, 95) <= 300);
+  row('4 latency', 'final after the endpoint decision, p50 / p95 / p99', q(lat.a.endpointLat), '300 ms', percentile(lat.a.endpointLat, 95) <= 300);
+  row('4 latency', 'final after the end of speech, p50 / p95 / p99', q(lat.a.finalLat), `(includes the ${loadConfig({ ignoreEnv: true }).engine.vad.endMs} ms endpoint silence)`);
+  row('4 latency', 'stability: partial revisions per committed word', lat.a.revisionsPerWord.toFixed(2));
+  raw.latency = { firstPartial: lat.a.firstPartialLat, endpoint: lat.a.endpointLat, speechEnd: lat.a.finalLat, revisionsPerWord: lat.a.revisionsPerWord };
+
+  console.log('\n6. accuracy under load');
+  // The single-session reference is the same audio each loaded session got
+  // (same offset, same frames), decoded alone by the engine.
+  const loaded = bestRun ?? lat;
+  const c = loadConfig({ ignoreEnv: true }).engine;
+  const single = await createPocketSphinxEngine({ ...c, decoders: 1, threads: 1 });
+  const frames = Math.floor(storyPcm.length / 1600);
+  const singleTraces: SessionTrace[] = [];
+  let identical = 0;
+  for (const t of loaded.load.traces) {
+    const pos = Math.floor((loaded.offsetStep * t.index * 10) % Math.max(1, frames));
+    const n = Math.floor(loaded.seconds * 10);
+    const audio = new Int16Array(n * 1600);
+    for (let k = 0; k < n; k++) audio.set(storyPcm.subarray(((pos + k) % frames) * 1600, ((pos + k) % frames) * 1600 + 1600), k * 1600);
+    const r = await transcribePcm(single, audio);
+    const finals = r.finals.filter((f) => f.text).map((f) => ({ at: 0, start: f.start, end: f.end, text: f.text, words: [] }));
+    singleTraces.push({ ...t, finals, partials: [] });
+    if (JSON.stringify(finals.map((f) => f.text)) === JSON.stringify(t.finals.filter((f) => f.text).map((f) => f.text))) identical++;
+  }
+  await single.shutdown();
+  const singleWer = storyAnalysis(singleTraces, loaded.offsetStep, loaded.seconds).wer;
+  row('6 accuracy', `WER of finals at capacity (N=${loaded.load.traces.length}) vs the same audio alone`, `${loaded.a.wer.wer.toFixed(1)}% vs ${singleWer.wer.toFixed(1)}% (${identical}/${loaded.load.traces.length} sessions word-for-word identical)`, 'no worse', loaded.a.wer.wer <= singleWer.wer + 1);
+  raw.accuracy = { atCapacity: loaded.a.wer, single: singleWer, identical, sessions: loaded.load.traces.length };
+  return best;
+}
+
+// ------------------------------------------------------------------ 5: memory
+
+async function sectionMemory(capacity: number): Promise<void> {
+  console.log('\n5. memory');
+  const slabs = QUICK ? 100 : 1100;
+  const server = await startServer({ ...overheadEnv(slabs - 50, 'uws') });
+  const budget = /"poolBytes":(\d+)/.exec(server.log());
+  const poolMb = budget ? Number(budget[1]) / 2 ** 20 : NaN;
+  await sleep(1500);
+  const points: { sessions: number; rssMb: number }[] = [{ sessions: 0, rssMb: server.rssMb() }];
+  for (const n of QUICK ? [10] : [10, 100, 1000]) {
+    const loadP = runLoadProcesses({ url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: n, seconds: QUICK ? 3 : 10, files: [libriFile], offsetStepSeconds: 0.37, rampMs: Math.min(4000, n * 4) }, n >= 500 ? 2 : 1);
+    await sleep(Math.min(4000, n * 4) + (QUICK ? 2000 : 8000));
+    points.push({ sessions: n, rssMb: server.rssMb() });
+    await loadP;
+  }
+  await server.stop();
+  row('5 memory', 'pool budget (allocated and touched at startup)', `${poolMb.toFixed(0)} MiB for ${slabs} slabs`);
+  row('5 memory', 'RSS at 0 / 10 / 100 / 1000 sessions (overhead engine)', points.map((p) => `${p.rssMb.toFixed(0)}`).join(' / ') + ' MB');
+  const { execFileSync } = await import('node:child_process');
+  const rss = (d: number) => (JSON.parse(execFileSync(process.execPath, [path.join(packageRoot(), 'dist', 'bench', 'rss-probe.js'), String(d)], { encoding: 'utf8' }).trim().split('\n').pop()!) as { rssMb: number }).rssMb;
+  const r1 = rss(1);
+  const r3 = rss(3);
+  row('5 memory', 'RSS per decoder (real engine; 1 vs 3 decoders)', `${((r3 - r1) / 2).toFixed(1)} MB`);
+  const minutes = QUICK ? 0.2 : 10;
+  const sessions = Math.max(2, capacity);
+  console.log(`   soak: ${minutes} min at ${sessions} sessions`);
+  const s = await soak({ minutes, sessions, seed: 5, log: (m) => console.log(`   ${m}`) });
+  const exact = s.mismatches === 0 && s.serverTotals.received === s.serverTotals.decoded + s.serverTotals.dropped;
+  row('5 memory', `soak ${minutes} min @${sessions} sessions: RSS drift`, `${s.rss.driftMb >= 0 ? '+' : ''}${s.rss.driftMb.toFixed(1)} MB (${s.rss.firstQuarterMb.toFixed(0)} → ${s.rss.lastQuarterMb.toFixed(0)} MB)`, 'no growth', null);
+  row('5 memory', 'soak: slabs_in_use at the end; received = decoded + dropped', `${s.slabsInUseAtEnd}; ${exact ? 'exact' : 'MISMATCH'}`, '0; exact', s.slabsInUseAtEnd === 0 && exact);
+  raw.memory = { poolMb, points, rssPerDecoderMb: (r3 - r1) / 2, soak: { ...s, rss: { ...s.rss } } };
+}
+
+// ------------------------------------------------------------------ main
+
+async function main() {
+  const started = Date.now();
+  console.log(`captiongate bench (${QUICK ? 'quick' : 'full'}) on ${CORES} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
+  // BENCH_ONLY=1,3 runs only those sections (for investigating; the docs use full runs).
+  const only = new Set((process.env.BENCH_ONLY ?? '1,3,5').split(',').map((x) => x.trim()));
+  if (only.has('1')) await sectionOverhead();
+  const capacity = only.has('3') ? await sectionCapacity() : Number(process.env.BENCH_CAPACITY ?? 4);
+  if (only.has('5')) await sectionMemory(capacity);
+  const minutes = (Date.now() - started) / 60000;
+  console.log(`\nResults (${QUICK ? 'BENCH_QUICK=1 ' : ''}npm run bench, ${minutes.toFixed(1)} min)\n`);
+  console.log('| section | metric | value | budget | met |');
+  console.log('|---|---|---|---|---|');
+  for (const r of rows) console.log(`| ${r.section} | ${r.metric} | ${r.value} | ${r.budget} | ${r.ok === null ? '' : r.ok ? 'yes' : '**no**'} |`);
+  const dir = path.join(packageRoot(), 'build', 'bench');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(
+    path.join(dir, QUICK ? 'results-quick.json' : 'results.json'),
+    JSON.stringify({ date: new Date().toISOString(), quick: QUICK, machine: { cores: CORES, memGb: Math.round(os.totalmem() / 2 ** 30), node: process.version, cpu: os.cpus()[0]?.model }, minutes, rows, raw }, null, 2),
+  );
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
