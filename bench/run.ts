@@ -245,7 +245,20 @@ async function sectionCapacity(): Promise<number> {
     if (p95 <= 1000 && r.dropped === 0 && r.load.refused === 0) {
       best = n;
       bestRun = r;
-    } else break;
+    } else {
+      // Refine between the last good step and the first bad one.
+      for (let m = best + 1; m < n && !QUICK; m++) {
+        const rm = await storyLoad(m, seconds);
+        const p95m = percentile(rm.a.finalLat, 95);
+        runs.push({ n: m, p95FinalMs: p95m, cpu: rm.cpu, dropped: rm.dropped, warnings: rm.warnings, refused: rm.load.refused, wer: rm.a.wer.wer });
+        console.log(`    N=${m}: p95 final ${p95m.toFixed(0)} ms, server CPU ${(rm.cpu * 100).toFixed(0)}%, dropped ${rm.dropped}, WER ${rm.a.wer.wer.toFixed(1)}%`);
+        if (p95m <= 1000 && rm.dropped === 0 && rm.load.refused === 0) {
+          best = m;
+          bestRun = rm;
+        } else break;
+      }
+      break;
+    }
   }
   raw.capacity = { raw: rawT, runs, best };
   row('3 capacity', 'largest N with p95 final latency ≤ 1 s', `${best} concurrent real-time sessions`);

@@ -9,7 +9,7 @@
  * relative to the audio clock, so latency is measured against the audio
  * itself: audio time t was sent at wall time t0 + t.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 import WebSocket from 'ws';
 
@@ -198,7 +198,8 @@ if (process.argv[1]?.endsWith('loadgen.js')) {
   const cfg = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as LoadConfig;
   runLoad(cfg).then(
     (r) => {
-      process.stdout.write(`${JSON.stringify(r)}\n`);
+      // A file, not stdout: a large result piped to stdout can be cut off at exit.
+      writeFileSync(`${process.argv[2]!}.out.json`, JSON.stringify(r));
       process.exit(0);
     },
     (err: unknown) => {

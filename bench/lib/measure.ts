@@ -1,6 +1,6 @@
 /** Small helpers shared by the bench sections. */
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { packageRoot } from '../../src/util/paths.js';
@@ -52,9 +52,9 @@ export async function runLoadProcesses(cfg: LoadConfig, processes: number): Prom
         let err = '';
         child.stdout.on('data', (d: Buffer) => (out += d.toString()));
         child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-        child.on('exit', (code) => {
-          if (code !== 0) reject(new Error(`loadgen failed (${code}): ${err}`));
-          else resolve(JSON.parse(out.trim().split('\n').pop()!) as LoadResult);
+        child.on('close', (code) => {
+          if (code !== 0) reject(new Error(`loadgen failed (${code}): ${err}${out}`));
+          else resolve(JSON.parse(readFileSync(`${file}.out.json`, 'utf8')) as LoadResult);
         });
       });
     }),

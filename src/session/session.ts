@@ -98,6 +98,7 @@ export class Session implements BatchedSession {
   #lastAckAt = 0;
   #lastAckDecoded = -1;
   #readyLatched = false;
+  #ackTimer: NodeJS.Timeout | null = null;
   #maxSessionSeconds: number;
   #maxSessionSamples: number;
 
@@ -365,10 +366,23 @@ export class Session implements BatchedSession {
   }
 
   #maybeAck(force: boolean): void {
-    if (!this.#wantAck) return;
+    if (!this.#wantAck || this.ended) return;
     const now = Date.now();
     if (!force && this.decodedSamples === this.#lastAckDecoded) return;
-    if (!force && now - this.#lastAckAt < ACK_INTERVAL_MS && this.ring.available > 0) return;
+    if (!force && now - this.#lastAckAt < ACK_INTERVAL_MS && this.ring.available > 0) {
+      // Throttled, not dropped: a sender waiting on this ack may have nothing
+      // more to send until it arrives (a tail shorter than one window is not
+      // decoded until more audio comes), so the ack must follow on its own.
+      this.#ackTimer ??= setTimeout(() => {
+        this.#ackTimer = null;
+        this.#maybeAck(true);
+      }, ACK_INTERVAL_MS - (now - this.#lastAckAt));
+      return;
+    }
+    if (this.#ackTimer) {
+      clearTimeout(this.#ackTimer);
+      this.#ackTimer = null;
+    }
     this.#lastAckAt = now;
     this.#lastAckDecoded = this.decodedSamples;
     this.#send({
@@ -473,6 +487,10 @@ export class Session implements BatchedSession {
   #teardown(label?: string): void {
     if (this.state === 'ended') return;
     this.state = 'ended';
+    if (this.#ackTimer) {
+      clearTimeout(this.#ackTimer);
+      this.#ackTimer = null;
+    }
     this.#deps.engine.closeStream(this.streamId);
     const reason = label ?? this.#ending?.reason ?? 'unknown';
     this.#deps.metrics.sessionsEnded.inc({ reason });

@@ -16,6 +16,10 @@ import { StalledClient } from '../helpers/raw-socket.js';
 const speech = wavToInt16(readWav(librivoxClips()[0]!.file));
 const frame = (i: number) => new Uint8Array(speech.buffer, speech.byteOffset + i * 3200, 3200);
 
+/** Listeners on long-lived emitters: the process and the engine's ready hook. */
+const listeners = () =>
+  process.eventNames().reduce((n, e) => n + process.listenerCount(e), 0);
+
 const resources = () => {
   const counts: Record<string, number> = {};
   for (const r of process.getActiveResourcesInfo()) counts[r] = (counts[r] ?? 0) + 1;
@@ -50,6 +54,7 @@ describe.each(['uws', 'ws'] as const)('disconnect storm over %s', (transport) =>
 
   it('1,000 sessions cut at random points leak nothing', async () => {
     const baseline = resources();
+    const baseListeners = listeners();
     const rand = prng(transport === 'uws' ? 99 : 100);
     const port = Number(new URL(h.base).port);
     const path = '/v1/listen?sampleRate=16000&channels=1&encoding=s16le';
@@ -110,6 +115,7 @@ describe.each(['uws', 'ws'] as const)('disconnect storm over %s', (transport) =>
     const after = resources();
     expect(after.Timeout ?? 0).toBeLessThanOrEqual(baseline.Timeout ?? 0);
     expect(after.TCPSocketWrap ?? 0).toBeLessThanOrEqual(baseline.TCPSocketWrap ?? 0);
+    expect(listeners()).toBe(baseListeners);
     // And it still works.
     const ws = new WebSocket(`${h.base}${path}`);
     await new Promise((res) => ws.once('message', res));
