@@ -25,6 +25,9 @@ import { INFO, startServer, type ServerProcess } from './lib/server.js';
 import { soak } from './soak.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
+/** Client frame length for the speech loads (BENCH_FRAME_MS; browsers send 100 ms). */
+const FRAME_MS = Number(process.env.BENCH_FRAME_MS ?? 100);
+const FPS = 1000 / FRAME_MS;
 const CORES = os.cpus().length;
 const RATE = 16000;
 
@@ -167,8 +170,8 @@ function storyAnalysis(traces: SessionTrace[], offsetStep: number, seconds: numb
   let words = 0;
   const pairs: [string, string][] = [];
   for (const t of traces) {
-    const offsetFrames = Math.floor((offsetStep * t.index * 10) % Math.max(1, Math.floor(storySeconds * 10)));
-    const offset = offsetFrames / 10;
+    const offsetFrames = Math.floor((offsetStep * t.index * FPS) % Math.max(1, Math.floor((storyPcm.length / RATE) * FPS)));
+    const offset = offsetFrames / FPS;
     partials += t.partials.length;
     for (const f of t.finals) words += f.text ? f.text.split(' ').length : 0;
     // Every sentence instance fully inside the played window.
@@ -218,7 +221,7 @@ async function storyLoad(n: number, seconds: number, extraEnv: Record<string, st
   const c0 = server.cpuSeconds();
   const t0 = performance.now();
   const load: LoadResult = await runLoadProcesses(
-    { url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: n, seconds, files: [storyFile], offsetStepSeconds: offsetStep, detail: true, rampMs: 500 },
+    { url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: n, seconds, files: [storyFile], offsetStepSeconds: offsetStep, detail: true, rampMs: 500, frameMs: FRAME_MS },
     1,
   );
   const cpu = (server.cpuSeconds() - c0) / ((performance.now() - t0) / 1000);
@@ -226,6 +229,19 @@ async function storyLoad(n: number, seconds: number, extraEnv: Record<string, st
   const warnings = await server.metric('captiongate_lag_warnings_total');
   await server.stop();
   return { load, a: storyAnalysis(load.traces, offsetStep, seconds), cpu, dropped, warnings, offsetStep, seconds };
+}
+
+async function sectionLatency(reuse: Awaited<ReturnType<typeof storyLoad>> | null) {
+  console.log('\n4. caption latency (4 real-time sessions; onsets and offsets from the flite reference)');
+  const lat = reuse ?? (await storyLoad(4, QUICK ? 12 : 60));
+  const q = (xs: number[]) => `${percentile(xs, 50).toFixed(0)} / ${percentile(xs, 95).toFixed(0)} / ${percentile(xs, 99).toFixed(0)} ms`;
+  row('4 latency', 'first partial after speech onset, p50 / p95 / p99', q(lat.a.firstPartialLat), '300 ms', percentile(lat.a.firstPartialLat, 95) <= 300);
+  row('4 latency', 'final after the endpoint decision, p50 / p95 / p99', q(lat.a.endpointLat), '300 ms', percentile(lat.a.endpointLat, 95) <= 300);
+  row('4 latency', 'final after the end of speech, p50 / p95 / p99', q(lat.a.finalLat), `(includes the ${loadConfig({ ignoreEnv: true }).engine.vad.endMs} ms endpoint silence)`);
+  row('4 latency', 'stability: partial revisions per committed word', lat.a.revisionsPerWord.toFixed(2));
+  raw.latency = { firstPartial: lat.a.firstPartialLat, endpoint: lat.a.endpointLat, speechEnd: lat.a.finalLat, revisionsPerWord: lat.a.revisionsPerWord };
+
+  return lat;
 }
 
 async function sectionCapacity(): Promise<number> {
@@ -297,14 +313,7 @@ async function sectionCapacity(): Promise<number> {
   row('3 capacity', 'meeting (10 participants, one talking): decoders in use', `max ${maxDecoders}, mean ${meanDecoders.toFixed(2)} of 4`);
   row('3 capacity', 'meeting: server CPU', `${(cpu * 100).toFixed(0)}% of a core`);
 
-  console.log('\n4. caption latency (4 real-time sessions; onsets and offsets from the flite reference)');
-  const lat = QUICK && bestRun ? bestRun : await storyLoad(4, 60);
-  const q = (xs: number[]) => `${percentile(xs, 50).toFixed(0)} / ${percentile(xs, 95).toFixed(0)} / ${percentile(xs, 99).toFixed(0)} ms`;
-  row('4 latency', 'first partial after speech onset, p50 / p95 / p99', q(lat.a.firstPartialLat), '300 ms', percentile(lat.a.firstPartialLat, 95) <= 300);
-  row('4 latency', 'final after the endpoint decision, p50 / p95 / p99', q(lat.a.endpointLat), '300 ms', percentile(lat.a.endpointLat, 95) <= 300);
-  row('4 latency', 'final after the end of speech, p50 / p95 / p99', q(lat.a.finalLat), `(includes the ${loadConfig({ ignoreEnv: true }).engine.vad.endMs} ms endpoint silence)`);
-  row('4 latency', 'stability: partial revisions per committed word', lat.a.revisionsPerWord.toFixed(2));
-  raw.latency = { firstPartial: lat.a.firstPartialLat, endpoint: lat.a.endpointLat, speechEnd: lat.a.finalLat, revisionsPerWord: lat.a.revisionsPerWord };
+  const lat = await sectionLatency(QUICK ? bestRun : null);
 
   console.log('\n6. accuracy under load');
   // The single-session reference is the same audio each loaded session got
@@ -312,14 +321,15 @@ async function sectionCapacity(): Promise<number> {
   const loaded = bestRun ?? lat;
   const c = loadConfig({ ignoreEnv: true }).engine;
   const single = await createPocketSphinxEngine({ ...c, decoders: 1, threads: 1 });
-  const frames = Math.floor(storyPcm.length / 1600);
+  const fs = (RATE * FRAME_MS) / 1000;
+  const frames = Math.floor(storyPcm.length / fs);
   const singleTraces: SessionTrace[] = [];
   let identical = 0;
   for (const t of loaded.load.traces) {
-    const pos = Math.floor((loaded.offsetStep * t.index * 10) % Math.max(1, frames));
-    const n = Math.floor(loaded.seconds * 10);
-    const audio = new Int16Array(n * 1600);
-    for (let k = 0; k < n; k++) audio.set(storyPcm.subarray(((pos + k) % frames) * 1600, ((pos + k) % frames) * 1600 + 1600), k * 1600);
+    const pos = Math.floor((loaded.offsetStep * t.index * FPS) % Math.max(1, frames));
+    const n = Math.floor(loaded.seconds * FPS);
+    const audio = new Int16Array(n * fs);
+    for (let k = 0; k < n; k++) audio.set(storyPcm.subarray(((pos + k) % frames) * fs, ((pos + k) % frames) * fs + fs), k * fs);
     const r = await transcribePcm(single, audio);
     const finals = r.finals.filter((f) => f.text).map((f) => ({ at: 0, start: f.start, end: f.end, text: f.text, words: [] }));
     singleTraces.push({ ...t, finals, partials: [] });
@@ -374,6 +384,7 @@ async function main() {
   // BENCH_ONLY=1,3 runs only those sections (for investigating; the docs use full runs).
   const only = new Set((process.env.BENCH_ONLY ?? '1,3,5').split(',').map((x) => x.trim()));
   if (only.has('1')) await sectionOverhead();
+  if (only.has('4') && !only.has('3')) await sectionLatency(null);
   const capacity = only.has('3') ? await sectionCapacity() : Number(process.env.BENCH_CAPACITY ?? 4);
   if (only.has('5')) await sectionMemory(capacity);
   const minutes = (Date.now() - started) / 60000;

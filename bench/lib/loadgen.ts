@@ -28,6 +28,8 @@ export interface LoadConfig {
   /** ms over which session opens are spread. */
   rampMs?: number;
   meta?: Record<string, string>;
+  /** Frame length in ms, a multiple of 10 (default 100). */
+  frameMs?: number;
 }
 
 export interface SessionTrace {
@@ -49,9 +51,7 @@ export interface LoadResult {
   sendLateMsP99: number;
 }
 
-const FRAME = 1600;
-
-function toFrames(pcm: Buffer, stereo48: boolean): Buffer[] {
+function toFrames(pcm: Buffer, stereo48: boolean, FRAME: number): Buffer[] {
   const samples = new Int16Array(pcm.buffer, pcm.byteOffset, Math.floor(pcm.byteLength / 2));
   const frames: Buffer[] = [];
   for (let off = 0; off + FRAME <= samples.length; off += FRAME) {
@@ -69,7 +69,9 @@ function toFrames(pcm: Buffer, stereo48: boolean): Buffer[] {
 
 export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
   const cpu0 = process.cpuUsage();
-  const sources = cfg.files.map((f) => toFrames(readFileSync(f), cfg.stereo48 === true));
+  const frameMs = cfg.frameMs ?? 100;
+  const period = frameMs / 10; // ticks per frame
+  const sources = cfg.files.map((f) => toFrames(readFileSync(f), cfg.stereo48 === true, frameMs * 16));
   const q = new URLSearchParams({
     sampleRate: cfg.stereo48 ? '48000' : '16000',
     channels: cfg.stereo48 ? '2' : '1',
@@ -87,7 +89,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
     trace: SessionTrace;
     frames: Buffer[];
     pos: number;
-    slot: number; // 0..9: which 10 ms slice of the 100 ms tick
+    slot: number; // which 10 ms slice of the frame period
     done: boolean;
   }
   const live: Live[] = [];
@@ -120,9 +122,9 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
         trace.closeCode = code;
       });
       const src = sources[i % sources.length]!;
-      const offset = Math.floor(((cfg.offsetStepSeconds ?? 0) * i * 10) % Math.max(1, src.length));
+      const offset = Math.floor(((cfg.offsetStepSeconds ?? 0) * i * (1000 / frameMs)) % Math.max(1, src.length));
       traces.push(trace);
-      live.push({ ws, trace, frames: src, pos: offset, slot: i % 10, done: false });
+      live.push({ ws, trace, frames: src, pos: offset, slot: i % period, done: false });
     }),
   );
 
@@ -132,14 +134,14 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
   // Frame f carries audio [f, f+1) x 100 ms and is sent at start + f x 100 ms
   // (+ its slot): as a real capture would send it the moment its last sample
   // arrived. So audio time t was captured at t0 + t with t0 = send time - 100 ms.
-  for (const s of live) s.trace.t0 = start + s.slot * 10 - 100;
-  const total = Math.floor(cfg.seconds * 10);
+  for (const s of live) s.trace.t0 = start + s.slot * 10 - frameMs;
+  const total = Math.floor((cfg.seconds * 1000) / frameMs);
   await new Promise<void>((resolve) => {
     let tick = 0;
     const step = () => {
       const now = performance.now();
-      const slot = tick % 10;
-      const frameIdx = Math.floor(tick / 10);
+      const slot = tick % period;
+      const frameIdx = Math.floor(tick / period);
       if (frameIdx >= total) {
         resolve();
         return;
