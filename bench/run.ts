@@ -97,7 +97,7 @@ async function overheadRun(n: number, transport: 'uws' | 'ws' | 'bare'): Promise
   const server: ServerProcess =
     transport === 'bare' ? await startServer({}, 'dist/bench/lib/bare-uws.js') : await startServer(overheadEnv(n, transport));
   const ramp = Math.min(5000, n * 5);
-  const steady = QUICK ? 6 : 25;
+  const steady = QUICK ? 4 : 25;
   const url = `ws://127.0.0.1:${server.port}/v1/listen`;
   const loadP = runLoadProcesses({ url, sessions: n, seconds: steady + 3, files: [libriFile], offsetStepSeconds: 0.37, rampMs: ramp }, n >= 500 ? 2 : 1);
   // Window: from 1.5 s after the ramp to 1.5 s before the end of streaming.
@@ -233,7 +233,7 @@ async function storyLoad(n: number, seconds: number, extraEnv: Record<string, st
 
 async function sectionLatency(reuse: Awaited<ReturnType<typeof storyLoad>> | null) {
   console.log('\n4. caption latency (4 real-time sessions; onsets and offsets from the flite reference)');
-  const lat = reuse ?? (await storyLoad(4, QUICK ? 12 : 60));
+  const lat = reuse ?? (await storyLoad(4, QUICK ? 10 : 60));
   const q = (xs: number[]) => `${percentile(xs, 50).toFixed(0)} / ${percentile(xs, 95).toFixed(0)} / ${percentile(xs, 99).toFixed(0)} ms`;
   row('4 latency', 'first partial after speech onset, p50 / p95 / p99', q(lat.a.firstPartialLat), '300 ms', percentile(lat.a.firstPartialLat, 95) <= 300);
   row('4 latency', 'final after the endpoint decision, p50 / p95 / p99', q(lat.a.endpointLat), '300 ms', percentile(lat.a.endpointLat, 95) <= 300);
@@ -248,7 +248,7 @@ async function sectionCapacity(): Promise<number> {
   console.log('\n3. capacity with the real engine (real-time sessions of flite speech with pauses)');
   const rawT = await rawThroughput();
   row('3 capacity', 'raw engine throughput (same audio, all cores)', `${rawT.audioPerWall.toFixed(2)} audio s per wall s (${rawT.audioPerCpu.toFixed(2)} per CPU s)`);
-  const seconds = QUICK ? 12 : 60;
+  const seconds = QUICK ? 10 : 60;
   const steps = QUICK ? [2] : [2, 4, 6, 8, 10, 12, 14, 16, 20];
   let best = 0;
   let bestRun: Awaited<ReturnType<typeof storyLoad>> | null = null;
@@ -280,7 +280,8 @@ async function sectionCapacity(): Promise<number> {
   row('3 capacity', 'largest N with p95 final latency ≤ 1 s', `${best} concurrent real-time sessions`);
   // Sessions are real time: N sessions sustain N audio seconds per second.
   const eff = best / rawT.audioPerWall;
-  row('3 capacity', 'gateway efficiency (sustained live audio ÷ raw throughput)', `${(eff * 100).toFixed(0)}%`, '≥ 90%', eff >= 0.9);
+  // The quick run tries one step only, so its efficiency is a floor, not a finding.
+  row('3 capacity', 'gateway efficiency (sustained live audio ÷ raw throughput)', `${(eff * 100).toFixed(0)}%${QUICK ? ' (quick: one step, not a search)' : ''}`, '≥ 90%', QUICK ? null : eff >= 0.9);
 
   console.log('   meeting: 10 participants, one talking at a time');
   const turn = 6;
@@ -303,7 +304,7 @@ async function sectionCapacity(): Promise<number> {
   const t0 = performance.now();
   // Session i plays files[i]: its own turn, silence otherwise.
   const mload = [
-    await runLoadProcesses({ url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: 10, seconds: QUICK ? 12 : cycle, files, rampMs: 0, meta: { meetingId: 'bench' } }, 1),
+    await runLoadProcesses({ url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: 10, seconds: QUICK ? 10 : cycle, files, rampMs: 0, meta: { meetingId: 'bench' } }, 1),
   ];
   const cpu = (server.cpuSeconds() - c0) / ((performance.now() - t0) / 1000);
   clearInterval(sampler);
@@ -366,7 +367,7 @@ async function sectionMemory(capacity: number): Promise<void> {
   const r1 = rss(1);
   const r3 = rss(3);
   row('5 memory', 'RSS per decoder (real engine; 1 vs 3 decoders)', `${((r3 - r1) / 2).toFixed(1)} MB`);
-  const minutes = QUICK ? 0.2 : 10;
+  const minutes = QUICK ? 0.15 : 10;
   const sessions = Math.max(2, capacity);
   console.log(`   soak: ${minutes} min at ${sessions} sessions`);
   const s = await soak({ minutes, sessions, seed: 5, log: (m) => console.log(`   ${m}`) });

@@ -89,7 +89,8 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
         : pick < 0.8
           ? withPause(story.subarray(Math.floor(rand() * (story.length / 2))), 4)
           : withPause(new Int16Array(0), 10);
-    const seconds = 5 + rand() * 40;
+    // Sessions never outlive the soak by more than a few seconds, so short soaks end on time.
+    const seconds = Math.max(3, Math.min(5 + rand() * 40, (deadline - Date.now()) / 1000));
     const fast = rand() < 0.05;
     const abrupt = rand() < 0.15;
     const c = await connect(url, stereo48 ? { sampleRate: 48000, channels: 2 } : { sampleRate: 16000 });

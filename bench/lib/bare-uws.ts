@@ -1,7 +1,7 @@
 /**
  * The floor for gateway overhead: a bare uWebSockets.js server with the
  * gateway's WebSocket settings that accepts /v1/listen, sends `ready`, and
- * drops every frame. Same load, side by side, in one bench run.
+ * drops every audio frame. Same load, side by side, in one bench run.
  */
 import { loadUws } from '../../src/transport/uws.js';
 
@@ -15,7 +15,10 @@ app.ws('/*', {
   idleTimeout: 120,
   sendPingsAutomatically: true,
   open: (ws: { send(m: string): void }) => ws.send('{"type":"ready","seq":1}'),
-  message: () => {},
+  // Text frames are control messages (the load generator's final `stop`): close, so it need not time out.
+  message: (ws: { end(code: number): void }, _msg: ArrayBuffer, isBinary: boolean) => {
+    if (!isBinary) ws.end(1000);
+  },
   close: () => {},
 });
 app.listen('127.0.0.1', 0, (token: unknown) => {
