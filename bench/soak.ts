@@ -39,6 +39,8 @@ export interface SoakResult {
   totals: { received: number; decoded: number; dropped: number };
   serverTotals: { received: number; decoded: number; dropped: number };
   rss: { firstQuarterMb: number; lastQuarterMb: number; driftMb: number; samples: number[] };
+  /** The V8 heap's share of the RSS (server metric), to tell JS growth from native growth. */
+  heap: { firstQuarterMb: number; lastQuarterMb: number; driftMb: number; samples: number[] };
   eventLoopP99MaxMs: number;
   slabsInUseAtEnd: number;
   decodersInUseAtEnd: number;
@@ -62,12 +64,15 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
     totals: { received: 0, decoded: 0, dropped: 0 },
     serverTotals: { received: 0, decoded: 0, dropped: 0 },
     rss: { firstQuarterMb: 0, lastQuarterMb: 0, driftMb: 0, samples: [] },
+    heap: { firstQuarterMb: 0, lastQuarterMb: 0, driftMb: 0, samples: [] },
     eventLoopP99MaxMs: 0,
     slabsInUseAtEnd: -1,
     decodersInUseAtEnd: -1,
   };
   const sampler = setInterval(async () => {
     result.rss.samples.push(Math.round(server.rssMb() * 10) / 10);
+    const heap = await server.metric('captiongate_process_heap_used_bytes').catch(() => NaN);
+    result.heap.samples.push(Math.round((heap / 2 ** 20) * 10) / 10);
     const p99 = (await server.metric('captiongate_event_loop_lag_p99_seconds').catch(() => 0)) * 1000;
     result.eventLoopP99MaxMs = Math.max(result.eventLoopP99MaxMs, p99);
   }, 5000);
@@ -145,7 +150,7 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
   const reporter = setInterval(() => {
     if (Date.now() - lastReport > 60_000) {
       lastReport = Date.now();
-      log(`soak: ${result.sessionsRun} sessions, RSS ${server.rssMb().toFixed(1)} MB, ends ${JSON.stringify(result.ends)}`);
+      log(`soak: ${result.sessionsRun} sessions, RSS ${server.rssMb().toFixed(1)} MB (heap ${result.heap.samples.at(-1) ?? 0} MB), ends ${JSON.stringify(result.ends)}`);
     }
   }, 5000);
   await Promise.all(lanes);
@@ -164,6 +169,9 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
   result.rss.firstQuarterMb = mean(result.rss.samples.slice(0, q));
   result.rss.lastQuarterMb = mean(result.rss.samples.slice(-q));
   result.rss.driftMb = result.rss.lastQuarterMb - result.rss.firstQuarterMb;
+  result.heap.firstQuarterMb = mean(result.heap.samples.slice(0, q));
+  result.heap.lastQuarterMb = mean(result.heap.samples.slice(-q));
+  result.heap.driftMb = result.heap.lastQuarterMb - result.heap.firstQuarterMb;
   const code = await server.stop();
   if (code !== 0) throw new Error(`server exited with ${code}:\n${server.log().slice(-2000)}`);
   return result;
@@ -183,6 +191,7 @@ async function main() {
   console.log(`| audio received / decoded / dropped (16 kHz samples, server counters) | ${r.serverTotals.received} / ${r.serverTotals.decoded} / ${r.serverTotals.dropped} |`);
   console.log(`| received = decoded + dropped, exactly | ${exact ? 'yes' : 'NO'} (per-session mismatches: ${r.mismatches}) |`);
   console.log(`| RSS first quarter → last quarter | ${r.rss.firstQuarterMb.toFixed(1)} MB → ${r.rss.lastQuarterMb.toFixed(1)} MB (drift ${r.rss.driftMb >= 0 ? '+' : ''}${r.rss.driftMb.toFixed(1)} MB) |`);
+  console.log(`| V8 heap in use, first quarter → last quarter | ${r.heap.firstQuarterMb.toFixed(1)} MB → ${r.heap.lastQuarterMb.toFixed(1)} MB (drift ${r.heap.driftMb >= 0 ? '+' : ''}${r.heap.driftMb.toFixed(1)} MB) |`);
   console.log(`| event-loop lag p99 (worst 10 s window) | ${r.eventLoopP99MaxMs.toFixed(1)} ms |`);
   console.log(`| slabs_in_use / decoders_in_use at the end | ${r.slabsInUseAtEnd} / ${r.decodersInUseAtEnd} |`);
   const dir = path.join(packageRoot(), 'build', 'bench');
