@@ -48,7 +48,7 @@ const HELP: Record<string, string> = {
   'scheduler.maxBatch': 'Windows per engine call.',
   'scheduler.maxWaitMs': 'Longest a ready window waits for its batch to fill.',
   'scheduler.maxInFlight': 'Engine calls in flight at once.',
-  'admission.maxEngineLagSeconds': 'New sessions are refused (capacity) while the worst backlog exceeds this.',
+  'admission.maxEngineLagSeconds': 'New sessions are refused (capacity) while the oldest undecoded audio of any session has waited longer than this. A client catching up in a burst does not count; an engine that cannot keep up does.',
   'engine.kind': 'Recognition engine. (`overhead` decodes nothing; bench and tests only.)',
   'engine.threads': 'Engine worker threads (not libuv\'s pool).',
   'engine.decoders': 'Decoder pool size (about 91 MB each); a stream holds one only inside an utterance.',

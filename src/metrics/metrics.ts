@@ -94,7 +94,7 @@ export class GatewayMetrics {
     gauge('captiongate_streams_waiting_for_decoder', 'Streams parked for a free decoder.', () => live.engine().streamsWaiting);
     gauge('captiongate_engine_busy_seconds', 'Engine worker time spent decoding (cumulative).', () => live.engine().busyMs / 1000);
     gauge('captiongate_batches_in_flight', 'Engine batches submitted and not yet complete.', () => live.batchesInFlight());
-    gauge('captiongate_engine_lag_seconds', 'Recent worst per-session backlog (admission control input).', () => live.engineLagSeconds());
+    gauge('captiongate_engine_lag_seconds', 'How long the oldest undecoded audio of any session has waited, at the last sweep (admission control input).', () => live.engineLagSeconds());
     // One window per scrape: the p50 gauge (collected first) closes the window
     // since the previous scrape; p99 and max read the same window.
     gauge('captiongate_event_loop_lag_p50_seconds', 'Event-loop delay p50 since the previous scrape.', () => {

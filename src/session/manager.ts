@@ -70,7 +70,7 @@ export class SessionManager {
   get shuttingDown(): boolean {
     return this.#shuttingDown;
   }
-  /** Worst per-session backlog at the last sweep, seconds. */
+  /** Longest wait of any session's oldest undecoded audio at the last sweep, seconds (admission control input). */
   get engineLagSeconds(): number {
     return this.#engineLag;
   }
@@ -214,6 +214,7 @@ export class SessionManager {
     const { config } = this.#deps;
     const idleMs = config.limits.idleTimeoutSeconds * 1000;
     const stallMs = config.server.stalledReaderSeconds * 1000;
+    const wall = performance.now();
     let lag = 0;
     for (const s of [...this.#byId.values()]) {
       if (s.state === 'active' && now - s.lastActivity > idleMs) {
@@ -228,7 +229,7 @@ export class SessionManager {
         s.abort('slow_reader', undefined, { notify: false });
         s.outbox.close(CloseCode.SLOW_READER, 'slow_reader');
       }
-      if (!s.ended) lag = Math.max(lag, s.backlogSeconds);
+      if (!s.ended) lag = Math.max(lag, s.waitingSeconds(wall));
     }
     this.#engineLag = lag;
   }

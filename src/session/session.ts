@@ -161,6 +161,16 @@ export class Session implements BatchedSession {
   get backlogSeconds(): number {
     return this.ring.available / RATE;
   }
+  /**
+   * How long the oldest undecoded audio has waited, seconds. Unlike the
+   * backlog, a burst from a client catching up does not inflate it: only
+   * an engine that cannot keep up (or a stream waiting for a decoder) does.
+   */
+  waitingSeconds(now = performance.now()): number {
+    if (this.ring.available === 0) return 0;
+    const arrived = this.#arrivals.timeOf(this.ring.readPos);
+    return arrived === undefined ? 0 : Math.max(0, (now - arrived) / 1000);
+  }
   get stabilizer(): CaptionStabilizer {
     return this.#stabilizer;
   }

@@ -138,6 +138,8 @@ export class RawClient {
   readonly messages: ServerMessage[] = [];
   closeCode: number | undefined;
   closeReason = '';
+  /** Socket-level errors (a 1006 close says why here). */
+  readonly errors: string[] = [];
   readonly opened: Promise<void>;
   readonly closed: Promise<void>;
 
@@ -156,7 +158,7 @@ export class RawClient {
         resolve();
       });
     });
-    this.ws.on('error', () => {});
+    this.ws.on('error', (err) => this.errors.push(err.message));
     this.ws.on('message', (d: Buffer, isBinary: boolean) => {
       this.messages.push(decodeServerMessage(isBinary ? new Uint8Array(d) : d.toString()));
     });
@@ -175,7 +177,7 @@ export class RawClient {
       const m = this.messages.find(pred);
       if (m) return m;
       if (Date.now() - t0 > timeoutMs) throw new Error(`timed out; got ${JSON.stringify(this.messages).slice(0, 500)}`);
-      if (this.closeCode !== undefined) throw new Error(`closed (${this.closeCode}) before match; got ${JSON.stringify(this.messages).slice(0, 500)}`);
+      if (this.closeCode !== undefined) throw new Error(`closed (${this.closeCode}${this.errors.length ? `, socket errors: ${this.errors.join('; ')}` : ''}) before match; got ${JSON.stringify(this.messages).slice(0, 500)}`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }
