@@ -93,6 +93,7 @@ export class Session implements BatchedSession {
   #ending: Ending | null = null;
   #lagWarned = false;
   #arrivals = new ArrivalLog(512);
+  #afterStop = { frames: 0, bytes: 0, reportedAt: -Infinity };
   #firstPartialAt = new Map<number, number>();
   #wantAck: boolean;
   #lastAckAt = 0;
@@ -184,9 +185,7 @@ export class Session implements BatchedSession {
   /** One binary audio frame. `bytes` is only valid during this call. */
   ingest(bytes: Uint8Array): void {
     if (this.state !== 'active') {
-      if (this.state === 'finishing') {
-        this.error('CAP_ERR_AUDIO_AFTER_STOP', `audio after the session began ending was not accepted (${bytes.byteLength} bytes)`);
-      }
+      if (this.state === 'finishing') this.#rejectAfterStop(bytes.byteLength);
       return;
     }
     this.touch();
@@ -519,6 +518,27 @@ export class Session implements BatchedSession {
   /** For the manager: the slab to return, once. */
   get slab(): Slab {
     return this.#slab;
+  }
+
+  /**
+   * A real-time client keeps sending until it sees `end`, and a server-side
+   * end (shutdown, max duration) can take seconds to finish decoding. So the
+   * refusal is reported at once, then at most once a second with running
+   * totals, and does not count against the error budget: nothing is dropped
+   * silently, and a well-behaved client is not cut off for it.
+   */
+  #rejectAfterStop(bytes: number): void {
+    const r = this.#afterStop;
+    r.frames++;
+    r.bytes += bytes;
+    const now = performance.now();
+    if (now - r.reportedAt < 1000) return;
+    r.reportedAt = now;
+    this.error(
+      'CAP_ERR_AUDIO_AFTER_STOP',
+      `audio after the session began ending is not accepted: ${r.frames} frame${r.frames === 1 ? '' : 's'} (${r.bytes} bytes) so far`,
+      { force: true },
+    );
   }
 
   // ------------------------------------------------------------- messages

@@ -14,7 +14,9 @@ import { prng } from '../../src/eval/fuzz.js';
 import { RawClient } from '../helpers/gateway.js';
 
 const clips = librivoxClips().map((c) => wavToInt16(readWav(c.file)));
-const GRACE = 8;
+// Generous, so a CI machine busy with other test files still decodes every backlog;
+// the process exits as soon as the sessions are done, not at the deadline.
+const GRACE = 20;
 
 describe('SIGTERM with 50 live sessions', () => {
   it('finishes every session, then exits 0 within the grace period', async () => {
@@ -76,8 +78,14 @@ describe('SIGTERM with 50 live sessions', () => {
       expect(c.closeCode).toBe(4006);
       const end = c.messages.find((m) => m.type === 'end') as { reason: string; audio: { receivedSamples: number; decodedSamples: number; droppedSamples: number } };
       expect(end.reason).toBe('server_shutdown');
+      // It kept sending until `end`: told at once, then at most once a second, and never cut off for it (4006 above, not 4005).
+      const afterStop = c.messages.filter((m) => m.type === 'error' && m.code === 'CAP_ERR_AUDIO_AFTER_STOP').length;
+      expect(afterStop).toBeLessThanOrEqual(GRACE + 2);
       expect(end.audio.receivedSamples).toBe(end.audio.decodedSamples + end.audio.droppedSamples);
-      if (speaking) expect(c.messages.some((m) => m.type === 'final' && m.text !== '')).toBe(true);
+      if (speaking) {
+        const why = `no final with words; end.audio ${JSON.stringify(end.audio)}; messages ${JSON.stringify(c.messages.slice(0, 4))}\nserver log tail:\n${out.slice(-3000)}`;
+        expect(c.messages.some((m) => m.type === 'final' && m.text !== ''), why).toBe(true);
+      }
     }
     expect(out).toContain('shutdown complete');
   });
