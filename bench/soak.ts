@@ -27,6 +27,8 @@ import { INFO, startServer } from './lib/server.js';
 export interface SoakOptions {
   minutes: number;
   sessions: number;
+  /** Decoder pool size; default one per session, as in the capacity search, so decoders are not the bottleneck. */
+  decoders?: number;
   seed: number;
   log?: (s: string) => void;
 }
@@ -53,7 +55,7 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
   const rand = prng(o.seed);
   const clips = librivoxClips().map((c) => wavToInt16(readWav(c.file)));
   const story = wavToInt16(readWav(fliteSession(STORY.slice(0, 10), { voice: 'slt', gapSeconds: 1.5 }).file));
-  const server = await startServer({ ...INFO, CAPTIONGATE_ENGINE_DECODERS: '4', CAPTIONGATE_POOL_SLABS: String(o.sessions * 4) });
+  const server = await startServer({ ...INFO, CAPTIONGATE_ENGINE_DECODERS: String(o.decoders ?? o.sessions), CAPTIONGATE_POOL_SLABS: String(o.sessions * 4) });
   const url = `ws://127.0.0.1:${server.port}/v1/listen`;
   const deadline = Date.now() + o.minutes * 60_000;
   const result: SoakResult = {
@@ -178,12 +180,12 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
 }
 
 async function main() {
-  const { values } = parseArgs({ options: { minutes: { type: 'string' }, sessions: { type: 'string' }, seed: { type: 'string', default: '1' } } });
+  const { values } = parseArgs({ options: { minutes: { type: 'string' }, sessions: { type: 'string' }, decoders: { type: 'string' }, seed: { type: 'string', default: '1' } } });
   const quick = process.env.BENCH_QUICK === '1';
   const minutes = Number(values.minutes ?? (quick ? 2 : 60));
   const sessions = Number(values.sessions ?? 8);
   console.log(`soak: ${minutes} min, ${sessions} concurrent sessions`);
-  const r = await soak({ minutes, sessions, seed: Number(values.seed) });
+  const r = await soak({ minutes, sessions, seed: Number(values.seed), ...(values.decoders ? { decoders: Number(values.decoders) } : {}) });
   const exact = r.mismatches === 0 && r.serverTotals.received === r.serverTotals.decoded + r.serverTotals.dropped;
   console.log('\n| figure | value |\n|---|---|');
   console.log(`| sessions run | ${r.sessionsRun} (${r.abrupt} cut abruptly) |`);
