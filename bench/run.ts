@@ -255,29 +255,23 @@ async function sectionCapacity(): Promise<number> {
   const steps = QUICK ? [2] : [2, 4, 6, 8, 10, 12, 14, 16, 20];
   let best = 0;
   let bestRun: Awaited<ReturnType<typeof storyLoad>> | null = null;
-  const runs = [];
-  for (const n of steps) {
+  const runs: { n: number; p95FinalMs: number; cpu: number; dropped: number; warnings: number; refused: number; wer: number }[] = [];
+  /** Runs N sessions; true if it holds (p95 final ≤ 1 s, nothing dropped or refused). */
+  const holds = async (n: number): Promise<boolean> => {
     const r = await storyLoad(n, seconds);
     const p95 = percentile(r.a.finalLat, 95);
     runs.push({ n, p95FinalMs: p95, cpu: r.cpu, dropped: r.dropped, warnings: r.warnings, refused: r.load.refused, wer: r.a.wer.wer });
     console.log(`    N=${n}: p95 final ${p95.toFixed(0)} ms, server CPU ${(r.cpu * 100).toFixed(0)}%, dropped ${r.dropped}, WER ${r.a.wer.wer.toFixed(1)}%`);
-    if (p95 <= 1000 && r.dropped === 0 && r.load.refused === 0) {
-      best = n;
-      bestRun = r;
-    } else {
-      // Refine between the last good step and the first bad one.
-      for (let m = best + 1; m < n && !QUICK; m++) {
-        const rm = await storyLoad(m, seconds);
-        const p95m = percentile(rm.a.finalLat, 95);
-        runs.push({ n: m, p95FinalMs: p95m, cpu: rm.cpu, dropped: rm.dropped, warnings: rm.warnings, refused: rm.load.refused, wer: rm.a.wer.wer });
-        console.log(`    N=${m}: p95 final ${p95m.toFixed(0)} ms, server CPU ${(rm.cpu * 100).toFixed(0)}%, dropped ${rm.dropped}, WER ${rm.a.wer.wer.toFixed(1)}%`);
-        if (p95m <= 1000 && rm.dropped === 0 && rm.load.refused === 0) {
-          best = m;
-          bestRun = rm;
-        } else break;
-      }
-      break;
-    }
+    if (p95 > 1000 || r.dropped !== 0 || r.load.refused !== 0) return false;
+    best = n;
+    bestRun = r;
+    return true;
+  };
+  for (const n of steps) {
+    if (await holds(n)) continue;
+    // Refine between the last good step and the first bad one.
+    for (let m = best + 1; m < n && !QUICK; m++) if (!(await holds(m))) break;
+    break;
   }
   raw.capacity = { raw: rawT, runs, best };
   row('3 capacity', 'largest N with p95 final latency ≤ 1 s', `${best} concurrent real-time sessions`);

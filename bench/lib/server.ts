@@ -61,9 +61,7 @@ export async function startServer(env: Record<string, string>, entry = 'dist/src
       return m ? Number(m[1]) / 1024 : 0;
     },
     async metric(name, labels = '') {
-      const text = await metricsText();
-      const line = text.split('\n').find((l) => l.startsWith(labels ? `${name}{${labels}} ` : `${name} `));
-      return line ? Number(line.split(' ').pop()) : 0;
+      return metricValue(await metricsText(), name, labels);
     },
     metricsText,
     log: () => out,
@@ -78,6 +76,12 @@ export async function startServer(env: Record<string, string>, entry = 'dist/src
       });
     },
   };
+}
+
+/** A sample's value in a Prometheus text scrape (0 when absent). */
+export function metricValue(text: string, name: string, labels = ''): number {
+  const line = text.split('\n').find((l) => l.startsWith(labels ? `${name}{${labels}} ` : `${name} `));
+  return line ? Number(line.split(' ').pop()) : 0;
 }
 
 /** The server logs its port at info level; benches that want quiet logs still need that line. */

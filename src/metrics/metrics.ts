@@ -149,17 +149,6 @@ export class GatewayMetrics {
     h.reset();
   }
 
-  /** Event-loop delay (seconds) since the last scrape (bench/tests). */
-  eventLoopLag(): { p50: number; p99: number; max: number } {
-    const h = this.#loop;
-    const lag = (ns: number) => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS) / 1000;
-    return { p50: lag(h.percentile(50)), p99: lag(h.percentile(99)), max: lag(h.max) };
-  }
-
-  resetEventLoopLag(): void {
-    this.#loop.reset();
-  }
-
   text(): Promise<string> {
     return this.registry.metrics();
   }

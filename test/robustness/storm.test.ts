@@ -16,7 +16,7 @@ import { StalledClient } from '../helpers/raw-socket.js';
 const speech = wavToInt16(readWav(librivoxClips()[0]!.file));
 const frame = (i: number) => new Uint8Array(speech.buffer, speech.byteOffset + i * 3200, 3200);
 
-/** Listeners on long-lived emitters: the process and the engine's ready hook. */
+/** Listeners on the process (signal, exit and error hooks) must not pile up per session. */
 const listeners = () =>
   process.eventNames().reduce((n, e) => n + process.listenerCount(e), 0);
 
