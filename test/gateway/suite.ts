@@ -48,10 +48,32 @@ export function gatewaySuite(transport: TransportKind): void {
       return r;
     };
 
+    /** Whole-file decoding of the LibriVox clips and the story: the accuracy reference. */
+    let wholeLibri: string[] = [];
+    let wholeStory = '';
+
     beforeAll(async () => {
       // Six decoders: the real-time test has six sessions talking at once.
       h = await startGateway(transport, { pool: { slabs: 32 }, engine: { decoders: 6, threads: 2 } });
-    });
+      // References are computed up front, so the paced test's time is the
+      // audio's own plus the gateway's, not also the references' (on a loaded
+      // 2-core CI machine, the sum once passed the test's timeout).
+      await Promise.all([...clipPcm, storyPcm].map((pcm) => directFinals(pcm)));
+      const c = testConfig().engine;
+      const whole = await createPocketSphinxEngine({
+        ...c,
+        decoders: 1,
+        threads: 1,
+        vad: { ...c.vad, enabled: false, maxUtteranceSeconds: 600 },
+      });
+      try {
+        wholeLibri = [];
+        for (const pcm of clipPcm) wholeLibri.push(joined((await transcribePcm(whole, pcm, { windowSamples: 16000 })).finals));
+        wholeStory = joined((await transcribePcm(whole, storyPcm, { windowSamples: 16000 })).finals);
+      } finally {
+        await whole.shutdown();
+      }
+    }, 300_000);
     afterAll(async () => {
       await h?.stop();
     });
@@ -62,11 +84,13 @@ export function gatewaySuite(transport: TransportKind): void {
 
     it('streams real speech at real-time pace: partials while audio flows, finals equal the engine, WER within 1 point of whole-file', async () => {
       // Five LibriVox clips and a 2-minute flite story, all at once, paced.
+      const t0 = performance.now();
       const runs = await Promise.all([
         ...clipPcm.map((pcm) => streamPcm(`${h.base}/v1/listen`, pcm, { realtime: true })),
         streamPcm(`${h.base}/v1/listen`, storyPcm, { realtime: true }),
       ]);
       const storyRun = runs.at(-1)!;
+      console.log(`[${transport}] paced run: ${((performance.now() - t0) / 1000).toFixed(1)} s for ${(storyPcm.length / 16000).toFixed(1)} s of story audio`);
       for (const r of runs) {
         expect(r.end.reason).toBe('client_stop');
         expect(r.end.audio.droppedSamples).toBe(0);
@@ -90,29 +114,17 @@ export function gatewaySuite(transport: TransportKind): void {
       expect(shape(storyRun.finals)).toEqual(shape(await directFinals(storyPcm)));
 
       // Accuracy: streaming WER within 1 point of whole-file decoding with the same settings.
-      const c = testConfig().engine;
-      const whole = await createPocketSphinxEngine({
-        ...c,
-        decoders: 1,
-        threads: 1,
-        vad: { ...c.vad, enabled: false, maxUtteranceSeconds: 600 },
-      });
-      try {
-        const wholeLibri: string[] = [];
-        for (const pcm of clipPcm) wholeLibri.push(joined((await transcribePcm(whole, pcm, { windowSamples: 16000 })).finals));
-        const wholeStory = joined((await transcribePcm(whole, storyPcm, { windowSamples: 16000 })).finals);
-        const gl = wer(clips.map((cl, i) => [cl.text, joined(runs[i]!.finals)]));
-        const wl = wer(clips.map((cl, i) => [cl.text, wholeLibri[i]!]));
-        const gs = wer([[story.text, joined(storyRun.finals)]]);
-        const ws = wer([[story.text, wholeStory]]);
-        console.log(`[${transport}] WER LibriVox gateway ${gl.wer.toFixed(1)}% vs whole-file ${wl.wer.toFixed(1)}%; flite story gateway ${gs.wer.toFixed(1)}% vs whole-file ${ws.wer.toFixed(1)}%`);
-        expect(gl.wer).toBeLessThanOrEqual(wl.wer + 1);
-        expect(gs.wer).toBeLessThanOrEqual(ws.wer + 1);
-        expect(gs.wer).toBeLessThan(20);
-      } finally {
-        await whole.shutdown();
-      }
-    });
+      const gl = wer(clips.map((cl, i) => [cl.text, joined(runs[i]!.finals)]));
+      const wl = wer(clips.map((cl, i) => [cl.text, wholeLibri[i]!]));
+      const gs = wer([[story.text, joined(storyRun.finals)]]);
+      const ws = wer([[story.text, wholeStory]]);
+      console.log(`[${transport}] WER LibriVox gateway ${gl.wer.toFixed(1)}% vs whole-file ${wl.wer.toFixed(1)}%; flite story gateway ${gs.wer.toFixed(1)}% vs whole-file ${ws.wer.toFixed(1)}%`);
+      expect(gl.wer).toBeLessThanOrEqual(wl.wer + 1);
+      expect(gs.wer).toBeLessThanOrEqual(ws.wer + 1);
+      expect(gs.wer).toBeLessThan(20);
+      // Paced: the floor is the story's 2 minutes of audio; the rest is margin
+      // for a CI machine whose two cores also run another test file.
+    }, 360_000);
 
     it('gives the same finals to a bot uploading faster than real time (flow control)', async () => {
       const r = await streamPcm(`${h.base}/v1/listen`, storyPcm, { realtime: false, frameMs: 250 });
