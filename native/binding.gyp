@@ -7,14 +7,20 @@
         "src/engine.cc",
         "src/ps_decoder.cc",
         "src/vad.cc",
-        "src/audio_converter.cc"
+        "src/audio_converter.cc",
+        "src/whisper_addon.cc",
+        "src/whisper/ct2_model.cc",
+        "src/whisper/device.cc",
+        "src/whisper/mel.cc",
+        "src/whisper/model.cc",
+        "src/whisper/tokenizer.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<!@(node ../scripts/pkg-config.mjs --cflags-only-I pocketsphinx speexdsp)"
+        "<!@(node ../scripts/pkg-config.mjs --cflags-only-I pocketsphinx speexdsp openblas)"
       ],
       "libraries": [
-        "<!@(node ../scripts/pkg-config.mjs --libs pocketsphinx speexdsp)"
+        "<!@(node ../scripts/pkg-config.mjs --libs pocketsphinx speexdsp openblas)"
       ],
       "defines": [
         "NAPI_VERSION=8",

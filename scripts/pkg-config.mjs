@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 const args = process.argv.slice(2);
 const mode = args[0];
 const pkgs = args.slice(1);
-const APT = { pocketsphinx: 'libpocketsphinx-dev', speexdsp: 'libspeexdsp-dev' };
+const APT = { pocketsphinx: 'libpocketsphinx-dev', speexdsp: 'libspeexdsp-dev', openblas: 'libopenblas-dev' };
 
 let out;
 try {

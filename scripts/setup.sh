@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNTIME_PACKAGES=(build-essential python3 pkg-config libpocketsphinx-dev pocketsphinx-en-us libspeexdsp-dev)
+RUNTIME_PACKAGES=(build-essential python3 pkg-config libpocketsphinx-dev pocketsphinx-en-us libspeexdsp-dev libopenblas-dev)
 TEST_PACKAGES=(pocketsphinx-testdata flite chromium nginx-light)
 
 packages=("${RUNTIME_PACKAGES[@]}")

@@ -560,11 +560,14 @@ class NativeAudioConverter : public Napi::ObjectWrap<NativeAudioConverter> {
 
 }  // namespace
 
+Napi::Function InitWhisper(Napi::Env env);
+
 Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   // PocketSphinx logs every model load to stderr; the gateway has its own logs.
   err_set_logfp(nullptr);
   exports.Set("NativeEngine", NativeEngine::Init(env));
   exports.Set("NativeAudioConverter", NativeAudioConverter::Init(env));
+  exports.Set("NativeWhisper", InitWhisper(env));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
 }

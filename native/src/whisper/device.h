@@ -1,0 +1,47 @@
+// The device seam: every matrix product of the Whisper model goes through
+// here, plus the few elementwise ops an accelerator would fuse with them.
+// The CPU device uses OpenBLAS; an XDNA2 device (docs/xdna2.md) implements
+// the same calls with its GEMM kernels, and must agree with the CPU device
+// (Engine self-test, cosine >= 0.999) before it is used.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace captiongate::whisper {
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  virtual std::string name() const = 0;
+
+  // A linear layer: C[M,N] = A[M,K] · W[N,K]ᵀ + bias[N] (bias may be null).
+  // W is row-major as the model stores it. M is rows of activations: for the
+  // encoder, B windows × frames, so a batch is one call.
+  virtual void linear(int M, int N, int K, const float* A, int lda, const float* W, const float* bias, float* C,
+                      int ldc) = 0;
+
+  // C[M,N] = alpha · A[M,K] · op(B), op(B) = B[N,K]ᵀ (transB) or B[K,N].
+  // Attention scores and context.
+  virtual void gemm(bool transB, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                    float* C, int ldc) = 0;
+
+  // Elementwise ops an NPU fuses with the GEMMs; CPU versions by default.
+  virtual void gelu(float* x, size_t n);
+  virtual void layerNorm(int rows, int dim, const float* x, int ldx, const float* gamma, const float* beta, float* y,
+                         int ldy);
+  // Row-wise softmax, in place; rows of length n with stride ld.
+  virtual void softmax(int rows, int n, float* x, int ld);
+};
+
+// OpenBLAS, single-threaded per call: the engine's own worker threads give
+// parallelism across batches, and a BLAS that spawns its own threads inside
+// each of them oversubscribes the cores.
+std::unique_ptr<Device> makeCpuDevice();
+
+// Test device: the CPU device with every linear output scaled by (1 + eps·r),
+// r in [-1, 1] (deterministic). Exists to prove the device self-test fails.
+std::unique_ptr<Device> makePerturbedDevice(float eps);
+
+}  // namespace captiongate::whisper

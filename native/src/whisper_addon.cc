@@ -1,0 +1,241 @@
+// N-API face of the Whisper model: load, log-mel, encode, decode and
+// transcribe, each on a worker thread with a Promise. The streaming engine
+// (whisper/engine) sits on top of the same model; this surface exists for
+// tests, the reference comparison and the encoder benchmark.
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "whisper/model.h"
+
+namespace captiongate {
+namespace {
+
+using whisper::DecodeResult;
+using whisper::WhisperModel;
+
+// Runs `work` on a worker; `done` turns its result into a JS value.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, Napi::Object keepAlive, std::function<void()> work,
+                std::function<Napi::Value(Napi::Env)> done)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), ref_(Napi::Persistent(keepAlive)),
+        work_(std::move(work)), done_(std::move(done)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(done_(Env())); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference ref_;
+  std::function<void()> work_;
+  std::function<Napi::Value(Napi::Env)> done_;
+};
+
+std::vector<float> copyF32(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Float32Array");
+  auto a = v.As<Napi::Float32Array>();
+  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+}
+
+Napi::Float32Array toF32(Napi::Env env, const std::vector<float>& v) {
+  auto a = Napi::Float32Array::New(env, v.size());
+  std::copy(v.begin(), v.end(), a.Data());
+  return a;
+}
+
+Napi::Object resultToJs(Napi::Env env, const DecodeResult& r) {
+  auto o = Napi::Object::New(env);
+  o.Set("text", r.text);
+  auto toks = Napi::Array::New(env, r.tokens.size());
+  for (size_t i = 0; i < r.tokens.size(); i++) toks.Set(i, r.tokens[i]);
+  o.Set("tokens", toks);
+  auto segs = Napi::Array::New(env, r.segments.size());
+  for (size_t i = 0; i < r.segments.size(); i++) {
+    auto s = Napi::Object::New(env);
+    s.Set("start", r.segments[i].start);
+    s.Set("end", r.segments[i].end);
+    s.Set("text", r.segments[i].text);
+    segs.Set(i, s);
+  }
+  o.Set("segments", segs);
+  o.Set("noSpeechProb", r.noSpeechProb);
+  o.Set("avgLogprob", r.avgLogprob);
+  o.Set("repetitionCut", r.repetitionCut);
+  return o;
+}
+
+class NativeWhisper : public Napi::ObjectWrap<NativeWhisper> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeWhisper",
+                       {
+                           InstanceMethod("load", &NativeWhisper::Load),
+                           InstanceMethod("logMel", &NativeWhisper::LogMel),
+                           InstanceMethod("encode", &NativeWhisper::Encode),
+                           InstanceMethod("decode", &NativeWhisper::Decode),
+                           InstanceMethod("transcribe", &NativeWhisper::Transcribe),
+                           InstanceMethod("info", &NativeWhisper::Info),
+                       });
+  }
+
+  // new NativeWhisper(modelDir, { device: 'cpu' | 'perturbed', perturbation })
+  explicit NativeWhisper(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeWhisper>(info) {
+    if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "modelDir must be a string");
+    dir_ = info[0].As<Napi::String>().Utf8Value();
+    if (info[1].IsObject()) {
+      auto o = info[1].As<Napi::Object>();
+      if (o.Get("device").IsString()) device_ = o.Get("device").As<Napi::String>().Utf8Value();
+      if (o.Get("perturbation").IsNumber()) eps_ = o.Get("perturbation").As<Napi::Number>().FloatValue();
+    }
+    if (device_ != "cpu" && device_ != "perturbed")
+      throw Napi::Error::New(info.Env(), "unknown device '" + device_ + "' (this build has: cpu)");
+  }
+
+ private:
+  WhisperModel& model(Napi::Env env) {
+    if (!model_) throw Napi::Error::New(env, "Whisper model is not loaded (call load() first)");
+    return *model_;
+  }
+
+  Napi::Value Load(const Napi::CallbackInfo& info) {
+    auto* w = new PromiseWorker(
+        info.Env(), Value(),
+        [this] {
+          auto dev = device_ == "perturbed" ? whisper::makePerturbedDevice(eps_) : whisper::makeCpuDevice();
+          auto m = std::make_unique<WhisperModel>(dir_, std::move(dev));
+          std::lock_guard<std::mutex> lk(mu_);
+          model_ = std::move(m);
+        },
+        [](Napi::Env env) { return env.Undefined(); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    auto& m = model(info.Env());
+    auto o = Napi::Object::New(info.Env());
+    o.Set("device", m.device().name());
+    o.Set("weightBytes", static_cast<double>(m.weightBytes()));
+    return o;
+  }
+
+  // logMel(audio: Float32Array, frames) -> Promise<Float32Array [80][frames]>
+  Napi::Value LogMel(const Napi::CallbackInfo& info) {
+    auto& m = model(info.Env());
+    auto audio = std::make_shared<std::vector<float>>(copyF32(info[0], "audio"));
+    const int frames = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : whisper::kWindowFrames;
+    auto out = std::make_shared<std::vector<float>>();
+    auto* w = new PromiseWorker(
+        info.Env(), Value(),
+        [&m, audio, frames, out] { *out = m.logMel().compute(audio->data(), static_cast<int>(audio->size()), frames); },
+        [out](Napi::Env env) { return toF32(env, *out); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // encode(mels: Float32Array[], frames) -> Promise<Float32Array [B][frames/2][512]>
+  Napi::Value Encode(const Napi::CallbackInfo& info) {
+    auto& m = model(info.Env());
+    if (!info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "mels must be an array of Float32Array");
+    auto arr = info[0].As<Napi::Array>();
+    const int frames = info[1].As<Napi::Number>().Int32Value();
+    auto mels = std::make_shared<std::vector<std::vector<float>>>();
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      mels->push_back(copyF32(arr.Get(i), "mel"));
+      if (mels->back().size() != static_cast<size_t>(whisper::kMels) * frames)
+        throw Napi::RangeError::New(info.Env(), "each mel must hold 80 × frames values");
+    }
+    auto out = std::make_shared<std::vector<float>>();
+    auto* w = new PromiseWorker(
+        info.Env(), Value(),
+        [this, &m, mels, frames, out] {
+          std::vector<const float*> ptrs;
+          for (auto& v : *mels) ptrs.push_back(v.data());
+          std::lock_guard<std::mutex> lk(mu_);
+          m.encode(ptrs, frames, out.get());
+        },
+        [out](Napi::Env env) { return toF32(env, *out); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // decode(enc: Float32Array [B][ctx][512], B, ctx) -> Promise<result[]>
+  Napi::Value Decode(const Napi::CallbackInfo& info) {
+    auto& m = model(info.Env());
+    auto enc = std::make_shared<std::vector<float>>(copyF32(info[0], "enc"));
+    const int B = info[1].As<Napi::Number>().Int32Value();
+    const int ctx = info[2].As<Napi::Number>().Int32Value();
+    if (B <= 0 || ctx <= 0 || enc->size() != static_cast<size_t>(B) * ctx * whisper::kDModel)
+      throw Napi::RangeError::New(info.Env(), "enc must hold B × ctx × 512 values");
+    auto out = std::make_shared<std::vector<DecodeResult>>();
+    auto* w = new PromiseWorker(
+        info.Env(), Value(),
+        [this, &m, enc, B, ctx, out] {
+          std::lock_guard<std::mutex> lk(mu_);
+          *out = m.decode(enc->data(), B, ctx, whisper::DecodeOptions{});
+        },
+        [out](Napi::Env env) {
+          auto a = Napi::Array::New(env, out->size());
+          for (size_t i = 0; i < out->size(); i++) a.Set(i, resultToJs(env, (*out)[i]));
+          return a;
+        });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // transcribe(audios: Float32Array[], frames?) -> Promise<result[]>: one
+  // batch, log-mel + encoder + decoder.
+  Napi::Value Transcribe(const Napi::CallbackInfo& info) {
+    auto& m = model(info.Env());
+    if (!info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "audios must be an array of Float32Array");
+    auto arr = info[0].As<Napi::Array>();
+    const int frames = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : whisper::kWindowFrames;
+    if (frames <= 0 || frames % 2 || frames > whisper::kWindowFrames)
+      throw Napi::RangeError::New(info.Env(), "frames must be even and at most 3000");
+    auto audios = std::make_shared<std::vector<std::vector<float>>>();
+    for (uint32_t i = 0; i < arr.Length(); i++) audios->push_back(copyF32(arr.Get(i), "audio"));
+    auto out = std::make_shared<std::vector<DecodeResult>>();
+    auto* w = new PromiseWorker(
+        info.Env(), Value(),
+        [this, &m, audios, frames, out] {
+          std::vector<std::vector<float>> mels;
+          std::vector<const float*> ptrs;
+          for (auto& a : *audios) mels.push_back(m.logMel().compute(a.data(), static_cast<int>(a.size()), frames));
+          for (auto& v : mels) ptrs.push_back(v.data());
+          std::vector<float> enc;
+          std::lock_guard<std::mutex> lk(mu_);
+          m.encode(ptrs, frames, &enc);
+          *out = m.decode(enc.data(), static_cast<int>(ptrs.size()), frames / 2, whisper::DecodeOptions{});
+        },
+        [out](Napi::Env env) {
+          auto a = Napi::Array::New(env, out->size());
+          for (size_t i = 0; i < out->size(); i++) a.Set(i, resultToJs(env, (*out)[i]));
+          return a;
+        });
+    w->Queue();
+    return w->Promise();
+  }
+
+  std::string dir_;
+  std::string device_ = "cpu";
+  float eps_ = 0.05f;
+  std::mutex mu_;  // one inference at a time per model (scratch is per call; BLAS is shared)
+  std::unique_ptr<WhisperModel> model_;
+};
+
+}  // namespace
+
+Napi::Function InitWhisper(Napi::Env env) { return NativeWhisper::Init(env); }
+
+}  // namespace captiongate
