@@ -13,6 +13,7 @@
         "src/whisper/device.cc",
         "src/whisper/mel.cc",
         "src/whisper/model.cc",
+        "src/whisper/stream_engine.cc",
         "src/whisper/tokenizer.cc"
       ],
       "include_dirs": [

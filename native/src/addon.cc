@@ -12,6 +12,7 @@
 
 #include "audio_converter.h"
 #include "engine.h"
+#include "whisper/stream_engine.h"
 
 namespace captiongate {
 namespace {
@@ -119,6 +120,39 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
       return;
     }
     Napi::Object o = info[0].As<Napi::Object>();
+    onReady_ = Napi::Persistent(info[1].As<Napi::Function>());
+    tsfn_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                          "captiongate-engine", 0, 1);
+    tsfn_.Unref(env);
+    napi_add_env_cleanup_hook(env, &NativeEngine::CleanupHook, this);
+    if (getString(o, "kind") == "whisper") {
+      whisper::WhisperEngineSettings w;
+      w.modelDir = getString(o, "modelDir");
+      w.device = getString(o, "device");
+      if (w.device.empty()) w.device = "cpu";
+      w.threads = static_cast<int>(getNumber(o, "threads", 2));
+      w.maxBatch = static_cast<int>(getNumber(o, "maxBatch", w.maxBatch));
+      w.vad.threshold = getNumber(o, "vadThreshold", w.vad.threshold);
+      w.vad.startSpeechFrames = static_cast<int>(getNumber(o, "vadStartFrames", w.vad.startSpeechFrames));
+      w.vad.postSpeechFrames = static_cast<int>(getNumber(o, "vadEndFrames", w.vad.postSpeechFrames));
+      w.vadEnabled = getBool(o, "vadEnabled", true);
+      w.prerollSamples = static_cast<int>(getNumber(o, "prerollSamples", w.prerollSamples));
+      w.maxUtteranceSamples = static_cast<int>(getNumber(o, "maxUtteranceSamples", w.maxUtteranceSamples));
+      w.partialIntervalSamples = static_cast<int>(getNumber(o, "partialIntervalSamples", w.partialIntervalSamples));
+      w.minContextFrames = static_cast<int>(getNumber(o, "minContextFrames", w.minContextFrames));
+      w.noSpeechThreshold = static_cast<float>(getNumber(o, "noSpeechThreshold", w.noSpeechThreshold));
+      w.logprobThreshold = static_cast<float>(getNumber(o, "logprobThreshold", w.logprobThreshold));
+      w.selfTest = getBool(o, "selfTest", false);
+      if (w.modelDir.empty() || w.threads < 1 || w.threads > 256 || w.maxBatch < 1 || w.maxBatch > 64 ||
+          w.prerollSamples < 0 || w.maxUtteranceSamples < 16000 || w.maxUtteranceSamples > 16000 * 29 ||
+          w.partialIntervalSamples < 1600 || w.minContextFrames < 100 || w.minContextFrames > 3000 ||
+          w.minContextFrames % 2) {
+        Napi::RangeError::New(env, "whisper engine options out of range").ThrowAsJavaScriptException();
+        return;
+      }
+      engine_ = std::make_unique<whisper::WhisperStreamEngine>(std::move(w), [this] { wake(); });
+      return;
+    }
     EngineSettings s;
     s.search.hmm = getString(o, "hmm");
     s.search.lm = getString(o, "lm");
@@ -163,12 +197,7 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
       return;
     }
 
-    onReady_ = Napi::Persistent(info[1].As<Napi::Function>());
-    tsfn_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
-                                          "captiongate-engine", 0, 1);
-    tsfn_.Unref(env);
     engine_ = std::make_unique<Engine>(std::move(s), [this] { wake(); });
-    napi_add_env_cleanup_hook(env, &NativeEngine::CleanupHook, this);
   }
 
   ~NativeEngine() override {
@@ -455,11 +484,11 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
 
    private:
     NativeEngine* owner_;
-    Engine* engine_;
+    StreamEngine* engine_;
     Napi::ObjectReference ref_;
   };
 
-  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<StreamEngine> engine_;
   Napi::ThreadSafeFunction tsfn_;
   Napi::FunctionReference onReady_;
   std::atomic<bool> wakePending_{false};

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "ps_decoder.h"
+#include "stream_engine.h"
 #include "vad.h"
 
 namespace captiongate {
@@ -46,94 +47,40 @@ struct EngineSettings {
   bool vadEnabled = true;
 };
 
-enum class ErrorCode : int {
-  kNone = 0,
-  kDecodeFailed = 1,   // the decoder reported an error for this window
-  kStreamClosed = 2,   // window arrived for a stream that was closed
-  kShutdown = 3,       // engine shut down before the window ran
-  kBadWindow = 4,      // window does not continue the stream
-};
-
-struct WindowIn {
-  uint32_t stream = 0;
-  int64_t start = 0;  // stream sample position of pcm[0]
-  std::vector<int16_t> pcm;
-  bool flush = false;  // end the open utterance after this window
-};
-
-struct WindowOut {
-  uint32_t stream = 0;
-  uint32_t consumed = 0;       // samples of this window the engine took
-  bool hasPartial = false;
-  std::string partial;
-  int64_t partialStart = 0;
-  int64_t partialEnd = 0;
-  std::vector<Utterance> finals;
-  bool inSpeech = false;       // an utterance is open after this window
-  bool endpoint = false;       // an utterance ended in this window
-  bool waiting = false;        // parked: no decoder free
-  bool flushed = false;        // the flush request was carried out
-  double decoderWaitMs = 0;    // wait that ended in this window
-  int64_t position = 0;        // stream position after this window
-  ErrorCode error = ErrorCode::kNone;
-  std::string errorMessage;
-};
-
-struct Batch {
-  uint64_t id = 0;
-  std::vector<WindowIn> in;
-  std::vector<WindowOut> out;
-  size_t remaining = 0;  // guarded by Engine::mu_
-};
-
-struct EngineStats {
-  int decoders = 0;
-  int decodersInUse = 0;   // held or reserved by a stream
-  int streams = 0;
-  int streamsWaiting = 0;  // parked for a decoder
-  uint64_t windowsProcessed = 0;
-  uint64_t samplesProcessed = 0;
-  uint64_t samplesDecoded = 0;  // fed to a decoder (speech + margins)
-  uint64_t decoderWaits = 0;
-  double decoderWaitMsTotal = 0;
-  uint64_t queuedWindows = 0;
-  double busyMs = 0;  // wall time workers spent processing windows
-};
-
-class Engine {
+class Engine : public StreamEngine {
  public:
   // Called from worker threads whenever there is something to deliver; the
   // receiver then drains with takeCompleted()/takeReady().
   using Notify = std::function<void()>;
 
   Engine(EngineSettings settings, Notify notify);
-  ~Engine();  // stops and joins workers; frees decoders
+  ~Engine() override;  // stops and joins workers; frees decoders
 
   // Loads the decoder pool. Slow (about 0.3 s per decoder); call off the
   // main thread.
-  bool load(std::string* error);
+  bool load(std::string* error) override;
 
-  uint32_t openStream(std::string* error);
+  uint32_t openStream(std::string* error) override;
   // Marks the stream closed. Cleanup (which may end an utterance) runs on a
   // worker; queued windows complete with kStreamClosed. Returns false if the
   // id is unknown or already closed.
-  bool closeStream(uint32_t id);
+  bool closeStream(uint32_t id) override;
   bool streamOpen(uint32_t id);
 
   // Takes ownership of the batch. Returns false (and leaves batch intact) if
   // the engine is shutting down or a stream is unknown/closed.
-  bool submit(std::unique_ptr<Batch> batch, std::string* error);
+  bool submit(std::unique_ptr<Batch> batch, std::string* error) override;
 
-  std::vector<std::unique_ptr<Batch>> takeCompleted();
-  std::vector<uint32_t> takeReady();
+  std::vector<std::unique_ptr<Batch>> takeCompleted() override;
+  std::vector<uint32_t> takeReady() override;
 
   // Stops accepting work, completes queued windows with kShutdown, joins.
-  void shutdown();
-  bool isShutdown() const { return stopping_.load(); }
+  void shutdown() override;
+  bool isShutdown() const override { return stopping_.load(); }
 
-  EngineStats stats();
+  EngineStats stats() override;
   // Test hook: the next window of this stream fails as if decoding failed.
-  void injectFault(uint32_t id);
+  void injectFault(uint32_t id) override;
 
  private:
   struct Stream;

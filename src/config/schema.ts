@@ -87,7 +87,7 @@ export const configSchema = z
       .strict(),
     engine: z
       .object({
-        kind: z.enum(['pocketsphinx', 'overhead'], { error: 'must be "pocketsphinx"' }),
+        kind: z.enum(['pocketsphinx', 'whisper', 'overhead'], { error: 'must be "pocketsphinx" or "whisper"' }),
         threads: int(1, 256),
         decoders: int(1, 1024),
         windowMs: int(10, 1000),
@@ -109,6 +109,19 @@ export const configSchema = z
             removeNoise: bool(),
             cmnUpdateMs: int(0, 10_000),
             wordConfidence: bool(),
+          })
+          .strict(),
+        whisper: z
+          .object({
+            modelDir: str(),
+            device: z.enum(['cpu', 'perturbed'], { error: 'must be "cpu" (the only device this build has)' }),
+            maxBatch: int(1, 64),
+            partialIntervalMs: int(100, 10_000),
+            minContextSeconds: num(1, 30),
+            maxUtteranceSeconds: num(1, 29),
+            noSpeechThreshold: num(0, 1),
+            logprobThreshold: num(-100, 0),
+            selfTest: bool(),
           })
           .strict(),
         vad: z

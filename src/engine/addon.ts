@@ -37,6 +37,44 @@ export interface NativeEngineOptions {
   extra?: Record<string, string>;
 }
 
+export interface NativeWhisperEngineOptions {
+  kind: 'whisper';
+  modelDir: string;
+  device: string;
+  threads: number;
+  maxBatch: number;
+  vadEnabled: boolean;
+  vadThreshold: number;
+  vadStartFrames: number;
+  vadEndFrames: number;
+  prerollSamples: number;
+  maxUtteranceSamples: number;
+  partialIntervalSamples: number;
+  minContextFrames: number;
+  noSpeechThreshold: number;
+  logprobThreshold: number;
+  selfTest: boolean;
+}
+
+export interface WhisperDecodeResult {
+  text: string;
+  tokens: number[];
+  segments: { start: number; end: number; text: string }[];
+  noSpeechProb: number;
+  avgLogprob: number;
+  repetitionCut: boolean;
+}
+
+/** The Whisper model on its own (tests, reference comparison, benchmarks). */
+export interface NativeWhisper {
+  load(): Promise<void>;
+  info(): { device: string; weightBytes: number };
+  logMel(audio: Float32Array, frames: number): Promise<Float32Array>;
+  encode(mels: Float32Array[], frames: number): Promise<Float32Array>;
+  decode(enc: Float32Array, batch: number, ctx: number): Promise<WhisperDecodeResult[]>;
+  transcribe(audios: Float32Array[], frames?: number): Promise<WhisperDecodeResult[]>;
+}
+
 export interface NativeWindow {
   stream: number;
   start: number;
@@ -68,7 +106,8 @@ export interface NativeAudioConverter {
 }
 
 interface Addon {
-  NativeEngine: new (options: NativeEngineOptions, onReady: (ids: number[]) => void) => NativeEngine;
+  NativeEngine: new (options: NativeEngineOptions | NativeWhisperEngineOptions, onReady: (ids: number[]) => void) => NativeEngine;
+  NativeWhisper: new (modelDir: string, options?: { device?: string; perturbation?: number }) => NativeWhisper;
   NativeAudioConverter: new (options: NativeAudioConverterOptions) => NativeAudioConverter;
   abiVersion: number;
 }

@@ -1,15 +1,19 @@
 /** Engine factory: the only place that knows which backends exist. */
 import type { Config } from '../config/schema.js';
 import { createPocketSphinxEngine } from './pocketsphinx.js';
+import { createWhisperEngine } from './whisper.js';
 import { EngineError, type Engine } from './types.js';
 
 export * from './types.js';
 export { checkPocketSphinxModel, createPocketSphinxEngine } from './pocketsphinx.js';
+export { checkWhisperModel, createWhisperEngine, loadWhisperModel } from './whisper.js';
 
 export async function createEngine(config: Readonly<Config>): Promise<Engine> {
   switch (config.engine.kind) {
     case 'pocketsphinx':
       return createPocketSphinxEngine(config.engine);
+    case 'whisper':
+      return createWhisperEngine(config.engine);
     case 'overhead': {
       // The overhead-measurement engine does no decoding; it exists so
       // bench/ and test/ can isolate the gateway's own cost.

@@ -8,16 +8,9 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import type { Config } from '../config/schema.js';
-import { loadAddon, type NativeEngine, type NativeEngineOptions } from './addon.js';
-import {
-  EngineError,
-  type Engine,
-  type EngineInfo,
-  type EngineResult,
-  type EngineStats,
-  type EngineWindow,
-  type StreamId,
-} from './types.js';
+import { loadAddon, type NativeEngineOptions } from './addon.js';
+import { NativeBackedEngine } from './native-engine.js';
+import { EngineError, type Engine, type EngineInfo, type StreamId } from './types.js';
 
 const RATE = 16_000;
 const FRAME_MS = 10;
@@ -83,77 +76,6 @@ export function pocketSphinxNativeOptions(o: PocketSphinxOptions): NativeEngineO
   };
 }
 
-class PocketSphinxEngine implements Engine {
-  readonly info: EngineInfo;
-  #native: NativeEngine;
-  #listeners: ((ids: readonly StreamId[]) => void)[] = [];
-  #open = new Set<StreamId>();
-  #closed = false;
-
-  constructor(native: NativeEngine, info: EngineInfo, listeners: ((ids: readonly StreamId[]) => void)[]) {
-    this.#native = native;
-    this.info = info;
-    this.#listeners = listeners;
-  }
-
-  openStream(): StreamId {
-    if (this.#closed) throw new EngineError('ENGINE_SHUTDOWN', 'engine is shut down');
-    const id = this.#native.openStream();
-    this.#open.add(id);
-    return id;
-  }
-
-  closeStream(id: StreamId): void {
-    if (!this.#open.delete(id)) return;
-    this.#native.closeStream(id);
-  }
-
-  submit(windows: readonly EngineWindow[]): Promise<EngineResult[]> {
-    if (this.#closed) return Promise.reject(new EngineError('ENGINE_SHUTDOWN', 'engine is shut down'));
-    for (const w of windows) {
-      if (!this.#open.has(w.stream)) {
-        throw new TypeError(`Expected an open stream for window.stream but received ${w.stream} (closed or unknown)`);
-      }
-      if (!(w.pcm instanceof Float32Array) && !(w.pcm instanceof Int16Array) && !(w.pcm instanceof Uint8Array)) {
-        throw new TypeError('Expected Float32Array, Int16Array or s16le bytes (Uint8Array) for window.pcm');
-      }
-      if (w.pcm instanceof Uint8Array && w.pcm.byteLength % 2 !== 0) {
-        throw new TypeError(`Expected whole 16-bit samples for window.pcm but received ${w.pcm.byteLength} bytes`);
-      }
-      if (!Number.isSafeInteger(w.start) || w.start < 0) {
-        throw new TypeError(`Expected a sample position >= 0 for window.start but received ${w.start}`);
-      }
-      const samples = w.pcm instanceof Uint8Array ? w.pcm.byteLength / 2 : w.pcm.length;
-      if (samples > this.info.policy.maxSamples) {
-        throw new RangeError(`Expected at most ${this.info.policy.maxSamples} samples per window but received ${samples}`);
-      }
-    }
-    return this.#native.submit(
-      windows.map((w) => ({ stream: w.stream, start: w.start, pcm: w.pcm, flush: w.flush === true })),
-    );
-  }
-
-  onReady(listener: (ids: readonly StreamId[]) => void): void {
-    this.#listeners.push(listener);
-  }
-
-  stats(): EngineStats {
-    return this.#native.stats();
-  }
-
-  /** Test hook: the stream's next window fails as if decoding threw. */
-  injectFault(id: StreamId): void {
-    this.#native.injectFault(id);
-  }
-
-  async shutdown(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#open.clear();
-    await this.#native.shutdown();
-  }
-}
-
 export async function createPocketSphinxEngine(options: PocketSphinxOptions): Promise<Engine & { injectFault(id: StreamId): void }> {
   const nativeOptions = pocketSphinxNativeOptions(options);
   const { NativeEngine } = loadAddon();
@@ -182,5 +104,5 @@ export async function createPocketSphinxEngine(options: PocketSphinxOptions): Pr
     decoders: options.decoders,
     threads: options.threads,
   });
-  return new PocketSphinxEngine(native, info, listeners);
+  return new NativeBackedEngine(native, info, listeners);
 }

@@ -54,7 +54,7 @@ namespace {
 
 class CpuDevice : public Device {
  public:
-  CpuDevice() { openblas_set_num_threads(1); }
+  explicit CpuDevice(int threads = 1) { openblas_set_num_threads(threads); }
   std::string name() const override { return "cpu"; }
 
   void linear(int M, int N, int K, const float* A, int lda, const float* W, const float* bias, float* C,
@@ -74,7 +74,7 @@ class CpuDevice : public Device {
 
 class PerturbedDevice : public CpuDevice {
  public:
-  explicit PerturbedDevice(float eps) : eps_(eps) {}
+  explicit PerturbedDevice(float eps) : CpuDevice(1), eps_(eps) {}
   std::string name() const override { return "perturbed-cpu"; }
   void linear(int M, int N, int K, const float* A, int lda, const float* W, const float* bias, float* C,
               int ldc) override {
@@ -96,7 +96,7 @@ class PerturbedDevice : public CpuDevice {
 
 }  // namespace
 
-std::unique_ptr<Device> makeCpuDevice() { return std::make_unique<CpuDevice>(); }
+std::unique_ptr<Device> makeCpuDevice(int threads) { return std::make_unique<CpuDevice>(threads); }
 std::unique_ptr<Device> makePerturbedDevice(float eps) { return std::make_unique<PerturbedDevice>(eps); }
 
 }  // namespace captiongate::whisper

@@ -35,10 +35,9 @@ class Device {
   virtual void softmax(int rows, int n, float* x, int ld);
 };
 
-// OpenBLAS, single-threaded per call: the engine's own worker threads give
-// parallelism across batches, and a BLAS that spawns its own threads inside
-// each of them oversubscribes the cores.
-std::unique_ptr<Device> makeCpuDevice();
+// OpenBLAS with `threads` threads. The Whisper engine runs inference on one
+// thread of its own, so BLAS threads are the engine's parallelism.
+std::unique_ptr<Device> makeCpuDevice(int threads = 1);
 
 // Test device: the CPU device with every linear output scaled by (1 + eps·r),
 // r in [-1, 1] (deterministic). Exists to prove the device self-test fails.
