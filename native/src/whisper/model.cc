@@ -210,13 +210,12 @@ void WhisperModel::encode(const std::vector<const float*>& mels, int frames, std
   d.layerNorm(M, kDModel, x.data(), kDModel, w.encNorm.gamma, w.encNorm.beta, out->data(), kDModel);
 }
 
-namespace {
-
 // Length of the repeated tail if the last tokens are one n-gram repeated
-// `repeats` times; 0 otherwise.
+// `repeats` times (and at least 16 tokens in all, so "no, no, no, no" is
+// speech, not a loop); 0 otherwise.
 size_t repeatedTail(const std::vector<int>& t, int repeats) {
   for (size_t n = 1; n <= 16; n++) {
-    const size_t need = n * repeats;
+    const size_t need = n * std::max<size_t>(repeats, (16 + n - 1) / n);
     if (t.size() < need) break;
     bool same = true;
     for (size_t i = t.size() - need + n; i < t.size() && same; i++) same = t[i] == t[i - n];
@@ -225,7 +224,6 @@ size_t repeatedTail(const std::vector<int>& t, int repeats) {
   return 0;
 }
 
-}  // namespace
 
 std::vector<DecodeResult> WhisperModel::decode(const float* enc, int B, int ctxLen, const DecodeOptions& opts) {
   const Weights& w = *w_;

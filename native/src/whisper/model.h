@@ -27,7 +27,7 @@ struct DecodeOptions {
   int maxTokens = 224;          // sampled tokens per window (Whisper: n_text_ctx / 2)
   float maxInitialTimestamp = 1.0f;
   // Repetition guard: an n-gram (n <= 16 tokens) repeated this many times
-  // in a row ends decoding; the repeats are cut.
+  // in a row (and over at least 16 tokens) ends decoding; the repeats are cut.
   int maxRepeats = 4;
 };
 
@@ -74,6 +74,10 @@ class WhisperModel {
   std::unique_ptr<Weights> w_;
   LogMel mel_;
 };
+
+// The repetition guard: how many trailing tokens are extra copies of a
+// repeated n-gram (0 if the tail is not a loop).
+size_t repeatedTail(const std::vector<int>& tokens, int repeats);
 
 // Cosine similarity of two equally long vectors (self-test and tests).
 double cosineSimilarity(const float* a, const float* b, size_t n);
