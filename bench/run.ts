@@ -15,12 +15,11 @@ import { readWav, wavToInt16 } from '../src/audio/wav.js';
 import { loadConfig } from '../src/config/load.js';
 import { createPocketSphinxEngine } from '../src/engine/pocketsphinx.js';
 import { transcribePcm } from '../src/engine/stream-loop.js';
-import { cacheDir, fliteSession, librivoxClips, type SpeechSegment } from '../src/eval/corpus.js';
-import { STORY } from '../src/eval/texts.js';
-import { wer } from '../src/eval/wer.js';
+import { cacheDir, librivoxClips } from '../src/eval/corpus.js';
 import { packageRoot } from '../src/util/paths.js';
-import type { LoadResult, SessionTrace } from './lib/loadgen.js';
+import type { SessionTrace } from './lib/loadgen.js';
 import { histogramQuantile, percentile, runLoadProcesses, sleep } from './lib/measure.js';
+import { storyBench } from './lib/story.js';
 import { INFO, startServer, type ServerProcess } from './lib/server.js';
 import { soak } from './soak.js';
 
@@ -63,10 +62,7 @@ function concat(parts: Int16Array[]): Int16Array {
 }
 const libri = concat(librivoxClips().flatMap((c) => [wavToInt16(readWav(c.file)), new Int16Array(RATE)]));
 const libriFile = writeRaw('bench-librivox', libri);
-const story = fliteSession(STORY, { voice: 'slt', gapSeconds: 1.5 });
-const storyPcm = wavToInt16(readWav(story.file));
-const storyFile = writeRaw('bench-story', storyPcm);
-const storySeconds = storyPcm.length / RATE;
+const { storyPcm, storyLoad, storyAnalysis } = storyBench(FRAME_MS);
 
 const overheadEnv = (n: number, transport: string) => ({
   ...INFO,
@@ -160,42 +156,6 @@ async function sectionOverhead(): Promise<void> {
 
 // ------------------------------------------------------------------ 3, 4, 6: capacity, latency, accuracy
 
-/** Session time ↔ story time: session i started `offset` seconds into the (looping) story. */
-function storyAnalysis(traces: SessionTrace[], offsetStep: number, seconds: number) {
-  const segs: SpeechSegment[] = story.segments;
-  const finalLat: number[] = [];
-  const endpointLat: number[] = [];
-  const firstPartialLat: number[] = [];
-  let partials = 0;
-  let words = 0;
-  const pairs: [string, string][] = [];
-  for (const t of traces) {
-    const offsetFrames = Math.floor((offsetStep * t.index * FPS) % Math.max(1, Math.floor((storyPcm.length / RATE) * FPS)));
-    const offset = offsetFrames / FPS;
-    partials += t.partials.length;
-    for (const f of t.finals) words += f.text ? f.text.split(' ').length : 0;
-    // Every sentence instance fully inside the played window.
-    for (let cycle = -1; cycle <= Math.ceil(seconds / storySeconds) + 1; cycle++) {
-      for (const s of segs) {
-        const a = s.speechStart + cycle * storySeconds - offset;
-        const b = s.speechEnd + cycle * storySeconds - offset;
-        if (a < 0.5 || b > seconds - 1) continue;
-        // Finals overlapping this sentence (session audio time).
-        const mine = t.finals.filter((f) => f.text && Math.min(f.end, b) - Math.max(f.start, a) > 0.1);
-        pairs.push([s.text, mine.map((f) => f.text).join(' ')]);
-        const last = mine.filter((f) => f.end >= b - 0.05).sort((x, y) => x.at - y.at)[0];
-        if (last) {
-          finalLat.push(last.at - (t.t0 + b * 1000));
-          endpointLat.push(last.at - (t.t0 + last.end * 1000));
-        }
-        const fp = t.partials.filter((p) => p.text && p.end >= a && p.start <= b && p.at >= t.t0 + a * 1000).sort((x, y) => x.at - y.at)[0];
-        if (fp) firstPartialLat.push(fp.at - (t.t0 + a * 1000));
-      }
-    }
-  }
-  return { finalLat, endpointLat, firstPartialLat, revisionsPerWord: words ? partials / words : NaN, wer: wer(pairs) };
-}
-
 async function rawThroughput(): Promise<{ audioPerWall: number; audioPerCpu: number }> {
   const c = loadConfig({ ignoreEnv: true }).engine;
   const engine = await createPocketSphinxEngine({ ...c, threads: CORES, decoders: CORES });
@@ -208,27 +168,6 @@ async function rawThroughput(): Promise<{ audioPerWall: number; audioPerCpu: num
   await engine.shutdown();
   const secs = (audio.length / RATE) * CORES;
   return { audioPerWall: secs / wall, audioPerCpu: secs / busy };
-}
-
-async function storyLoad(n: number, seconds: number, extraEnv: Record<string, string> = {}) {
-  const server = await startServer({
-    ...INFO,
-    CAPTIONGATE_ENGINE_DECODERS: String(Math.max(2, n)),
-    CAPTIONGATE_POOL_SLABS: String(n + 10),
-    ...extraEnv,
-  });
-  const offsetStep = storySeconds / Math.max(1, n);
-  const c0 = server.cpuSeconds();
-  const t0 = performance.now();
-  const load: LoadResult = await runLoadProcesses(
-    { url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: n, seconds, files: [storyFile], offsetStepSeconds: offsetStep, detail: true, rampMs: 500, frameMs: FRAME_MS },
-    1,
-  );
-  const cpu = (server.cpuSeconds() - c0) / ((performance.now() - t0) / 1000);
-  const dropped = await server.metric('captiongate_samples_dropped_total');
-  const warnings = await server.metric('captiongate_lag_warnings_total');
-  await server.stop();
-  return { load, a: storyAnalysis(load.traces, offsetStep, seconds), cpu, dropped, warnings, offsetStep, seconds };
 }
 
 async function sectionLatency(reuse: Awaited<ReturnType<typeof storyLoad>> | null) {

@@ -72,7 +72,7 @@ const HELP: Record<string, string> = {
   'engine.whisper.modelDir': 'Whisper model directory (relative to the package). Installed and verified by `node scripts/fetch-whisper-model.mjs`.',
   'engine.whisper.device': 'Matrix device behind the seam. `cpu` (OpenBLAS) is the only one in this build; see docs/xdna2.md.',
   'engine.whisper.maxBatch': 'Windows per encoder batch (cross-session).',
-  'engine.whisper.partialIntervalMs': 'Re-decode an open utterance for a partial after this much new speech.',
+  'engine.whisper.partialIntervalMs': 'Re-decode an open utterance for a partial at most this often (wall time), when it has new speech.',
   'engine.whisper.minContextSeconds': 'Shortest encoder window (audio is zero-padded up to it; 30 = stock Whisper). See docs/whisper.md for the accuracy cost.',
   'engine.whisper.maxUtteranceSeconds': 'Forced endpoint for run-on speech (at most 29: one encoder window).',
   'engine.whisper.noSpeechThreshold': 'With logprobThreshold: drop a decode whose no-speech probability is above this and whose mean log-probability is below that (Whisper\'s own rule).',

@@ -138,14 +138,14 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
       w.vadEnabled = getBool(o, "vadEnabled", true);
       w.prerollSamples = static_cast<int>(getNumber(o, "prerollSamples", w.prerollSamples));
       w.maxUtteranceSamples = static_cast<int>(getNumber(o, "maxUtteranceSamples", w.maxUtteranceSamples));
-      w.partialIntervalSamples = static_cast<int>(getNumber(o, "partialIntervalSamples", w.partialIntervalSamples));
+      w.partialIntervalMs = static_cast<int>(getNumber(o, "partialIntervalMs", w.partialIntervalMs));
       w.minContextFrames = static_cast<int>(getNumber(o, "minContextFrames", w.minContextFrames));
       w.noSpeechThreshold = static_cast<float>(getNumber(o, "noSpeechThreshold", w.noSpeechThreshold));
       w.logprobThreshold = static_cast<float>(getNumber(o, "logprobThreshold", w.logprobThreshold));
       w.selfTest = getBool(o, "selfTest", false);
       if (w.modelDir.empty() || w.threads < 1 || w.threads > 256 || w.maxBatch < 1 || w.maxBatch > 64 ||
           w.prerollSamples < 0 || w.maxUtteranceSamples < 16000 || w.maxUtteranceSamples > 16000 * 29 ||
-          w.partialIntervalSamples < 1600 || w.minContextFrames < 100 || w.minContextFrames > 3000 ||
+          w.partialIntervalMs < 100 || w.minContextFrames < 100 || w.minContextFrames > 3000 ||
           w.minContextFrames % 2) {
         Napi::RangeError::New(env, "whisper engine options out of range").ThrowAsJavaScriptException();
         return;

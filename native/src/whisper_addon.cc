@@ -89,7 +89,7 @@ class NativeWhisper : public Napi::ObjectWrap<NativeWhisper> {
                        });
   }
 
-  // new NativeWhisper(modelDir, { device: 'cpu' | 'perturbed', perturbation })
+  // new NativeWhisper(modelDir, { device: 'cpu' | 'perturbed', perturbation, threads })
   explicit NativeWhisper(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeWhisper>(info) {
     if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "modelDir must be a string");
     dir_ = info[0].As<Napi::String>().Utf8Value();
@@ -97,6 +97,7 @@ class NativeWhisper : public Napi::ObjectWrap<NativeWhisper> {
       auto o = info[1].As<Napi::Object>();
       if (o.Get("device").IsString()) device_ = o.Get("device").As<Napi::String>().Utf8Value();
       if (o.Get("perturbation").IsNumber()) eps_ = o.Get("perturbation").As<Napi::Number>().FloatValue();
+      if (o.Get("threads").IsNumber()) threads_ = o.Get("threads").As<Napi::Number>().Int32Value();
     }
     if (device_ != "cpu" && device_ != "perturbed")
       throw Napi::Error::New(info.Env(), "unknown device '" + device_ + "' (this build has: cpu)");
@@ -112,7 +113,7 @@ class NativeWhisper : public Napi::ObjectWrap<NativeWhisper> {
     auto* w = new PromiseWorker(
         info.Env(), Value(),
         [this] {
-          auto dev = device_ == "perturbed" ? whisper::makePerturbedDevice(eps_) : whisper::makeCpuDevice();
+          auto dev = device_ == "perturbed" ? whisper::makePerturbedDevice(eps_) : whisper::makeCpuDevice(threads_);
           auto m = std::make_unique<WhisperModel>(dir_, std::move(dev));
           std::lock_guard<std::mutex> lk(mu_);
           model_ = std::move(m);
@@ -230,6 +231,7 @@ class NativeWhisper : public Napi::ObjectWrap<NativeWhisper> {
   std::string dir_;
   std::string device_ = "cpu";
   float eps_ = 0.05f;
+  int threads_ = 1;
   std::mutex mu_;  // one inference at a time per model (scratch is per call; BLAS is shared)
   std::unique_ptr<WhisperModel> model_;
 };

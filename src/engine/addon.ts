@@ -49,7 +49,7 @@ export interface NativeWhisperEngineOptions {
   vadEndFrames: number;
   prerollSamples: number;
   maxUtteranceSamples: number;
-  partialIntervalSamples: number;
+  partialIntervalMs: number;
   minContextFrames: number;
   noSpeechThreshold: number;
   logprobThreshold: number;
@@ -107,7 +107,7 @@ export interface NativeAudioConverter {
 
 interface Addon {
   NativeEngine: new (options: NativeEngineOptions | NativeWhisperEngineOptions, onReady: (ids: number[]) => void) => NativeEngine;
-  NativeWhisper: new (modelDir: string, options?: { device?: string; perturbation?: number }) => NativeWhisper;
+  NativeWhisper: new (modelDir: string, options?: { device?: string; perturbation?: number; threads?: number }) => NativeWhisper;
   /** Test hook: the repetition guard's cut for a token sequence. */
   whisperRepeatedTail(tokens: number[], repeats?: number): number;
   NativeAudioConverter: new (options: NativeAudioConverterOptions) => NativeAudioConverter;

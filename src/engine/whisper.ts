@@ -57,7 +57,7 @@ export function whisperNativeOptions(o: WhisperOptions): NativeWhisperEngineOpti
     vadEndFrames: Math.max(1, Math.round(o.vad.endMs / FRAME_MS)),
     prerollSamples: Math.round((o.vad.prerollMs * RATE) / 1000),
     maxUtteranceSamples: Math.round(Math.min(w.maxUtteranceSeconds, o.vad.maxUtteranceSeconds) * RATE),
-    partialIntervalSamples: Math.round((w.partialIntervalMs * RATE) / 1000),
+    partialIntervalMs: w.partialIntervalMs,
     minContextFrames: minFrames - (minFrames % 2),
     noSpeechThreshold: w.noSpeechThreshold,
     logprobThreshold: w.logprobThreshold,
@@ -98,7 +98,7 @@ export async function createWhisperEngine(options: WhisperOptions): Promise<Engi
 /** The bare model (no streaming), for tests, the reference check and benchmarks. */
 export async function loadWhisperModel(
   options: WhisperOptions['whisper'],
-  device: { device?: string; perturbation?: number } = {},
+  device: { device?: string; perturbation?: number; threads?: number } = {},
 ): Promise<NativeWhisper> {
   const dir = checkWhisperModel(options);
   const { NativeWhisper } = loadAddon();

@@ -101,6 +101,9 @@ export class SessionManager {
         PER_ADDRESS_RETRY_MS,
       );
     }
+    // The periodic tick's figure may be up to a tick old; before refusing,
+    // measure again (the sessions that were behind may have caught up or ended).
+    if (this.#engineLag > config.admission.maxEngineLagSeconds) this.#engineLag = this.#measureLag();
     if (this.#engineLag > config.admission.maxEngineLagSeconds) {
       return new GatewayError(
         'CAP_ERR_CAPACITY',
@@ -214,8 +217,6 @@ export class SessionManager {
     const { config } = this.#deps;
     const idleMs = config.limits.idleTimeoutSeconds * 1000;
     const stallMs = config.server.stalledReaderSeconds * 1000;
-    const wall = performance.now();
-    let lag = 0;
     for (const s of [...this.#byId.values()]) {
       if (s.state === 'active' && now - s.lastActivity > idleMs) {
         s.finish('idle_timeout', CloseCode.IDLE_TIMEOUT, `no message for ${config.limits.idleTimeoutSeconds} s`, {
@@ -229,9 +230,16 @@ export class SessionManager {
         s.abort('slow_reader', undefined, { notify: false });
         s.outbox.close(CloseCode.SLOW_READER, 'slow_reader');
       }
-      if (!s.ended) lag = Math.max(lag, s.waitingSeconds(wall));
     }
-    this.#engineLag = lag;
+    this.#engineLag = this.#measureLag();
+  }
+
+  /** How long the oldest undecoded audio of any live session has waited, seconds. */
+  #measureLag(): number {
+    const wall = performance.now();
+    let lag = 0;
+    for (const s of this.#byId.values()) if (!s.ended) lag = Math.max(lag, s.waitingSeconds(wall));
+    return lag;
   }
 
   /** Internal counts that must return to zero when no session is live (leak checks). */

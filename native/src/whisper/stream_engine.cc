@@ -20,6 +20,7 @@ struct WhisperStreamEngine::Stream {
   int64_t uttStart = 0;
   std::vector<int16_t> utt;
   size_t lastPartialLen = 0;
+  std::chrono::steady_clock::time_point lastPartialAt;  // or the utterance's start
 };
 
 struct WhisperStreamEngine::Job {
@@ -46,6 +47,10 @@ std::vector<std::string> splitWords(const std::string& s) {
   while (is >> w) out.push_back(w);
   return out;
 }
+
+// Partials re-decode at least this much context (5 s) rather than the
+// finals' minimum: a third of the encoder cost at the default 15 s.
+constexpr int kPartialMinFrames = 500;
 
 int contextFrames(size_t samples, int minFrames) {
   // Audio frames plus 0.5 s, rounded up to whole seconds, at least minFrames.
@@ -284,10 +289,13 @@ void WhisperStreamEngine::runRound(std::vector<std::unique_ptr<Batch>>& round) {
       else t->second = &out;
     }
   }
+  const auto now = std::chrono::steady_clock::now();
+  const auto interval = std::chrono::milliseconds(settings_.partialIntervalMs);
+  const size_t minNew = static_cast<size_t>(settings_.partialIntervalMs) * kSampleRate / 4000;  // a quarter interval
   for (auto& [s, out] : touched) {
     const size_t n = s->utt.size();
-    if (s->inUtt && out->error == ErrorCode::kNone && n >= static_cast<size_t>(settings_.partialIntervalSamples) &&
-        n - s->lastPartialLen >= static_cast<size_t>(settings_.partialIntervalSamples)) {
+    if (s->inUtt && out->error == ErrorCode::kNone && n >= kSampleRate / 2 && n >= s->lastPartialLen + minNew &&
+        now - s->lastPartialAt >= interval) {
       Job j;
       j.final = false;
       j.audio = s->utt;
@@ -308,6 +316,9 @@ void WhisperStreamEngine::runRound(std::vector<std::unique_ptr<Batch>>& round) {
     stats_.samplesDecoded += decoded;
     stats_.busyMs += ms;
     stats_.queuedWindows -= std::min<uint64_t>(stats_.queuedWindows, windows);
+    int inUtt = 0;
+    for (auto& kv : streams_) inUtt += (!kv.second->closed && kv.second->inUtt) ? 1 : 0;
+    stats_.decodersInUse = inUtt;
     for (auto& b : round) completed_.push_back(std::move(b));
   }
   if (notify_) notify_();
@@ -343,6 +354,7 @@ void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut&
       if (!s.inUtt) {
         s.inUtt = true;
         s.uttStart = s.framePos;
+        s.lastPartialAt = std::chrono::steady_clock::now();
       }
       s.utt.insert(s.utt.end(), f, f + frame);
       if (s.utt.size() >= static_cast<size_t>(settings_.maxUtteranceSamples)) endUtterance(true);
@@ -353,6 +365,7 @@ void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut&
         s.utt.assign(s.preroll.begin(), s.preroll.end());
         s.uttStart = s.framePos - static_cast<int64_t>(s.preroll.size());
         s.lastPartialLen = 0;
+        s.lastPartialAt = std::chrono::steady_clock::now();
       }
       s.preroll.insert(s.preroll.end(), f, f + frame);
       while (s.preroll.size() > static_cast<size_t>(settings_.prerollSamples)) s.preroll.pop_front();
@@ -364,6 +377,7 @@ void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut&
           endUtterance(true);
           s.inUtt = true;  // still speaking: the next utterance starts here
           s.uttStart = s.framePos + static_cast<int64_t>(frame);
+          s.lastPartialAt = std::chrono::steady_clock::now();
         }
       }
     }
@@ -395,76 +409,104 @@ void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut&
 
 void WhisperStreamEngine::runJobs(std::vector<Job>& jobs) {
   if (jobs.empty()) return;
-  std::stable_partition(jobs.begin(), jobs.end(), [](const Job& j) { return j.final; });
-  const size_t finals = std::count_if(jobs.begin(), jobs.end(), [](const Job& j) { return j.final; });
   const size_t B = static_cast<size_t>(std::max(1, settings_.maxBatch));
-  // Finals always run. Partials fill the last batch's free slots (or one
-  // batch when there are no finals); the rest wait for the next round.
-  const size_t room = finals == 0 ? B : (finals % B == 0 ? 0 : B - finals % B);
-  const size_t total = finals + std::min(room, jobs.size() - finals);
-  for (size_t begin = 0; begin < total; begin += B) {
-    const size_t end = std::min(total, begin + B);
-    int frames = 0;
-    for (size_t k = begin; k < end; k++)
-      frames = std::max(frames, contextFrames(jobs[k].audio.size(), settings_.minContextFrames));
+  // Each job's encoder context. A batch only holds jobs of equal context, so
+  // a final's result never depends on what it was batched with.
+  std::vector<int> frames(jobs.size());
+  std::vector<size_t> finals, partials;
+  for (size_t k = 0; k < jobs.size(); k++) {
+    const int minFrames = jobs[k].final ? settings_.minContextFrames : std::min(settings_.minContextFrames, kPartialMinFrames);
+    frames[k] = contextFrames(jobs[k].audio.size(), minFrames);
+    (jobs[k].final ? finals : partials).push_back(k);
+  }
+  // Finals always run. Partials get the slots finals leave free in this
+  // round (none once finals fill a batch), shortest first: they are
+  // tentative, and under load they are what gives way. The others are
+  // retried next round.
+  const size_t room = finals.size() >= B ? 0 : B - finals.size();
+  std::stable_sort(partials.begin(), partials.end(), [&](size_t a, size_t b) { return frames[a] < frames[b]; });
+  if (partials.size() > room) partials.resize(room);
+  std::vector<std::vector<size_t>> batches;
+  for (auto* group : {&finals, &partials}) {
+    std::vector<size_t> g = *group;
+    std::stable_sort(g.begin(), g.end(), [&](size_t a, size_t b) { return frames[a] < frames[b]; });
+    for (size_t k : g) {
+      if (batches.empty() || batches.back().size() >= B || frames[batches.back().front()] != frames[k] ||
+          jobs[batches.back().front()].final != jobs[k].final)
+        batches.emplace_back();
+      batches.back().push_back(k);
+    }
+  }
+  std::vector<DecodeResult> results(jobs.size());
+  std::vector<bool> ran(jobs.size(), false);
+  for (const auto& batch : batches) {
+    const int f = frames[batch.front()];
     std::vector<std::vector<float>> mels;
     std::vector<const float*> ptrs;
-    for (size_t k = begin; k < end; k++) {
+    for (size_t k : batch) {
       const auto& a = jobs[k].audio;
-      const size_t n = std::min(a.size(), static_cast<size_t>(frames) * kHop);
-      std::vector<float> f(n);
-      for (size_t i = 0; i < n; i++) f[i] = a[i] / 32768.0f;
-      mels.push_back(model_->logMel().compute(f.data(), static_cast<int>(n), frames));
+      const size_t n = std::min(a.size(), static_cast<size_t>(f) * kHop);
+      std::vector<float> x(n);
+      for (size_t i = 0; i < n; i++) x[i] = a[i] / 32768.0f;
+      mels.push_back(model_->logMel().compute(x.data(), static_cast<int>(n), f));
     }
     for (auto& m : mels) ptrs.push_back(m.data());
     std::vector<float> enc;
-    model_->encode(ptrs, frames, &enc);
-    const auto results = model_->decode(enc.data(), static_cast<int>(ptrs.size()), frames / 2, DecodeOptions{});
-    for (size_t k = begin; k < end; k++) {
-      Job& j = jobs[k];
-      const DecodeResult& r = results[k - begin];
-      const double seconds = static_cast<double>(j.audio.size()) / kSampleRate;
-      // Whisper's own silence rule: likely no speech and an unsure decode.
-      const bool silent = r.noSpeechProb > settings_.noSpeechThreshold && r.avgLogprob < settings_.logprobThreshold;
-      const std::string text = silent ? std::string() : trim(r.text);
-      if (!j.final) {
-        j.out->hasPartial = true;
-        j.out->partial = text;
-        j.out->partialStart = j.start;
-        j.out->partialEnd = j.start + static_cast<int64_t>(j.audio.size());
-        j.stream->lastPartialLen = j.audio.size();
-        continue;
-      }
-      if (text.empty()) continue;
-      Utterance u;
-      u.text = text;
-      u.startSample = j.start;
-      u.endSample = j.start + static_cast<int64_t>(j.audio.size());
-      // Word times: each segment's span shared out by word length. Whisper
-      // times segments, not words (see docs/whisper.md).
-      const float conf = std::min(1.0f, std::max(0.0f, std::exp(r.avgLogprob)));
-      for (const auto& seg : r.segments) {
-        const auto words = splitWords(seg.text);
-        if (words.empty()) continue;
-        const double a = std::min<double>(seg.start, seconds);
-        double b = std::min<double>(std::max(seg.end, seg.start), seconds);
-        if (b <= a) b = std::min(seconds, a + 0.1 * words.size());
-        size_t chars = 0;
-        for (auto& w : words) chars += w.size() + 1;
-        double t = a;
-        for (auto& w : words) {
-          const double d = (b - a) * (w.size() + 1) / std::max<size_t>(1, chars);
-          Word wd;
-          wd.text = w;
-          wd.startFrame = static_cast<int32_t>(std::lround(t * 100));
-          wd.endFrame = std::max(wd.startFrame, static_cast<int32_t>(std::lround((t + d) * 100)) - 1);
-          wd.confidence = conf;
-          u.words.push_back(wd);
-          t += d;
-        }
-      }
-      j.out->finals.push_back(std::move(u));
+    model_->encode(ptrs, f, &enc);
+    auto rs = model_->decode(enc.data(), static_cast<int>(ptrs.size()), f / 2, DecodeOptions{});
+    for (size_t i = 0; i < batch.size(); i++) {
+      results[batch[i]] = std::move(rs[i]);
+      ran[batch[i]] = true;
     }
+  }
+  // Results go out in job order: a window that ended two utterances lists
+  // their finals in time order.
+  for (size_t k = 0; k < jobs.size(); k++) {
+    if (!ran[k]) continue;
+    Job& j = jobs[k];
+    const DecodeResult& r = results[k];
+    const double seconds = static_cast<double>(j.audio.size()) / kSampleRate;
+    // Whisper's own silence rule: likely no speech and an unsure decode.
+    const bool silent = r.noSpeechProb > settings_.noSpeechThreshold && r.avgLogprob < settings_.logprobThreshold;
+    const std::string text = silent ? std::string() : trim(r.text);
+    if (!j.final) {
+      j.out->hasPartial = true;
+      j.out->partial = text;
+      j.out->partialStart = j.start;
+      j.out->partialEnd = j.start + static_cast<int64_t>(j.audio.size());
+      j.stream->lastPartialLen = j.audio.size();
+      j.stream->lastPartialAt = std::chrono::steady_clock::now();
+      continue;
+    }
+    if (text.empty()) continue;
+    Utterance u;
+    u.text = text;
+    u.startSample = j.start;
+    u.endSample = j.start + static_cast<int64_t>(j.audio.size());
+    // Word times: each segment's span shared out by word length. Whisper
+    // times segments, not words (see docs/whisper.md).
+    const float conf = std::min(1.0f, std::max(0.0f, std::exp(r.avgLogprob)));
+    for (const auto& seg : r.segments) {
+      const auto words = splitWords(seg.text);
+      if (words.empty()) continue;
+      const double a = std::min<double>(seg.start, seconds);
+      double b = std::min<double>(std::max(seg.end, seg.start), seconds);
+      if (b <= a) b = std::min(seconds, a + 0.1 * words.size());
+      size_t chars = 0;
+      for (auto& w : words) chars += w.size() + 1;
+      double t = a;
+      for (auto& w : words) {
+        const double d = (b - a) * (w.size() + 1) / std::max<size_t>(1, chars);
+        Word wd;
+        wd.text = w;
+        wd.startFrame = static_cast<int32_t>(std::lround(t * 100));
+        wd.endFrame = std::max(wd.startFrame, static_cast<int32_t>(std::lround((t + d) * 100)) - 1);
+        wd.confidence = conf;
+        u.words.push_back(wd);
+        t += d;
+      }
+    }
+    j.out->finals.push_back(std::move(u));
   }
 }
 

@@ -1,7 +1,7 @@
 // Whisper behind the streaming contract. Captions from a window encoder:
 //
 //   windows ──► per-stream VAD ──► utterance audio (from onset − preroll)
-//                                   │ every partialInterval of new speech: partial job
+//                                   │ every partialIntervalMs (wall) with new speech: partial job
 //                                   │ at the endpoint / flush / max length: final job
 //                                   ▼
 //   one inference thread: jobs of all streams in this round ──► log-mel
@@ -39,7 +39,11 @@ struct WhisperEngineSettings {
   bool vadEnabled = true;
   int prerollSamples = 4800;
   int maxUtteranceSamples = 16000 * 28;
-  int partialIntervalSamples = 16000;  // re-decode for a partial after this much new speech
+  // An open utterance is re-decoded for a partial at most this often (wall
+  // time), when it has new audio. Real-time streams get one per interval of
+  // speech; a stream catching up faster than real time gets fewer, not a
+  // decode per second of audio it has already passed.
+  int partialIntervalMs = 1000;
   int minContextFrames = 1500;         // encoder frames at least (see docs/whisper.md)
   float noSpeechThreshold = 0.6f;      // with logprobThreshold: Whisper's silence rule
   float logprobThreshold = -1.0f;
