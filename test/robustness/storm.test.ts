@@ -60,9 +60,19 @@ describe.each(['uws', 'ws'] as const)('disconnect storm over %s', (transport) =>
     const path = '/v1/listen?sampleRate=16000&channels=1&encoding=s16le';
     const kinds = { midFrame: 0, midUtterance: 0, finalizing: 0, beforeReady: 0 };
     for (let wave = 0; wave < 10; wave++) {
+      // Draw the wave's fates first, so the sessions that get to `ready`
+      // can wait for each other: every wave then really has dozens of
+      // sessions open at once, however slowly a loaded machine accepts them.
+      const fates = Array.from({ length: 100 }, () => rand());
+      const opening = fates.filter((r) => r >= 0.35).length;
+      let arrived = 0;
+      let allOpen!: () => void;
+      const barrier = new Promise<void>((res) => (allOpen = res));
+      const arrive = () => {
+        if (++arrived === opening) allOpen();
+      };
       await Promise.all(
-        Array.from({ length: 100 }, async () => {
-          const r = rand();
+        fates.map(async (r) => {
           if (r < 0.25) {
             // Mid-frame: half of a WebSocket frame on the wire, then the socket dies.
             kinds.midFrame++;
@@ -91,6 +101,8 @@ describe.each(['uws', 'ws'] as const)('disconnect storm over %s', (transport) =>
             ws.once('message', res); // ready (or a refusal)
             ws.once('close', res);
           });
+          arrive();
+          await barrier;
           const frames = 3 + Math.floor(rand() * 8);
           for (let i = 0; i < frames; i++) ws.send(frame(i));
           if (r < 0.7) {
@@ -106,7 +118,7 @@ describe.each(['uws', 'ws'] as const)('disconnect storm over %s', (transport) =>
       );
     }
     const d = await settle(h.gw);
-    console.log(`[${transport}] storm: ${JSON.stringify(kinds)}; after: ${JSON.stringify(d)}`);
+    console.log(`[${transport}] storm: ${JSON.stringify(kinds)}; slab high water ${h.gw.pool.stats().highWater}; after: ${JSON.stringify(d)}`);
     expect(Object.values(kinds).reduce((a, b) => a + b, 0)).toBe(1000);
     for (const [k, v] of Object.entries(d)) expect(v, k).toBe(0);
     expect(h.gw.pool.stats().highWater).toBeGreaterThan(20);
