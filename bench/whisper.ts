@@ -62,12 +62,16 @@ async function sectionModel() {
   const ms = performance.now() - t0;
   const info = m.info();
   row('model', 'load (read, widen float16 → float32, check shapes)', `${ms.toFixed(0)} ms`);
-  row('model', 'weights in RAM (float32)', `${(info.weightBytes / 2 ** 20).toFixed(0)} MiB (file: 138 MiB float16)`);
+  row('model', 'weights in RAM (encoder float32; decoder steps float16)', `${(info.weightBytes / 2 ** 20).toFixed(0)} MiB (file: 138 MiB float16)`);
   row('model', 'RSS growth on load', `${(rssMb() - r0).toFixed(0)} MB`);
-  return m;
+  // The same model with the decoder's float16 step path off (all float32 BLAS), for comparison.
+  process.env.CAPTIONGATE_WHISPER_F16 = '0';
+  const m32 = await loadWhisperModel(config.engine.whisper, { threads: CORES });
+  delete process.env.CAPTIONGATE_WHISPER_F16;
+  return { m, m32 };
 }
 
-async function sectionEncoder(m: Awaited<ReturnType<typeof loadWhisperModel>>) {
+async function sectionEncoder({ m, m32 }: Awaited<ReturnType<typeof sectionModel>>) {
   console.log(`\nencoder and decoder (${CORES} BLAS threads)`);
   const frames = Math.round(config.engine.whisper.minContextSeconds * 100);
   const sizes = [1, 2, 4, 8];
@@ -77,14 +81,20 @@ async function sectionEncoder(m: Awaited<ReturnType<typeof loadWhisperModel>>) {
   await m.encode([mels[0]!], frames); // warm up
   const enc: Record<number, number[]> = {};
   const dec: Record<number, number[]> = {};
+  const dec32: Record<number, number[]> = {};
+  let sameTokens = true;
   for (let r = 0; r < reps; r++) {
     for (const b of sizes) {
       let t = performance.now();
       const out = await m.encode(mels.slice(0, b), frames);
       (enc[b] ??= []).push(performance.now() - t);
       t = performance.now();
-      await m.decode(out, b, frames / 2);
+      const a = await m.decode(out, b, frames / 2);
       (dec[b] ??= []).push(performance.now() - t);
+      t = performance.now();
+      const c = await m32.decode(out, b, frames / 2);
+      (dec32[b] ??= []).push(performance.now() - t);
+      sameTokens &&= JSON.stringify(a.map((x) => x.tokens)) === JSON.stringify(c.map((x) => x.tokens));
     }
   }
   const med = (xs: number[]) => percentile(xs, 50);
@@ -92,7 +102,10 @@ async function sectionEncoder(m: Awaited<ReturnType<typeof loadWhisperModel>>) {
   for (const b of sizes) {
     row('encoder', `batch ${b} × ${frames / 100} s windows`, `${med(enc[b]!).toFixed(0)} ms → ${wps(b).toFixed(2)} windows/s (${(wps(b) / wps(1)).toFixed(2)}× batch 1)`);
   }
-  for (const b of sizes) row('decoder', `batch ${b}, greedy with KV cache`, `${(med(dec[b]!) / b).toFixed(0)} ms per window (${(med(dec[1]!) / (med(dec[b]!) / b)).toFixed(2)}× batch 1)`);
+  for (const b of sizes) {
+    row('decoder', `batch ${b}, greedy with KV cache`, `${(med(dec[b]!) / b).toFixed(0)} ms per window (${(med(dec[1]!) / (med(dec[b]!) / b)).toFixed(2)}× batch 1); all-float32 BLAS: ${(med(dec32[b]!) / b).toFixed(0)} ms (float16 step path ${(med(dec32[b]!) / med(dec[b]!)).toFixed(2)}× faster)`);
+  }
+  row('decoder', 'float16 step path gives the same tokens as float32 BLAS', sameTokens ? 'yes' : '**no**');
   // Stock Whisper pads every window to 30 s.
   const full = await m.logMel(clipF32[0]!, 3000);
   const t30: number[] = [];
@@ -106,7 +119,7 @@ async function sectionEncoder(m: Awaited<ReturnType<typeof loadWhisperModel>>) {
     tMin.push(performance.now() - t);
   }
   row('encoder', `30 s window vs ${frames / 100} s window (batch 1)`, `${med(t30).toFixed(0)} vs ${med(tMin).toFixed(0)} ms (${(med(t30) / med(tMin)).toFixed(2)}×)`);
-  raw.encoder = { frames, enc, dec, t30, tMin };
+  raw.encoder = { frames, enc, dec, dec32, sameTokens, t30, tMin };
 }
 
 async function streamAll(engine: Engine, pcms: Int16Array[]) {
@@ -180,8 +193,8 @@ async function main() {
   console.log(`captiongate whisper bench (${QUICK ? 'quick' : 'full'}) on ${CORES} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
   const only = new Set((process.env.BENCH_ONLY ?? 'model,encoder,engine,capacity').split(','));
   if (only.has('model') || only.has('encoder')) {
-    const m = await sectionModel();
-    if (only.has('encoder')) await sectionEncoder(m);
+    const models = await sectionModel();
+    if (only.has('encoder')) await sectionEncoder(models);
   }
   if (only.has('engine')) await sectionEngineAndAccuracy();
   if (only.has('capacity')) await sectionCapacity();

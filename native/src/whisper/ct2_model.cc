@@ -171,6 +171,11 @@ const Tensor& Ct2Model::get(const std::string& name, const std::vector<int64_t>&
 
 int64_t Ct2Model::scalar(const std::string& name) const { return get(name).scalar; }
 
+void Ct2Model::release(const std::string& name) {
+  auto it = tensors_.find(name);
+  if (it != tensors_.end()) std::vector<float>().swap(it->second.data);
+}
+
 std::vector<std::string> Ct2Model::names() const {
   std::vector<std::string> v;
   for (auto& kv : tensors_) v.push_back(kv.first);

@@ -29,6 +29,9 @@ class Ct2Model {
   const Tensor& get(const std::string& name, const std::vector<int64_t>& shape = {}) const;
   bool has(const std::string& name) const;
   int64_t scalar(const std::string& name) const;
+  // Frees a float tensor's host copy once a device owns it (its shape stays;
+  // its old data pointer remains only a handle).
+  void release(const std::string& name);
   std::vector<std::string> names() const;
 
  private:

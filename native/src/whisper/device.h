@@ -11,10 +11,23 @@
 
 namespace captiongate::whisper {
 
+// How a weight matrix is used, so a device can keep it in the form that
+// suits the use: kBatch weights meet many rows at once (the encoder, the
+// cross-attention keys and values: GEMMs), kStep weights meet one row per
+// sequence per decoding step (GEMV-shaped and memory-bound).
+enum class WeightUse { kBatch, kStep };
+
 class Device {
  public:
   virtual ~Device() = default;
   virtual std::string name() const = 0;
+
+  // Called once per weight matrix [N,K] at model load, before any linear()
+  // with it. A device may copy it into its own memory or format (an NPU's
+  // resident buffers; the CPU's float16 copy for kStep). Returns true if the
+  // device now owns it, in which case the host copy may be freed and W is
+  // only the weight's handle in linear().
+  virtual bool prepareWeight(const float* W, int N, int K, WeightUse use) { return false; }
 
   // A linear layer: C[M,N] = A[M,K] · W[N,K]ᵀ + bias[N] (bias may be null).
   // W is row-major as the model stores it. M is rows of activations: for the

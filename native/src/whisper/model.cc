@@ -117,6 +117,31 @@ WhisperModel::WhisperModel(const std::string& dir, std::unique_ptr<Device> devic
     L.ffn2 = linear(m, p + "/ffn/linear_1", kDModel, kFfn, &bytes);
   }
   w.decNorm = norm(m, "decoder/layer_norm");
+  // Hand every weight to the device once, saying how it will be used.
+  auto prep = [&](const Linear& l, WeightUse use) { device_->prepareWeight(l.w, l.out, l.in, use); };
+  prep(w.conv1, WeightUse::kBatch);
+  prep(w.conv2, WeightUse::kBatch);
+  for (const auto& L : w.enc) {
+    for (const Linear* l : {&L.qkv, &L.out, &L.ffn1, &L.ffn2}) prep(*l, WeightUse::kBatch);
+  }
+  for (int l = 0; l < kLayers; l++) {
+    const DecoderLayer& L = w.dec[l];
+    prep(L.crossKv, WeightUse::kBatch);
+    const std::string p = "decoder/layer_" + std::to_string(l) + "/";
+    const std::pair<const Linear*, const char*> step[] = {
+        {&L.selfQkv, "self_attention/linear_0"}, {&L.selfOut, "self_attention/linear_1"}, {&L.crossQ, "attention/linear_0"},
+        {&L.crossOut, "attention/linear_2"},     {&L.ffn1, "ffn/linear_0"},                {&L.ffn2, "ffn/linear_1"}};
+    for (auto [lin, name] : step) {
+      // A device that now owns the weight lets the host copy go: these are
+      // only ever passed back to the device.
+      if (device_->prepareWeight(lin->w, lin->out, lin->in, WeightUse::kStep)) {
+        file_->release(p + name + "/weight");
+        w.bytes -= static_cast<size_t>(lin->out) * lin->in * 2;  // float32 → float16
+      }
+    }
+  }
+  // The embedding stays on the host too: token lookups read it directly.
+  if (device_->prepareWeight(w.embed, kVocab, kDModel, WeightUse::kStep)) w.bytes += static_cast<size_t>(kVocab) * kDModel * 2;
   // From the model's config.json (faster-whisper's copy of OpenAI's lists).
   w.suppress = {1,     2,     7,     8,     9,     10,    14,    25,    26,    27,    28,    29,    31,    58,
                 59,    60,    61,    62,    63,    90,    91,    92,    93,    359,   503,   522,   542,   873,
