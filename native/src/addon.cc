@@ -446,6 +446,7 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     o.Set("decoderWaitMsTotal", s.decoderWaitMsTotal);
     o.Set("queuedWindows", static_cast<double>(s.queuedWindows));
     o.Set("busyMs", s.busyMs);
+    o.Set("modelBytes", s.modelBytes);
     return o;
   }
 

@@ -61,6 +61,7 @@ struct EngineStats {
   double decoderWaitMsTotal = 0;
   uint64_t queuedWindows = 0;
   double busyMs = 0;  // wall time workers spent processing windows
+  double modelBytes = 0;  // model memory held by the engine (all decoders or weights)
 };
 
 }  // namespace captiongate

@@ -87,6 +87,7 @@ export class OverheadEngine implements Engine {
       decoderWaitMsTotal: 0,
       queuedWindows: 0,
       busyMs: 0,
+      modelBytes: 0,
     };
   }
 

@@ -107,6 +107,8 @@ export interface EngineStats {
   readonly decoderWaitMsTotal: number;
   readonly queuedWindows: number;
   readonly busyMs: number;
+  /** Model memory the engine holds (PocketSphinx: not measured, 0; Whisper: its weights). */
+  readonly modelBytes: number;
 }
 
 export interface Engine {

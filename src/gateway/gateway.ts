@@ -280,9 +280,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     `memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +
       `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / 16000).toFixed(2)} s mirror at 16 kHz float32)`,
   );
+  const modelBytes = engine.stats().modelBytes;
   log.info(
-    { engine: engine.info.name, decoders: engine.info.decoders, threads: engine.info.threads, policy: engine.info.policy },
-    `engine ${engine.info.name}: ${engine.info.decoders} decoders on ${engine.info.threads} threads`,
+    { engine: engine.info.name, decoders: engine.info.decoders, threads: engine.info.threads, policy: engine.info.policy, modelBytes },
+    `engine ${engine.info.name}: ${engine.info.decoders} decoders on ${engine.info.threads} threads` +
+      (modelBytes > 0 ? `, model ${formatBytes(modelBytes)}` : ''),
   );
   if (transport.kind === 'uws') {
     if (transport.native) log.info({ transport: 'uws', native: true }, 'transport: uWebSockets.js native build');

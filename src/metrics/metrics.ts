@@ -93,6 +93,7 @@ export class GatewayMetrics {
     gauge('captiongate_decoders_total', 'Engine decoders in the pool.', () => live.engine().decoders);
     gauge('captiongate_streams_waiting_for_decoder', 'Streams parked for a free decoder.', () => live.engine().streamsWaiting);
     gauge('captiongate_engine_busy_seconds', 'Engine worker time spent decoding (cumulative).', () => live.engine().busyMs / 1000);
+    gauge('captiongate_engine_model_bytes', 'Model memory the engine holds (Whisper: its weights; PocketSphinx: 0, not measured).', () => live.engine().modelBytes);
     gauge('captiongate_batches_in_flight', 'Engine batches submitted and not yet complete.', () => live.batchesInFlight());
     gauge('captiongate_engine_lag_seconds', 'How long the oldest undecoded audio of any session has waited, at the last sweep (admission control input).', () => live.engineLagSeconds());
     // One window per scrape: the p50 gauge (collected first) closes the window

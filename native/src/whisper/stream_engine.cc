@@ -117,6 +117,7 @@ bool WhisperStreamEngine::load(std::string* error) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     stats_.decoders = 1;
+    stats_.modelBytes = static_cast<double>(model_->weightBytes());
   }
   worker_ = std::thread([this] { workerLoop(); });
   return true;
