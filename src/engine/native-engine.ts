@@ -3,7 +3,7 @@
  * (PocketSphinx or Whisper): argument checks, open-stream bookkeeping, and
  * the ready listeners. The backends differ only in options and EngineInfo.
  */
-import type { NativeEngine } from './addon.js';
+import { loadAddon, type NativeEngine, type NativeEngineOptions, type NativeWhisperEngineOptions } from './addon.js';
 import {
   EngineError,
   type Engine,
@@ -85,3 +85,21 @@ export class NativeBackedEngine implements Engine {
   }
 }
 
+type ReadyListener = (ids: readonly StreamId[]) => void;
+
+/** Creates the addon's engine for these options and loads its models off the main thread. */
+export async function loadNativeEngine(
+  options: NativeEngineOptions | NativeWhisperEngineOptions,
+): Promise<{ native: NativeEngine; listeners: ReadyListener[] }> {
+  const { NativeEngine } = loadAddon();
+  const listeners: ReadyListener[] = [];
+  const native = new NativeEngine(options, (ids) => {
+    for (const l of listeners) l(ids);
+  });
+  try {
+    await native.load();
+  } catch (err) {
+    throw new EngineError('ENGINE_LOAD_FAILED', (err as Error).message);
+  }
+  return { native, listeners };
+}

@@ -8,8 +8,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import type { Config } from '../config/schema.js';
-import { loadAddon, type NativeEngineOptions } from './addon.js';
-import { NativeBackedEngine } from './native-engine.js';
+import type { NativeEngineOptions } from './addon.js';
+import { loadNativeEngine, NativeBackedEngine } from './native-engine.js';
 import { EngineError, type Engine, type EngineInfo, type StreamId } from './types.js';
 
 const RATE = 16_000;
@@ -78,16 +78,7 @@ export function pocketSphinxNativeOptions(o: PocketSphinxOptions): NativeEngineO
 
 export async function createPocketSphinxEngine(options: PocketSphinxOptions): Promise<Engine & { injectFault(id: StreamId): void }> {
   const nativeOptions = pocketSphinxNativeOptions(options);
-  const { NativeEngine } = loadAddon();
-  const listeners: ((ids: readonly StreamId[]) => void)[] = [];
-  const native = new NativeEngine(nativeOptions, (ids) => {
-    for (const l of listeners) l(ids);
-  });
-  try {
-    await native.load();
-  } catch (err) {
-    throw new EngineError('ENGINE_LOAD_FAILED', (err as Error).message);
-  }
+  const { native, listeners } = await loadNativeEngine(nativeOptions);
   const windowSamples = Math.round((options.windowMs * RATE) / 1000);
   const info: EngineInfo = Object.freeze({
     name: 'pocketsphinx',

@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import { packageRoot } from '../util/paths.js';
 import { loadAddon, type NativeWhisper, type NativeWhisperEngineOptions } from './addon.js';
-import { NativeBackedEngine } from './native-engine.js';
+import { loadNativeEngine, NativeBackedEngine } from './native-engine.js';
 import { EngineError, type Engine, type EngineInfo, type StreamId } from './types.js';
 
 const RATE = 16_000;
@@ -67,16 +67,7 @@ export function whisperNativeOptions(o: WhisperOptions): NativeWhisperEngineOpti
 
 export async function createWhisperEngine(options: WhisperOptions): Promise<Engine & { injectFault(id: StreamId): void }> {
   const nativeOptions = whisperNativeOptions(options);
-  const { NativeEngine } = loadAddon();
-  const listeners: ((ids: readonly StreamId[]) => void)[] = [];
-  const native = new NativeEngine(nativeOptions, (ids) => {
-    for (const l of listeners) l(ids);
-  });
-  try {
-    await native.load();
-  } catch (err) {
-    throw new EngineError('ENGINE_LOAD_FAILED', (err as Error).message);
-  }
+  const { native, listeners } = await loadNativeEngine(nativeOptions);
   const windowSamples = Math.round((options.windowMs * RATE) / 1000);
   const info: EngineInfo = Object.freeze({
     name: 'whisper-base',
