@@ -75,6 +75,12 @@ Napi::Object resultToJs(Napi::Env env, const DecodeResult& r) {
   return o;
 }
 
+Napi::Value resultsToJs(Napi::Env env, const std::vector<DecodeResult>& rs) {
+  auto a = Napi::Array::New(env, rs.size());
+  for (size_t i = 0; i < rs.size(); i++) a.Set(i, resultToJs(env, rs[i]));
+  return a;
+}
+
 class NativeWhisper : public Napi::ObjectWrap<NativeWhisper> {
  public:
   static Napi::Function Init(Napi::Env env) {
@@ -186,11 +192,7 @@ class NativeWhisper : public Napi::ObjectWrap<NativeWhisper> {
           std::lock_guard<std::mutex> lk(mu_);
           *out = m.decode(enc->data(), B, ctx, whisper::DecodeOptions{});
         },
-        [out](Napi::Env env) {
-          auto a = Napi::Array::New(env, out->size());
-          for (size_t i = 0; i < out->size(); i++) a.Set(i, resultToJs(env, (*out)[i]));
-          return a;
-        });
+        [out](Napi::Env env) { return resultsToJs(env, *out); });
     w->Queue();
     return w->Promise();
   }
@@ -219,11 +221,7 @@ class NativeWhisper : public Napi::ObjectWrap<NativeWhisper> {
           m.encode(ptrs, frames, &enc);
           *out = m.decode(enc.data(), static_cast<int>(ptrs.size()), frames / 2, whisper::DecodeOptions{});
         },
-        [out](Napi::Env env) {
-          auto a = Napi::Array::New(env, out->size());
-          for (size_t i = 0; i < out->size(); i++) a.Set(i, resultToJs(env, (*out)[i]));
-          return a;
-        });
+        [out](Napi::Env env) { return resultsToJs(env, *out); });
     w->Queue();
     return w->Promise();
   }

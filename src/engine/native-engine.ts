@@ -12,6 +12,7 @@ import {
   type EngineStats,
   type EngineWindow,
   type StreamId,
+  type WindowPolicy,
 } from './types.js';
 
 export class NativeBackedEngine implements Engine {
@@ -102,4 +103,17 @@ export async function loadNativeEngine(
     throw new EngineError('ENGINE_LOAD_FAILED', (err as Error).message);
   }
   return { native, listeners };
+}
+
+/** Window policy of an engine that consumes every window whole (both native engines). */
+export function streamingPolicy(windowMs: number): WindowPolicy {
+  const windowSamples = Math.round((windowMs * 16_000) / 1000);
+  return Object.freeze({
+    minSamples: windowSamples,
+    // Catch up after a backlog in at most 1 s pieces: long enough to cut
+    // per-call overhead, short enough that no stream hogs a worker.
+    maxSamples: Math.max(windowSamples, 16_000),
+    lookbackSamples: 0,
+    maxBatch: 256,
+  });
 }

@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import type { Config } from '../config/schema.js';
 import type { NativeEngineOptions } from './addon.js';
-import { loadNativeEngine, NativeBackedEngine } from './native-engine.js';
+import { loadNativeEngine, NativeBackedEngine, streamingPolicy } from './native-engine.js';
 import { EngineError, type Engine, type EngineInfo, type StreamId } from './types.js';
 
 const RATE = 16_000;
@@ -79,19 +79,11 @@ export function pocketSphinxNativeOptions(o: PocketSphinxOptions): NativeEngineO
 export async function createPocketSphinxEngine(options: PocketSphinxOptions): Promise<Engine & { injectFault(id: StreamId): void }> {
   const nativeOptions = pocketSphinxNativeOptions(options);
   const { native, listeners } = await loadNativeEngine(nativeOptions);
-  const windowSamples = Math.round((options.windowMs * RATE) / 1000);
   const info: EngineInfo = Object.freeze({
     name: 'pocketsphinx',
     version: '5prealpha',
     sampleRate: RATE,
-    policy: Object.freeze({
-      minSamples: windowSamples,
-      // Catch up after a backlog in at most 1 s pieces: long enough to cut
-      // per-call overhead, short enough that no stream hogs a worker.
-      maxSamples: Math.max(windowSamples, RATE),
-      lookbackSamples: 0,
-      maxBatch: 256,
-    }),
+    policy: streamingPolicy(options.windowMs),
     decoders: options.decoders,
     threads: options.threads,
   });

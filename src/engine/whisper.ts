@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import { packageRoot } from '../util/paths.js';
 import { loadAddon, type NativeWhisper, type NativeWhisperEngineOptions } from './addon.js';
-import { loadNativeEngine, NativeBackedEngine } from './native-engine.js';
+import { loadNativeEngine, NativeBackedEngine, streamingPolicy } from './native-engine.js';
 import { EngineError, type Engine, type EngineInfo, type StreamId } from './types.js';
 
 const RATE = 16_000;
@@ -68,17 +68,13 @@ export function whisperNativeOptions(o: WhisperOptions): NativeWhisperEngineOpti
 export async function createWhisperEngine(options: WhisperOptions): Promise<Engine & { injectFault(id: StreamId): void }> {
   const nativeOptions = whisperNativeOptions(options);
   const { native, listeners } = await loadNativeEngine(nativeOptions);
-  const windowSamples = Math.round((options.windowMs * RATE) / 1000);
   const info: EngineInfo = Object.freeze({
     name: 'whisper-base',
     version: 'ct2-float16',
     sampleRate: RATE,
-    policy: Object.freeze({
-      minSamples: windowSamples,
-      maxSamples: Math.max(windowSamples, RATE),
-      lookbackSamples: 0,
-      maxBatch: 256,
-    }),
+    // Windows feed the VAD and the utterance buffer; the engine consumes
+    // them whole, so the same policy as PocketSphinx's.
+    policy: streamingPolicy(options.windowMs),
     // One inference thread; its BLAS uses engine.threads cores.
     decoders: 1,
     threads: options.threads,

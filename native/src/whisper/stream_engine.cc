@@ -227,16 +227,11 @@ void WhisperStreamEngine::workerLoop() {
         return false;
       });
       // Closed streams go before the round: no Stream* outlives its stream.
-      int inUtt = 0;
       for (auto it = streams_.begin(); it != streams_.end();) {
-        if (it->second->closed) {
-          it = streams_.erase(it);
-        } else {
-          inUtt += it->second->inUtt ? 1 : 0;
-          ++it;
-        }
+        if (it->second->closed) it = streams_.erase(it);
+        else ++it;
       }
-      stats_.decodersInUse = inUtt;
+      countUtterances();
       if (stopFlag_) return;
       while (!queue_.empty()) {
         round.push_back(std::move(queue_.front()));
@@ -250,7 +245,9 @@ void WhisperStreamEngine::workerLoop() {
 void WhisperStreamEngine::runRound(std::vector<std::unique_ptr<Batch>>& round) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<Job> jobs;
+  // Each stream seen this round, in first-seen order, with its last window.
   std::vector<std::pair<Stream*, WindowOut*>> touched;
+  std::unordered_map<Stream*, size_t> touchedIndex;
   uint64_t windows = 0, samples = 0;
   for (auto& b : round) {
     for (size_t i = 0; i < b->in.size(); i++) {
@@ -284,27 +281,38 @@ void WhisperStreamEngine::runRound(std::vector<std::unique_ptr<Batch>>& round) {
         continue;
       }
       samples += w.pcm.size();
-      processWindow(*s, w, out, b.get(), i, jobs);
-      auto t = std::find_if(touched.begin(), touched.end(), [&](auto& p) { return p.first == s; });
-      if (t == touched.end()) touched.emplace_back(s, &out);
-      else t->second = &out;
+      processWindow(*s, w, out, jobs);
+      auto [at, added] = touchedIndex.emplace(s, touched.size());
+      if (added) touched.emplace_back(s, &out);
+      else touched[at->second].second = &out;
     }
   }
   const auto now = std::chrono::steady_clock::now();
   const auto interval = std::chrono::milliseconds(settings_.partialIntervalMs);
   const size_t minNew = static_cast<size_t>(settings_.partialIntervalMs) * kSampleRate / 4000;  // a quarter interval
+  std::vector<std::pair<Stream*, WindowOut*>> due;
   for (auto& [s, out] : touched) {
     const size_t n = s->utt.size();
     if (s->inUtt && out->error == ErrorCode::kNone && n >= kSampleRate / 2 && n >= s->lastPartialLen + minNew &&
-        now - s->lastPartialAt >= interval) {
-      Job j;
-      j.final = false;
-      j.audio = s->utt;
-      j.start = s->uttStart;
-      j.out = out;
-      j.stream = s;
-      jobs.push_back(std::move(j));
-    }
+        now - s->lastPartialAt >= interval)
+      due.emplace_back(s, out);
+  }
+  // Finals always run. Partials get the batch slots finals leave free in
+  // this round (none once finals fill a batch), shortest first: they are
+  // tentative, and under load they are what gives way. The others are
+  // retried next round, so only the chosen ones copy their audio.
+  const size_t B = static_cast<size_t>(std::max(1, settings_.maxBatch));
+  const size_t room = jobs.size() >= B ? 0 : B - jobs.size();
+  std::stable_sort(due.begin(), due.end(), [](auto& a, auto& b) { return a.first->utt.size() < b.first->utt.size(); });
+  if (due.size() > room) due.resize(room);
+  for (auto& [s, out] : due) {
+    Job j;
+    j.final = false;
+    j.audio = s->utt;
+    j.start = s->uttStart;
+    j.out = out;
+    j.stream = s;
+    jobs.push_back(std::move(j));
   }
   uint64_t decoded = 0;
   for (auto& j : jobs) decoded += j.audio.size();
@@ -317,16 +325,20 @@ void WhisperStreamEngine::runRound(std::vector<std::unique_ptr<Batch>>& round) {
     stats_.samplesDecoded += decoded;
     stats_.busyMs += ms;
     stats_.queuedWindows -= std::min<uint64_t>(stats_.queuedWindows, windows);
-    int inUtt = 0;
-    for (auto& kv : streams_) inUtt += (!kv.second->closed && kv.second->inUtt) ? 1 : 0;
-    stats_.decodersInUse = inUtt;
+    countUtterances();
     for (auto& b : round) completed_.push_back(std::move(b));
   }
   if (notify_) notify_();
 }
 
-void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut& out, Batch*, size_t,
-                                        std::vector<Job>& jobs) {
+// Under mu_, on the worker (the only writer of inUtt).
+void WhisperStreamEngine::countUtterances() {
+  int n = 0;
+  for (auto& kv : streams_) n += (!kv.second->closed && kv.second->inUtt) ? 1 : 0;
+  stats_.decodersInUse = n;
+}
+
+void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs) {
   const int64_t n = static_cast<int64_t>(w.pcm.size());
   if (w.start > s.pos) {
     out.error = ErrorCode::kBadWindow;
@@ -420,13 +432,6 @@ void WhisperStreamEngine::runJobs(std::vector<Job>& jobs) {
     frames[k] = contextFrames(jobs[k].audio.size(), minFrames);
     (jobs[k].final ? finals : partials).push_back(k);
   }
-  // Finals always run. Partials get the slots finals leave free in this
-  // round (none once finals fill a batch), shortest first: they are
-  // tentative, and under load they are what gives way. The others are
-  // retried next round.
-  const size_t room = finals.size() >= B ? 0 : B - finals.size();
-  std::stable_sort(partials.begin(), partials.end(), [&](size_t a, size_t b) { return frames[a] < frames[b]; });
-  if (partials.size() > room) partials.resize(room);
   std::vector<std::vector<size_t>> batches;
   for (auto* group : {&finals, &partials}) {
     std::vector<size_t> g = *group;
@@ -439,7 +444,6 @@ void WhisperStreamEngine::runJobs(std::vector<Job>& jobs) {
     }
   }
   std::vector<DecodeResult> results(jobs.size());
-  std::vector<bool> ran(jobs.size(), false);
   for (const auto& batch : batches) {
     const int f = frames[batch.front()];
     std::vector<std::vector<float>> mels;
@@ -455,15 +459,11 @@ void WhisperStreamEngine::runJobs(std::vector<Job>& jobs) {
     std::vector<float> enc;
     model_->encode(ptrs, f, &enc);
     auto rs = model_->decode(enc.data(), static_cast<int>(ptrs.size()), f / 2, DecodeOptions{});
-    for (size_t i = 0; i < batch.size(); i++) {
-      results[batch[i]] = std::move(rs[i]);
-      ran[batch[i]] = true;
-    }
+    for (size_t i = 0; i < batch.size(); i++) results[batch[i]] = std::move(rs[i]);
   }
   // Results go out in job order: a window that ended two utterances lists
   // their finals in time order.
   for (size_t k = 0; k < jobs.size(); k++) {
-    if (!ran[k]) continue;
     Job& j = jobs[k];
     const DecodeResult& r = results[k];
     const double seconds = static_cast<double>(j.audio.size()) / kSampleRate;

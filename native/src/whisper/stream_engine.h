@@ -76,7 +76,8 @@ class WhisperStreamEngine : public StreamEngine {
   struct Job;
   void workerLoop();
   void runRound(std::vector<std::unique_ptr<Batch>>& round);
-  void processWindow(Stream& s, const WindowIn& w, WindowOut& out, Batch* b, size_t index, std::vector<Job>& jobs);
+  void processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs);
+  void countUtterances();  // under mu_
   void runJobs(std::vector<Job>& jobs);
 
   WhisperEngineSettings settings_;
