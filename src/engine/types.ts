@@ -1,18 +1,28 @@
 /**
- * The engine contract. Every backend (PocketSphinx today; window-batched
- * encoders such as Whisper on NPU/GPU/CPU later) implements it, and the
- * gateway talks to nothing else.
+ * The engine contract. Every engine (PocketSphinx, Whisper, the overhead
+ * engine, and any later one) implements it, the gateway talks to nothing
+ * else, and test/engine/conformance.test.ts runs the same cases against
+ * each. docs/architecture.md §3 is its prose.
  *
- * The loop is the one from sherpa-onnx's streaming example: open a stream,
- * feed it windows, read results, finish with a flush, close. Two things make
- * it batch- and backpressure-friendly:
+ * The loop is sherpa-onnx's: open a stream, feed it windows, read results,
+ * flush, close. Streams are data; `submit` decodes a batch of windows from
+ * many streams in one call.
  *
- * - `submit` takes windows of many streams at once (one native call, one
- *   completion), which is what a batched encoder needs;
- * - each result says how many samples of its window the engine `consumed`.
- *   The caller keeps the rest in its ring buffer and resubmits them. A
- *   streaming decoder consumes everything unless it is waiting for a free
- *   decoder; a window encoder consumes its hop and keeps its lookback.
+ * - A window starts where its stream's consumption stands: `start` is the
+ *   sum of every `consumed` so far. Anything else is ENGINE_BAD_WINDOW.
+ * - `consumed` is how many samples from `pcm[0]` the engine took. It is the
+ *   whole window, except when the stream parks (`waiting`): then the caller
+ *   keeps the rest and resubmits it after `onReady` names the stream.
+ * - Every utterance an engine opens ends with exactly one final, in time
+ *   order; one that decoded to nothing gets an empty final, so a partial
+ *   already shown is always closed.
+ * - `flush` ends the open utterance after the window (`flushed` says it
+ *   happened; a parked window has not reached it and must be resubmitted).
+ * - A window's `error` fails its stream, and only its stream: the caller
+ *   closes it. `closeStream` completes the stream's queued windows with
+ *   ENGINE_STREAM_CLOSED, `shutdown` everyone's with ENGINE_SHUTDOWN.
+ * - Windows of one stream are decoded in submission order; a stream's
+ *   results never depend on what it was batched with.
  */
 
 export type StreamId = number;
@@ -23,8 +33,6 @@ export interface WindowPolicy {
   readonly minSamples: number;
   /** Never submit more than this in one window. */
   readonly maxSamples: number;
-  /** Audio before the unconsumed position the engine wants to see again. */
-  readonly lookbackSamples: number;
   /** Largest useful batch (windows per submit). */
   readonly maxBatch: number;
 }
@@ -40,7 +48,7 @@ export interface EngineInfo {
 
 export interface EngineWindow {
   readonly stream: StreamId;
-  /** Stream sample position of pcm[0]. */
+  /** Stream sample position of pcm[0]: the stream's consumption so far. */
   readonly start: number;
   /** 16 kHz mono: float in [-1, 1], 16-bit integers, or raw s16le bytes. */
   readonly pcm: Float32Array | Int16Array | Uint8Array;
@@ -74,19 +82,13 @@ export type EngineErrorCode = 'ENGINE_DECODE_FAILED' | 'ENGINE_STREAM_CLOSED' | 
 
 export interface EngineResult {
   readonly stream: StreamId;
-  /** Samples of this window the engine took; the caller keeps the rest. */
+  /** Samples from pcm[0] the engine took (the whole window unless `waiting`). */
   readonly consumed: number;
-  /** Stream position after this window, in samples. */
-  readonly position: number;
-  /** Current hypothesis of the open utterance, if any. */
+  /** The open utterance's hypothesis, when this window gives one (null: none, or unchanged). */
   readonly partial: Hypothesis | null;
-  /** Utterances that ended in this window. Never revised. */
+  /** Utterances that ended in this window, in time order; possibly empty text. Never revised. */
   readonly finals: readonly Utterance[];
-  /** An utterance ended in this window. */
-  readonly endpoint: boolean;
-  /** An utterance is open after this window. */
-  readonly inSpeech: boolean;
-  /** The stream is parked waiting for a free decoder; resubmit after onReady. */
+  /** The stream is parked waiting for a free decoder; resubmit the rest after onReady. */
   readonly waiting: boolean;
   /** The window's flush request was carried out. */
   readonly flushed: boolean;
