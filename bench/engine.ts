@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { readWav, wavToInt16 } from '../src/audio/wav.js';
 import { loadConfig } from '../src/config/load.js';
 import { createPocketSphinxEngine, type PocketSphinxOptions } from '../src/engine/pocketsphinx.js';
-import { transcribePcm } from '../src/engine/stream-loop.js';
+import { transcribePcm } from '../src/scheduler/transcribe.js';
 import type { Engine } from '../src/engine/types.js';
 import { fliteSession, librivoxClips } from '../src/eval/corpus.js';
 import { STORY } from '../src/eval/texts.js';

@@ -34,16 +34,15 @@ async function main() {
     overrides: { server: { port: 0, host: '127.0.0.1' }, pool: { slabs: SESSIONS + 10 }, limits: { maxSessionsPerAddress: SESSIONS + 10 }, log: { level: 'silent' } },
   });
   const engine = createOverheadEngine(config.engine);
-  const gw = await createGateway({ config, engine, logger: pino({ level: 'silent' }) });
-  // Reach the connection handler the transport would call.
-  const handlers = (gw as unknown as { transport: unknown }).transport;
-  void handlers;
+  const logger = pino({ level: 'silent' });
+  const gw = await createGateway({ config, engine, logger });
+  // The connection handler the transport would call.
   const { ListenConnection } = await import('../src/gateway/listen-connection.js');
   const { startFromQuery } = await import('../src/protocol/query.js');
   const conns: ConnectionHandler[] = [];
   for (let i = 0; i < SESSIONS; i++) {
     conns.push(
-      new ListenConnection({ config, manager: gw.manager, metrics: gw.metrics }, new NullConn(), {
+      new ListenConnection({ config, manager: gw.manager, metrics: gw.metrics, log: logger }, new NullConn(), {
         kind: 'listen',
         mode: 'json',
         start: startFromQuery(new URLSearchParams('sampleRate=16000&channels=1&encoding=s16le')),
@@ -68,11 +67,11 @@ async function main() {
     if (process.env.PACED === '1') await new Promise((r) => setTimeout(r, Math.max(0, t0 + (tick + 1) * 10 - performance.now())));
     else await new Promise((r) => setImmediate(r));
   }
-  await gw.batcher.idle();
+  await gw.scheduler.whenIdle();
   const c = process.cpuUsage(cpu0);
   const wall = performance.now() - t0;
   const us = ((c.user + c.system) / frames).toFixed(2);
-  console.log(`${SESSIONS} sessions, ${frames} frames in ${(wall / 1000).toFixed(1)} s (${process.env.PACED === '1' ? 'paced' : 'not paced'}): ${us} µs CPU per frame, batches ${gw.batcher.batches}, windows ${gw.batcher.windows}`);
+  console.log(`${SESSIONS} sessions, ${frames} frames in ${(wall / 1000).toFixed(1)} s (${process.env.PACED === '1' ? 'paced' : 'not paced'}): ${us} µs CPU per frame, batches ${gw.scheduler.batches}, windows ${gw.scheduler.windows}`);
   console.log(`=> at real time (10 frames/s per stream): ${((Number(us) * 10 * 100) / 1e4).toFixed(2)}% of a core per 100 streams (JS + N-API, no sockets)`);
   for (const conn of conns) conn.closed(1000, '');
   await gw.shutdown();

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { readWav, wavToInt16 } from '../src/audio/wav.js';
 import { loadConfig } from '../src/config/load.js';
 import { createPocketSphinxEngine } from '../src/engine/pocketsphinx.js';
-import { transcribePcm } from '../src/engine/stream-loop.js';
+import { transcribePcm } from '../src/scheduler/transcribe.js';
 import type { Engine } from '../src/engine/types.js';
 import { createWhisperEngine, loadWhisperModel } from '../src/engine/whisper.js';
 import { fliteSession, librivoxClips } from '../src/eval/corpus.js';

@@ -19,6 +19,21 @@ export const CloseCode = {
   ENGINE_OVERLOAD: 4007,
   SLOW_READER: 4008,
   ENGINE_FAILURE: 4009,
+  INTERNAL_ERROR: 4011,
+} as const;
+
+/**
+ * Close codes reserved for features that are coming, so that they do not
+ * collide. Each moves into CloseCode (and docs/protocol.md) when its
+ * feature lands; none is sent today.
+ */
+export const RESERVED_CLOSE_CODES = {
+  START_TIMEOUT: 4010,
+  RESUME_REFUSED: 4012,
+  /** The session was taken over by a resume on another connection. */
+  TAKEN_OVER: 4013,
+  /** The server is draining: reconnect and resume elsewhere. */
+  DRAINING: 4014,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
@@ -128,6 +143,14 @@ export const ERRORS = {
     status: 400,
   },
   CAP_ERR_NOT_FOUND: { summary: 'No such route, session or meeting.', fatal: true, status: 404 },
+  CAP_ERR_INTERNAL: {
+    summary:
+      'Something failed inside the server while handling this session (a bug, logged with its stack and counted in /metrics). ' +
+      'Only this session ends: an `end` with exact audio counts follows.',
+    fatal: true,
+    close: CloseCode.INTERNAL_ERROR,
+    status: 500,
+  },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;
@@ -153,6 +176,7 @@ export const END_REASONS = {
   engine_error: 'Decoding failed; undecoded audio was dropped and counted.',
   protocol_violation: 'Too many protocol errors.',
   slow_reader: 'The client stopped reading; the connection was closed.',
+  internal_error: 'An internal error ended this session (CAP_ERR_INTERNAL); undecoded audio was dropped and counted.',
 } as const;
 export type EndReason = keyof typeof END_REASONS;
 

@@ -7,7 +7,7 @@ import { readWav } from '../audio/wav.js';
 import { wavTo16kFloat } from '../audio/decode.js';
 import { loadConfig } from '../config/load.js';
 import { createEngine } from '../engine/index.js';
-import { transcribePcm } from '../engine/stream-loop.js';
+import { transcribePcm } from '../scheduler/transcribe.js';
 import type { Utterance } from '../engine/types.js';
 
 export interface TranscribeArgs {

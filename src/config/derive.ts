@@ -4,14 +4,12 @@
  * computed from element counts (see ARCHITECTURE.md section 8, "shapes
  * derived from bytes").
  */
-import type { WindowPolicy } from '../engine/types.js';
+import { ENGINE_SAMPLE_RATE, type WindowPolicy } from '../engine/types.js';
 import type { Config } from './schema.js';
 
-export const ENGINE_SAMPLE_RATE = 16_000;
 export const BYTES_PER_ENGINE_SAMPLE = Float32Array.BYTES_PER_ELEMENT; // ring holds float32
 
 export interface Shapes {
-  readonly sampleRate: number;
   /** Ring capacity per session (samples of backlog a slab holds). */
   readonly ringSamples: number;
   /** Extra samples mirrored after the ring so any window is contiguous. */
@@ -21,11 +19,8 @@ export interface Shapes {
   readonly slabBytes: number;
   readonly poolBytes: number;
   readonly slabs: number;
-  readonly windowSamples: number;
-  readonly maxWindowSamples: number;
   readonly lagWarnSamples: number;
   readonly lagMaxSamples: number;
-  readonly maxSessionSamples: number;
 }
 
 export function secondsToSamples(seconds: number, rate = ENGINE_SAMPLE_RATE): number {
@@ -34,22 +29,19 @@ export function secondsToSamples(seconds: number, rate = ENGINE_SAMPLE_RATE): nu
 
 export function deriveShapes(config: Readonly<Config>, policy: WindowPolicy): Shapes {
   const ringSamples = secondsToSamples(config.pool.slabSeconds);
-  const mirrorSamples = policy.maxSamples + policy.lookbackSamples;
+  // Any window is one contiguous view: the mirror holds the longest one.
+  const mirrorSamples = policy.maxSamples;
   const slabSamples = ringSamples + mirrorSamples;
   const slabBytes = slabSamples * BYTES_PER_ENGINE_SAMPLE;
   return Object.freeze({
-    sampleRate: ENGINE_SAMPLE_RATE,
     ringSamples,
     mirrorSamples,
     slabSamples,
     slabBytes,
     poolBytes: slabBytes * config.pool.slabs,
     slabs: config.pool.slabs,
-    windowSamples: policy.minSamples,
-    maxWindowSamples: policy.maxSamples,
     lagWarnSamples: secondsToSamples(config.limits.lagWarnSeconds),
     lagMaxSamples: secondsToSamples(config.limits.lagMaxSeconds),
-    maxSessionSamples: secondsToSamples(config.limits.maxSessionSeconds),
   });
 }
 

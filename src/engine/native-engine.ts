@@ -11,6 +11,7 @@ import {
   type EngineResult,
   type EngineStats,
   type EngineWindow,
+  ENGINE_SAMPLE_RATE,
   type StreamId,
   type WindowPolicy,
 } from './types.js';
@@ -107,13 +108,12 @@ export async function loadNativeEngine(
 
 /** Window policy of an engine that consumes every window whole (both native engines). */
 export function streamingPolicy(windowMs: number): WindowPolicy {
-  const windowSamples = Math.round((windowMs * 16_000) / 1000);
+  const windowSamples = Math.round((windowMs * ENGINE_SAMPLE_RATE) / 1000);
   return Object.freeze({
     minSamples: windowSamples,
     // Catch up after a backlog in at most 1 s pieces: long enough to cut
     // per-call overhead, short enough that no stream hogs a worker.
-    maxSamples: Math.max(windowSamples, 16_000),
-    lookbackSamples: 0,
+    maxSamples: Math.max(windowSamples, ENGINE_SAMPLE_RATE),
     maxBatch: 256,
   });
 }

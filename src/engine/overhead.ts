@@ -1,32 +1,59 @@
 /**
- * The overhead-measurement engine: accepts every window, decodes nothing,
- * answers on the next turn of the event loop. It exists only so bench/ and
- * test/ can measure the gateway's own cost (ingest, rings, scheduling,
- * batching, protocol) with the recognizer taken out. createEngine() refuses
- * it unless CAPTIONGATE_ALLOW_OVERHEAD_ENGINE=1.
+ * The overhead-measurement engine: it keeps the whole engine contract
+ * (streams, positions, flush, close and shutdown with work in flight,
+ * per-stream faults) and decodes nothing. Each batch completes on the next
+ * turn of the event loop, with no thread behind it, so bench/ and test/
+ * measure the gateway's own cost (ingest, rings, scheduling, batching,
+ * protocol) with the recognizer and its thread hand-off taken out.
+ * createEngine() refuses it unless CAPTIONGATE_ALLOW_OVERHEAD_ENGINE=1.
  */
 import type { Config } from '../config/schema.js';
-import { EngineError, type Engine, type EngineInfo, type EngineResult, type EngineStats, type EngineWindow, type StreamId } from './types.js';
+import {
+  ENGINE_SAMPLE_RATE,
+  EngineError,
+  type Engine,
+  type EngineErrorCode,
+  type EngineInfo,
+  type EngineResult,
+  type EngineStats,
+  type EngineWindow,
+  type StreamId,
+} from './types.js';
 
-const RATE = 16_000;
+interface Pending {
+  readonly windows: readonly EngineWindow[];
+  readonly resolve: (r: EngineResult[]) => void;
+}
+
+const failed = (stream: StreamId, code: EngineErrorCode, message: string): EngineResult => ({
+  stream,
+  consumed: 0,
+  partial: null,
+  finals: [],
+  waiting: false,
+  flushed: false,
+  decoderWaitMs: 0,
+  error: { code, message },
+});
 
 export class OverheadEngine implements Engine {
   readonly info: EngineInfo;
+  /** Open streams and their positions. */
   #streams = new Map<StreamId, number>();
+  #faults = new Set<StreamId>();
+  #pending = new Set<Pending>();
   #nextId = 1;
   #closed = false;
   #windows = 0;
   #samples = 0;
-  /** Windows per submit call, for tests that prove batching happened. */
-  readonly batchSizes: number[] = [];
 
-  constructor(options: Pick<Config['engine'], 'windowMs' | 'threads' | 'decoders'>) {
-    const windowSamples = Math.round((options.windowMs * RATE) / 1000);
+  constructor(options: Pick<Config['engine'], 'windowMs'>) {
+    const windowSamples = Math.round((options.windowMs * ENGINE_SAMPLE_RATE) / 1000);
     this.info = Object.freeze({
       name: 'overhead',
       version: '1',
-      sampleRate: RATE,
-      policy: Object.freeze({ minSamples: windowSamples, maxSamples: Math.max(windowSamples, RATE), lookbackSamples: 0, maxBatch: 1024 }),
+      sampleRate: ENGINE_SAMPLE_RATE,
+      policy: Object.freeze({ minSamples: windowSamples, maxSamples: Math.max(windowSamples, ENGINE_SAMPLE_RATE), maxBatch: 1024 }),
       decoders: 0,
       threads: 0,
     });
@@ -41,38 +68,41 @@ export class OverheadEngine implements Engine {
 
   closeStream(id: StreamId): void {
     this.#streams.delete(id);
+    this.#faults.delete(id);
   }
 
   submit(windows: readonly EngineWindow[]): Promise<EngineResult[]> {
     if (this.#closed) return Promise.reject(new EngineError('ENGINE_SHUTDOWN', 'engine is shut down'));
-    this.batchSizes.push(windows.length);
-    const results: EngineResult[] = windows.map((w) => {
-      const pos = this.#streams.get(w.stream);
-      if (pos === undefined) throw new TypeError(`Expected an open stream for window.stream but received ${w.stream}`);
-      const n = w.pcm instanceof Uint8Array ? w.pcm.byteLength / 2 : w.pcm.length;
-      const end = w.start + n;
-      const advanced = Math.max(0, end - pos);
-      this.#streams.set(w.stream, Math.max(pos, end));
-      this.#windows++;
-      this.#samples += advanced;
-      return {
-        stream: w.stream,
-        consumed: n,
-        position: Math.max(pos, end),
-        partial: null,
-        finals: [],
-        endpoint: false,
-        inSpeech: false,
-        waiting: false,
-        flushed: w.flush === true,
-        decoderWaitMs: 0,
-        error: null,
-      };
+    for (const w of windows) {
+      if (!this.#streams.has(w.stream)) throw new TypeError(`Expected an open stream for window.stream but received ${w.stream}`);
+    }
+    return new Promise((resolve) => {
+      const p: Pending = { windows, resolve };
+      this.#pending.add(p);
+      setImmediate(() => {
+        if (this.#pending.delete(p)) resolve(windows.map((w) => this.#decode(w)));
+      });
     });
-    return new Promise((resolve) => setImmediate(() => resolve(results)));
+  }
+
+  #decode(w: EngineWindow): EngineResult {
+    const pos = this.#streams.get(w.stream);
+    if (pos === undefined) return failed(w.stream, 'ENGINE_STREAM_CLOSED', 'stream was closed before this window ran');
+    if (this.#faults.delete(w.stream)) return failed(w.stream, 'ENGINE_DECODE_FAILED', 'injected fault');
+    if (w.start !== pos) return failed(w.stream, 'ENGINE_BAD_WINDOW', `window starts at sample ${w.start} but the stream is at ${pos}`);
+    const n = w.pcm instanceof Uint8Array ? w.pcm.byteLength / 2 : w.pcm.length;
+    this.#streams.set(w.stream, pos + n);
+    this.#windows++;
+    this.#samples += n;
+    return { stream: w.stream, consumed: n, partial: null, finals: [], waiting: false, flushed: w.flush === true, decoderWaitMs: 0, error: null };
   }
 
   onReady(): void {}
+
+  /** Test hook: the stream's next window fails as if decoding had. */
+  injectFault(id: StreamId): void {
+    if (this.#streams.has(id)) this.#faults.add(id);
+  }
 
   stats(): EngineStats {
     return {
@@ -85,18 +115,21 @@ export class OverheadEngine implements Engine {
       samplesDecoded: 0,
       decoderWaits: 0,
       decoderWaitMsTotal: 0,
-      queuedWindows: 0,
+      queuedWindows: [...this.#pending].reduce((n, p) => n + p.windows.length, 0),
       busyMs: 0,
       modelBytes: 0,
     };
   }
 
   async shutdown(): Promise<void> {
+    if (this.#closed) return;
     this.#closed = true;
+    for (const p of this.#pending) p.resolve(p.windows.map((w) => failed(w.stream, 'ENGINE_SHUTDOWN', 'engine shut down before this window ran')));
+    this.#pending.clear();
     this.#streams.clear();
   }
 }
 
-export function createOverheadEngine(options: Pick<Config['engine'], 'windowMs' | 'threads' | 'decoders'>): OverheadEngine {
+export function createOverheadEngine(options: Pick<Config['engine'], 'windowMs'>): OverheadEngine {
   return new OverheadEngine(options);
 }

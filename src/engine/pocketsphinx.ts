@@ -10,9 +10,8 @@ import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { NativeEngineOptions } from './addon.js';
 import { loadNativeEngine, NativeBackedEngine, streamingPolicy } from './native-engine.js';
-import { EngineError, type Engine, type EngineInfo, type StreamId } from './types.js';
+import { ENGINE_SAMPLE_RATE as RATE, EngineError, type Engine, type EngineInfo, type StreamId } from './types.js';
 
-const RATE = 16_000;
 const FRAME_MS = 10;
 
 export type PocketSphinxOptions = Pick<Config['engine'], 'threads' | 'decoders' | 'windowMs' | 'pocketsphinx' | 'vad'> & {

@@ -25,6 +25,9 @@
  *   results never depend on what it was batched with.
  */
 
+/** Every engine takes 16 kHz mono: the gateway converts to it at ingest. */
+export const ENGINE_SAMPLE_RATE = 16_000;
+
 export type StreamId = number;
 
 /** How the scheduler must cut windows for this engine. All sizes in 16 kHz samples. */
@@ -40,7 +43,7 @@ export interface WindowPolicy {
 export interface EngineInfo {
   readonly name: string;
   readonly version: string;
-  readonly sampleRate: 16000;
+  readonly sampleRate: typeof ENGINE_SAMPLE_RATE;
   readonly policy: WindowPolicy;
   readonly decoders: number;
   readonly threads: number;

@@ -15,9 +15,8 @@ import type { Config } from '../config/schema.js';
 import { packageRoot } from '../util/paths.js';
 import { loadAddon, type NativeWhisper, type NativeWhisperEngineOptions } from './addon.js';
 import { loadNativeEngine, NativeBackedEngine, streamingPolicy } from './native-engine.js';
-import { EngineError, type Engine, type EngineInfo, type StreamId } from './types.js';
+import { ENGINE_SAMPLE_RATE as RATE, EngineError, type Engine, type EngineInfo, type StreamId } from './types.js';
 
-const RATE = 16_000;
 const FRAME_MS = 10;
 
 export type WhisperOptions = Pick<Config['engine'], 'threads' | 'windowMs' | 'whisper' | 'vad'>;

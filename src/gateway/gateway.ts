@@ -1,66 +1,51 @@
 /**
- * The composition root: config in, a listening gateway out. Everything else
- * is wired here and nowhere else.
+ * The composition root: config in, a listening gateway out. It creates each
+ * part once, in dependency order, and each part registers its own shutdown
+ * steps with the Lifecycle; routing lives in upgrade.ts and http-routes.ts,
+ * per-connection work in listen-connection.ts and viewer-connection.ts.
  *
  *   transport ─► ListenConnection ─► protocol codec ─► Session ─► RingBuffer (SlabPool)
- *                                                        │
- *                 WindowBatcher ◄── WindowScheduler ◄────┘
- *                      │
- *                   Engine (native) ─► Session.onResult ─► CaptionStabilizer ─► Outbox ─► transport
+ *                                                        │ wake
+ *                                                    Scheduler ─► Engine (native threads)
+ *                                                        │ result
+ *                                                     Session ─► CaptionStabilizer ─► Outbox ─► transport
  */
-import path from 'node:path';
-
 import type { Logger } from 'pino';
 
+import { CaptionArchive } from '../captions/archive.js';
 import type { CaptionEvent } from '../captions/stabilizer.js';
 import { deriveShapes, formatBytes, type Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
 import { createEngine } from '../engine/index.js';
-import type { Engine } from '../engine/types.js';
-import { ERRORS, GatewayError, httpStatus } from '../errors.js';
+import { ENGINE_SAMPLE_RATE, type Engine } from '../engine/types.js';
+import { closeCode } from '../errors.js';
 import { createLogger } from '../log.js';
+import { MeetingHub } from '../meetings/hub.js';
 import { GatewayMetrics } from '../metrics/metrics.js';
 import { SlabPool } from '../pool/slab-pool.js';
-import { SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, type WireMode } from '../protocol/messages.js';
-import { startFromQuery } from '../protocol/query.js';
-import { WindowBatcher } from '../scheduler/window-batcher.js';
-import { WindowScheduler } from '../scheduler/window-scheduler.js';
+import { Scheduler } from '../scheduler/scheduler.js';
+import { Gatekeeper } from '../security/gatekeeper.js';
 import { SessionManager } from '../session/manager.js';
-import type { Session } from '../session/session.js';
-import type {
-  ConnectionHandler,
-  HttpRequest,
-  HttpResponse,
-  Transport,
-  TransportHandlers,
-  UpgradeDecision,
-  UpgradeRequest,
-  WsConnection,
-} from '../transport/types.js';
+import type { FaultHooks, Session } from '../session/session.js';
+import type { Transport, TransportHandlers, WsConnection } from '../transport/types.js';
 import { createUwsTransport } from '../transport/uws.js';
 import { createWsTransport } from '../transport/ws.js';
-import { packageRoot } from '../util/paths.js';
-import { CaptionArchive } from '../captions/archive.js';
-import { buildCues, toSrt, toWebVTT } from '../captions/cues.js';
-import { MeetingHub } from '../meetings/hub.js';
-import { ListenConnection, type ListenContext } from './listen-connection.js';
-import { StaticFiles } from './static-files.js';
-import { ViewerConnection, type ViewerContext } from './viewer-connection.js';
-import { Gatekeeper } from '../security/gatekeeper.js';
+import { createHttpRoutes } from './http-routes.js';
+import { Lifecycle } from './lifecycle.js';
+import { ListenConnection } from './listen-connection.js';
+import { createUpgradePolicy, type ConnectionContext } from './upgrade.js';
+import { ViewerConnection } from './viewer-connection.js';
 
 export interface GatewayOptions {
   readonly config: Readonly<Config>;
   /** Inject an engine (tests, bench); otherwise created from config. */
   readonly engine?: Engine;
   readonly logger?: Logger;
-  /** Observe every caption (meetings, tests). */
+  /** Observe every caption (tests). */
   readonly onCaption?: (session: Session, ev: CaptionEvent) => void;
+  /** Test hooks at the fault boundaries (never set in production; the wire cannot reach them). */
+  readonly faults?: FaultHooks;
 }
-
-type Context = ListenContext | ViewerContext;
-
-const MEETING_ROUTE = /^\/v1\/meetings\/([A-Za-z0-9._-]{1,128})\/captions$/;
-const CAPTION_FILE_ROUTE = /^\/v1\/sessions\/([A-Za-z0-9._-]{1,128})\/captions\.(vtt|srt)$/;
 
 export interface Gateway {
   readonly config: Readonly<Config>;
@@ -68,7 +53,7 @@ export interface Gateway {
   readonly engine: Engine;
   readonly pool: SlabPool;
   readonly manager: SessionManager;
-  readonly batcher: WindowBatcher;
+  readonly scheduler: Scheduler;
   readonly metrics: GatewayMetrics;
   readonly transport: Transport;
   readonly hub: MeetingHub;
@@ -83,50 +68,51 @@ export interface Gateway {
   shutdown(): Promise<void>;
 }
 
-function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponse {
-  return { status, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) };
-}
-
-function errorBody(code: keyof typeof ERRORS, message: string, retryAfterMs?: number) {
-  return { error: { code, message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) } };
-}
-
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const { config } = options;
   const log = options.logger ?? createLogger(config.log);
+  const lifecycle = new Lifecycle(log);
+
   const engine = options.engine ?? (await createEngine(config));
+  lifecycle.onClose('engine', () => engine.shutdown());
   const shapes = deriveShapes(config, engine.info.policy);
   const pool = new SlabPool({ slabs: shapes.slabs, slabSamples: shapes.slabSamples });
-  const scheduler = new WindowScheduler(engine.info.policy);
 
-  let manager: SessionManager | undefined;
-  let batcher: WindowBatcher | undefined;
+  let manager: SessionManager | null = null;
+  let scheduler: Scheduler | null = null;
   const metrics = new GatewayMetrics({
     pool: () => pool.stats(),
     engine: () => engine.stats(),
     sessions: () => manager?.size ?? 0,
-    batchesInFlight: () => batcher?.inFlight ?? 0,
+    batchesInFlight: () => scheduler?.inFlight ?? 0,
     engineLagSeconds: () => manager?.engineLagSeconds ?? 0,
   });
-  batcher = new WindowBatcher(engine, scheduler, config.scheduler, {
+  lifecycle.onClose('metrics', () => metrics.close());
+
+  scheduler = new Scheduler(engine, config.scheduler, {
     batch: (n) => metrics.batchSize.observe(n),
     submitLatency: (s) => metrics.ingestToSubmit.observe(s),
   });
+  lifecycle.onClose('scheduler', () => scheduler?.close());
+
   const archive = new CaptionArchive(config.captions);
   const hub = new MeetingHub({
     ...config.meetings,
     stalledReaderSeconds: config.server.stalledReaderSeconds,
     onSlowViewer: () => metrics.errors.inc({ code: 'CAP_ERR_SLOW_READER' }),
   });
+  lifecycle.onClose('meetings', () => hub.close());
+
   const meetingOf = (s: Session) => (typeof s.meta.meetingId === 'string' ? s.meta.meetingId : null);
-  manager = new SessionManager({
+  const sessions = new SessionManager({
     config,
     shapes,
-    engine,
+    engine: engine.info,
     pool,
-    batcher,
+    scheduler,
     metrics,
     log,
+    faults: options.faults,
     started: (s) => {
       archive.started(s.id);
       const m = meetingOf(s);
@@ -144,125 +130,92 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       if (m) hub.left(m, s.id);
     },
   });
-  const sessions = manager;
+  manager = sessions;
+  lifecycle.onDrain('sessions', () => sessions.shutdown(config.server.shutdownGraceSeconds * 1000));
+  lifecycle.onClose('sessions', () => sessions.close());
+
   const gatekeeper = new Gatekeeper(config);
-  const staticFiles = new StaticFiles(path.join(packageRoot(), 'web-demo'));
-  const cuesModule = new StaticFiles(path.join(packageRoot(), 'dist', 'src', 'captions'));
+  lifecycle.onClose('gatekeeper', () => gatekeeper.close());
 
-  const handlers: TransportHandlers<Context> = {
-    async upgrade(req: UpgradeRequest): Promise<UpgradeDecision<Context>> {
-      const meeting = MEETING_ROUTE.exec(req.path);
-      if (req.path !== '/v1/listen' && !meeting) {
-        return { accept: false, status: 404, body: JSON.stringify(errorBody('CAP_ERR_NOT_FOUND', `no WebSocket route ${req.path}`)) };
-      }
-      if (sessions.shuttingDown) {
-        return {
-          accept: false,
-          status: 503,
-          body: JSON.stringify(errorBody('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', 2000)),
-          headers: { 'retry-after': '2' },
-        };
-      }
-      let mode: WireMode = 'json';
-      let protocol: string | null = null;
-      if (req.protocols.length) {
-        const pick = req.protocols.find((p) => p === SUBPROTOCOL_JSON || p === SUBPROTOCOL_MSGPACK);
-        if (!pick) {
-          return {
-            accept: false,
-            status: 400,
-            body: JSON.stringify(
-              errorBody('CAP_ERR_UNSUPPORTED_PROTOCOL', `supported subprotocols: ${SUBPROTOCOL_JSON}, ${SUBPROTOCOL_MSGPACK}`),
-            ),
-          };
-        }
-        protocol = pick;
-        mode = pick === SUBPROTOCOL_MSGPACK ? 'msgpack' : 'json';
-      }
-      // Origin, rate limits and the token, before anything is allocated.
-      const admitted = await gatekeeper.admit(req, meeting ? meeting[1]! : null);
-      if (admitted instanceof GatewayError) {
-        metrics.errors.inc({ code: admitted.code });
-        metrics.sessionsRefused.inc({ code: admitted.code });
-        const status = httpStatus(admitted.code);
-        return {
-          accept: false,
-          status,
-          body: JSON.stringify(errorBody(admitted.code, admitted.message, admitted.retryAfterMs)),
-          ...(admitted.retryAfterMs !== undefined ? { headers: { 'retry-after': String(Math.ceil(admitted.retryAfterMs / 1000)) } } : {}),
-        };
-      }
-      if (meeting) {
-        return { accept: true, protocol, context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: admitted.remoteAddress } };
-      }
-      return {
-        accept: true,
-        protocol,
-        context: {
-          kind: 'listen',
-          mode,
-          start: startFromQuery(req.query),
-          remoteAddress: admitted.remoteAddress,
-          identity: admitted.identity,
-          authEnabled: gatekeeper.authEnabled,
-        },
-      };
+  const handlers: TransportHandlers<ConnectionContext> = {
+    upgrade: createUpgradePolicy({ gatekeeper, metrics, shuttingDown: () => sessions.shuttingDown }),
+    open(conn, ctx) {
+      if (ctx.kind === 'viewer') return new ViewerConnection({ hub, config, metrics, log }, conn, ctx);
+      return new ListenConnection({ config, manager: sessions, metrics, log }, conn, ctx);
     },
-    open(conn: WsConnection, ctx: Context): ConnectionHandler {
-      if (ctx.kind === 'viewer') return new ViewerConnection({ hub, config, metrics }, conn, ctx);
-      return new ListenConnection({ config, manager: sessions, metrics }, conn, ctx);
-    },
-    async http(req: HttpRequest): Promise<HttpResponse> {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, errorBody('CAP_ERR_NOT_FOUND', 'only GET is served'));
-      switch (req.path) {
-        case '/healthz':
-          return json(200, { status: 'ok' });
-        case '/readyz': {
-          const refused = sessions.admissible('readyz', true);
-          return refused
-            ? json(503, { status: 'not_ready', code: refused.code, reason: refused.message })
-            : json(200, { status: 'ready', sessions: sessions.size, slabsFree: pool.available });
-        }
-        case '/metrics':
-          return { status: 200, headers: { 'content-type': metrics.contentType }, body: await metrics.text() };
-        case '/v1/listen':
-          return json(426, errorBody('CAP_ERR_NOT_FOUND', 'this route is a WebSocket; connect with ws:// and Upgrade'));
-        case '/lib/cues.js':
-          // The browser demo builds its .vtt with the server's own cue code.
-          return (await cuesModule.get('/cues.js')) ?? json(404, errorBody('CAP_ERR_NOT_FOUND', 'run npm run build'));
-      }
-      const captionFile = CAPTION_FILE_ROUTE.exec(req.path);
-      if (captionFile) {
-        const got = archive.get(captionFile[1]!);
-        if (!got) return json(404, errorBody('CAP_ERR_NOT_FOUND', `no captions for session ${captionFile[1]}`));
-        const cues = buildCues(got.finals);
-        const vtt = captionFile[2] === 'vtt';
-        return {
-          status: 200,
-          headers: {
-            'content-type': vtt ? 'text/vtt; charset=utf-8' : 'application/x-subrip; charset=utf-8',
-            'cache-control': 'no-store',
-            'x-captiongate-live': String(got.live),
-            'x-captiongate-dropped-finals': String(got.dropped),
-          },
-          body: vtt ? toWebVTT(cues) : toSrt(cues),
-        };
-      }
-      const file = await staticFiles.get(req.path);
-      if (file) return file;
-      return json(404, errorBody('CAP_ERR_NOT_FOUND', `no route ${req.path}`));
-    },
+    http: createHttpRoutes({ manager: sessions, pool, metrics, archive }),
   };
-
   const transportOptions = {
     // Frames above maxFrameBytes get CAP_ERR_FRAME_TOO_LARGE and the session
     // survives; only beyond twice that does the transport close with 1009.
     maxPayloadBytes: Math.max(config.limits.maxFrameBytes, config.limits.maxControlBytes) * 2 + 1024,
     maxBackpressureBytes: config.server.maxBackpressureBytes,
+    // Connection handlers guard themselves; this is the transport's last line.
+    onHandlerError: (err: unknown, conn: WsConnection) => {
+      log.error({ err, boundary: 'transport', remote: conn.remoteAddress }, 'internal error in a connection handler: closing it');
+      metrics.internalErrors.inc({ boundary: 'transport' });
+      conn.close(closeCode('CAP_ERR_INTERNAL'), 'CAP_ERR_INTERNAL');
+    },
   };
   const transport =
     config.server.transport === 'uws' ? createUwsTransport(handlers, transportOptions) : createWsTransport(handlers, transportOptions);
+  lifecycle.onDrain('transport', () => transport.stopListening());
+  lifecycle.onClose('transport', async () => {
+    // Let the last `end` messages reach their sockets, then drop the rest.
+    await new Promise((r) => setTimeout(r, 50));
+    await transport.close();
+  });
 
+  logStartup(log, config, shapes, engine, transport, sessions.scratchBytes);
+
+  let port = 0;
+  return {
+    config,
+    shapes,
+    engine,
+    pool,
+    manager: sessions,
+    scheduler,
+    metrics,
+    transport,
+    hub,
+    archive,
+    log,
+    get port() {
+      return port;
+    },
+    diagnostics() {
+      const e = engine.stats();
+      const t = hub.totals();
+      return {
+        ...sessions.diagnostics(),
+        slabsInUse: pool.inUse,
+        engineStreams: e.streams,
+        decodersInUse: e.decodersInUse,
+        streamsWaiting: e.streamsWaiting,
+        engineQueuedWindows: e.queuedWindows,
+        schedulerQueued: scheduler.queued,
+        batchesInFlight: scheduler.inFlight,
+        connections: transport.connections(),
+        viewers: t.viewers,
+        participants: t.participants,
+        liveCaptionArchives: archive.size.live,
+      };
+    },
+    async listen() {
+      port = await transport.listen(config.server.host, config.server.port);
+      log.info({ host: config.server.host, port }, `listening on ${config.server.host}:${port}`);
+      return port;
+    },
+    async shutdown() {
+      log.info({ sessions: sessions.size }, 'shutting down: finishing live sessions');
+      await lifecycle.shutdown();
+      log.info('shutdown complete');
+    },
+  };
+}
+
+function logStartup(log: Logger, config: Readonly<Config>, shapes: Shapes, engine: Engine, transport: Transport, scratchBytes: number): void {
   log.info(
     {
       budget: {
@@ -273,12 +226,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         mirrorSamples: shapes.mirrorSamples,
         slabBytes: shapes.slabBytes,
         poolBytes: shapes.poolBytes,
-        conversionScratchBytes: sessions.scratchBytes,
+        conversionScratchBytes: scratchBytes,
         maxBackpressureBytesPerSocket: config.server.maxBackpressureBytes * 2,
       },
     },
     `memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +
-      `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / 16000).toFixed(2)} s mirror at 16 kHz float32)`,
+      `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror at 16 kHz float32)`,
   );
   const modelBytes = engine.stats().modelBytes;
   log.info(
@@ -292,66 +245,4 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   } else {
     log.info({ transport: 'ws' }, 'transport: ws (Node.js)');
   }
-
-  let port = 0;
-  let shutdownPromise: Promise<void> | null = null;
-  const gateway: Gateway = {
-    config,
-    shapes,
-    engine,
-    pool,
-    manager: sessions,
-    batcher,
-    metrics,
-    transport,
-    hub,
-    archive,
-    log,
-    get port() {
-      return port;
-    },
-    diagnostics() {
-      const e = engine.stats();
-      const m = sessions.diagnostics();
-      const t = hub.totals();
-      return {
-        ...m,
-        slabsInUse: pool.inUse,
-        engineStreams: e.streams,
-        decodersInUse: e.decodersInUse,
-        streamsWaiting: e.streamsWaiting,
-        engineQueuedWindows: e.queuedWindows,
-        batcherQueued: batcher?.queued ?? 0,
-        batchesInFlight: batcher?.inFlight ?? 0,
-        connections: transport.connections(),
-        viewers: t.viewers,
-        participants: t.participants,
-        liveCaptionArchives: archive.size.live,
-      };
-    },
-    async listen() {
-      port = await transport.listen(config.server.host, config.server.port);
-      log.info({ host: config.server.host, port }, `listening on ${config.server.host}:${port}`);
-      return port;
-    },
-    shutdown() {
-      shutdownPromise ??= (async () => {
-        log.info({ sessions: sessions.size }, 'shutting down: finishing live sessions');
-        transport.stopListening();
-        await sessions.shutdown(config.server.shutdownGraceSeconds * 1000);
-        // Let the last `end` messages reach their sockets.
-        await new Promise((r) => setTimeout(r, 50));
-        hub.close();
-        gatekeeper.close();
-        await transport.close();
-        batcher?.close();
-        await engine.shutdown();
-        sessions.close();
-        metrics.close();
-        log.info('shutdown complete');
-      })();
-      return shutdownPromise;
-    },
-  };
-  return gateway;
 }

@@ -2,13 +2,20 @@
  * One `/v1/listen` WebSocket: decodes frames (protocol), starts the session
  * (manager), and routes audio and control to it. Before a session exists it
  * answers errors itself.
+ *
+ * The fault boundary for client messages: anything that throws while one
+ * connection's message is handled ends that connection's session with
+ * CAP_ERR_INTERNAL (close 4011), and only that one.
  */
+import type { Logger } from 'pino';
+
 import type { Config } from '../config/schema.js';
-import type { Identity } from '../security/gatekeeper.js';
 import { closeCode, ERRORS, type ErrorCode, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { decodeClientFrame, type ClientEvent } from '../protocol/codec.js';
 import type { StartMessage, WireMode } from '../protocol/messages.js';
+import type { Identity } from '../security/gatekeeper.js';
+import { ErrorReporter } from '../session/error-reporter.js';
 import type { SessionManager } from '../session/manager.js';
 import { Outbox } from '../session/outbox.js';
 import type { Session } from '../session/session.js';
@@ -30,6 +37,7 @@ export interface ListenDeps {
   readonly config: Readonly<Config>;
   readonly manager: SessionManager;
   readonly metrics: GatewayMetrics;
+  readonly log: Logger;
 }
 
 /**
@@ -52,25 +60,32 @@ export function authorizeStart(ctx: ListenContext, start: StartMessage): StartMe
 
 export class ListenConnection implements ConnectionHandler {
   #deps: ListenDeps;
-  #conn: WsConnection;
   #ctx: ListenContext;
   #outbox: Outbox;
+  #errors: ErrorReporter;
   #session: Session | null = null;
-  #errors = 0;
   #closed = false;
+  /** Binary frames in JSON mode are audio as they are: no decoding step. */
+  #rawAudio: boolean;
+  #maxControlBytes: number;
 
   constructor(deps: ListenDeps, conn: WsConnection, ctx: ListenContext) {
     this.#deps = deps;
-    this.#conn = conn;
     this.#ctx = ctx;
-    const { server } = deps.config;
+    const { server, limits } = deps.config;
     this.#outbox = new Outbox(conn, ctx.mode, {
       maxBufferedBytes: server.maxBackpressureBytes,
       maxQueuedBytes: server.maxBackpressureBytes,
     });
+    this.#errors = new ErrorReporter(this.#outbox, deps.metrics, limits.maxErrorsPerSession);
+    this.#rawAudio = ctx.mode === 'json';
+    this.#maxControlBytes = limits.maxControlBytes;
     if (ctx.start) {
-      if (ctx.start.kind === 'control' && ctx.start.message.type === 'start') this.#start(ctx.start.message);
-      else if (ctx.start.kind === 'error') this.#fatal('CAP_ERR_BAD_PARAMETER', `invalid session parameters in the URL: ${ctx.start.message}`);
+      this.#guard(() => {
+        const ev = ctx.start!;
+        if (ev.kind === 'control' && ev.message.type === 'start') this.#start(ev.message);
+        else if (ev.kind === 'error') this.#fatal('CAP_ERR_BAD_PARAMETER', `invalid session parameters in the URL: ${ev.message}`);
+      });
     }
   }
 
@@ -80,7 +95,20 @@ export class ListenConnection implements ConnectionHandler {
 
   message(data: Uint8Array, isBinary: boolean): void {
     if (this.#closed) return;
-    const ev = decodeClientFrame(data, isBinary, this.#ctx.mode, { maxControlBytes: this.#deps.config.limits.maxControlBytes });
+    const s = this.#session;
+    if (s && isBinary && this.#rawAudio) {
+      // The per-frame path: straight to the session.
+      try {
+        s.ingest(data);
+      } catch (err) {
+        this.#internal(err);
+      }
+      return;
+    }
+    this.#guard(() => this.#dispatch(decodeClientFrame(data, isBinary, this.#ctx.mode, { maxControlBytes: this.#maxControlBytes })));
+  }
+
+  #dispatch(ev: ClientEvent): void {
     const s = this.#session;
     switch (ev.kind) {
       case 'audio':
@@ -104,6 +132,30 @@ export class ListenConnection implements ConnectionHandler {
     }
   }
 
+  #guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.#internal(err);
+    }
+  }
+
+  /** The fault boundary: this connection's session (or the connection) ends; nobody else notices. */
+  #internal(err: unknown): void {
+    const s = this.#session;
+    if (s && !s.ended) {
+      s.fail(err, 'message');
+      return;
+    }
+    this.#deps.log.error({ err, boundary: 'message', remote: this.#ctx.remoteAddress }, 'internal error: closing this connection');
+    this.#deps.metrics.internalErrors.inc({ boundary: 'message' });
+    try {
+      this.#fatal('CAP_ERR_INTERNAL', 'an internal error closed this connection; the server logged it');
+    } catch {
+      this.#outbox.close(closeCode('CAP_ERR_INTERNAL'), 'CAP_ERR_INTERNAL');
+    }
+  }
+
   #start(requested: StartMessage): void {
     const start = authorizeStart(this.#ctx, requested);
     if (start instanceof GatewayError) {
@@ -111,12 +163,13 @@ export class ListenConnection implements ConnectionHandler {
       return;
     }
     const id = this.#ctx.identity;
-    const r = this.#deps.manager.open(start, this.#outbox, this.#ctx.remoteAddress, {
+    const r = this.#deps.manager.open(start, this.#outbox, this.#errors, this.#ctx.remoteAddress, {
       maxSessionSeconds: id?.maxSessionSeconds,
       identity: id?.key,
       maxSessions: id?.maxSessions,
     });
     if (r instanceof GatewayError) {
+      // The manager counted the refusal already.
       if (ERRORS[r.code].fatal) this.#fatal(r.code, r.message, r.retryAfterMs, false);
       else this.#error(r.code, r.message);
       return;
@@ -126,19 +179,15 @@ export class ListenConnection implements ConnectionHandler {
 
   /** Pre-session, non-fatal error; too many become a protocol violation. */
   #error(code: ErrorCode, message: string): void {
-    this.#errors++;
-    this.#deps.metrics.errors.inc({ code });
-    this.#outbox.send({ type: 'error', code, message, fatal: false });
-    if (this.#errors > this.#deps.config.limits.maxErrorsPerSession) {
-      this.#fatal('CAP_ERR_PROTOCOL_VIOLATION', `more than ${this.#deps.config.limits.maxErrorsPerSession} errors`);
-    }
+    if (this.#errors.send(code, message)) this.#fatal('CAP_ERR_PROTOCOL_VIOLATION', this.#errors.exhaustedMessage);
   }
 
   #fatal(code: ErrorCode, message: string, retryAfterMs?: number, count = true): void {
-    if (count) this.#deps.metrics.errors.inc({ code });
-    const msg: Parameters<Outbox['send']>[0] = { type: 'error', code, message, fatal: true };
-    if (retryAfterMs !== undefined) (msg as { retryAfterMs?: number }).retryAfterMs = retryAfterMs;
-    this.#outbox.send(msg);
+    if (count) this.#errors.send(code, message, { retryAfterMs });
+    else {
+      const msg: Parameters<Outbox['send']>[0] = { type: 'error', code, message, fatal: true, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) };
+      this.#outbox.send(msg);
+    }
     this.#outbox.closeWhenFlushed(closeCode(code), code);
   }
 
@@ -149,6 +198,14 @@ export class ListenConnection implements ConnectionHandler {
   closed(): void {
     this.#closed = true;
     this.#outbox.markClosed();
-    if (this.#session && !this.#session.ended) this.#session.disconnected();
+    const s = this.#session;
+    if (s && !s.ended) {
+      try {
+        s.disconnected();
+      } catch (err) {
+        this.#deps.log.error({ err, boundary: 'message' }, 'internal error while releasing a disconnected session');
+        this.#deps.metrics.internalErrors.inc({ boundary: 'message' });
+      }
+    }
   }
 }

@@ -3,12 +3,15 @@
  * meeting's finals so far, then every participant's captions live. The only
  * message a viewer may send is `keepalive`.
  */
+import type { Logger } from 'pino';
+
 import type { Config } from '../config/schema.js';
-import { closeCode } from '../errors.js';
+import { closeCode, type ErrorCode } from '../errors.js';
 import type { MeetingHub } from '../meetings/hub.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { decodeClientFrame } from '../protocol/codec.js';
 import type { WireMode } from '../protocol/messages.js';
+import { ErrorReporter } from '../session/error-reporter.js';
 import { Outbox } from '../session/outbox.js';
 import type { ConnectionHandler, WsConnection } from '../transport/types.js';
 
@@ -19,51 +22,57 @@ export interface ViewerContext {
   readonly remoteAddress: string;
 }
 
+export interface ViewerDeps {
+  readonly hub: MeetingHub;
+  readonly config: Readonly<Config>;
+  readonly metrics: GatewayMetrics;
+  readonly log: Logger;
+}
+
 export class ViewerConnection implements ConnectionHandler {
-  #hub: MeetingHub;
-  #config: Readonly<Config>;
-  #metrics: GatewayMetrics;
+  #deps: ViewerDeps;
   #ctx: ViewerContext;
   #outbox: Outbox;
-  #errors = 0;
+  #errors: ErrorReporter;
 
-  constructor(deps: { hub: MeetingHub; config: Readonly<Config>; metrics: GatewayMetrics }, conn: WsConnection, ctx: ViewerContext) {
-    this.#hub = deps.hub;
-    this.#config = deps.config;
-    this.#metrics = deps.metrics;
+  constructor(deps: ViewerDeps, conn: WsConnection, ctx: ViewerContext) {
+    this.#deps = deps;
     this.#ctx = ctx;
-    const { server } = deps.config;
+    const { server, limits } = deps.config;
     this.#outbox = new Outbox(conn, ctx.mode, { maxBufferedBytes: server.maxBackpressureBytes, maxQueuedBytes: server.maxBackpressureBytes });
-    const refused = this.#hub.addViewer(ctx.meetingId, this.#outbox);
-    if (refused) {
-      this.#metrics.errors.inc({ code: refused.code });
-      const msg: Parameters<Outbox['send']>[0] = { type: 'error', code: refused.code, message: refused.message, fatal: true };
-      if (refused.retryAfterMs !== undefined) (msg as { retryAfterMs?: number }).retryAfterMs = refused.retryAfterMs;
-      this.#outbox.send(msg);
-      this.#outbox.closeWhenFlushed(closeCode(refused.code), refused.code);
-    }
+    this.#errors = new ErrorReporter(this.#outbox, deps.metrics, limits.maxErrorsPerSession);
+    const refused = deps.hub.addViewer(ctx.meetingId, this.#outbox);
+    if (refused) this.#end(refused.code, refused.message, refused.retryAfterMs);
   }
 
   message(data: Uint8Array, isBinary: boolean): void {
-    const ev = decodeClientFrame(data, isBinary, this.#ctx.mode, { maxControlBytes: this.#config.limits.maxControlBytes });
-    if (ev.kind === 'control' && ev.message.type === 'keepalive') return;
-    this.#errors++;
-    const code = ev.kind === 'error' ? ev.code : 'CAP_ERR_INVALID_MESSAGE';
-    this.#metrics.errors.inc({ code });
-    this.#outbox.send({ type: 'error', code, message: ev.kind === 'error' ? ev.message : 'viewers are read-only: only keepalive is accepted', fatal: false });
-    if (this.#errors > this.#config.limits.maxErrorsPerSession) {
-      this.#outbox.send({ type: 'error', code: 'CAP_ERR_PROTOCOL_VIOLATION', message: 'too many errors', fatal: true });
-      this.#outbox.closeWhenFlushed(4005, 'CAP_ERR_PROTOCOL_VIOLATION');
+    try {
+      const ev = decodeClientFrame(data, isBinary, this.#ctx.mode, { maxControlBytes: this.#deps.config.limits.maxControlBytes });
+      if (ev.kind === 'control' && ev.message.type === 'keepalive') return;
+      const code = ev.kind === 'error' ? ev.code : 'CAP_ERR_INVALID_MESSAGE';
+      const message = ev.kind === 'error' ? ev.message : 'viewers are read-only: only keepalive is accepted';
+      if (this.#errors.send(code, message)) this.#end('CAP_ERR_PROTOCOL_VIOLATION', this.#errors.exhaustedMessage);
+    } catch (err) {
+      this.#deps.log.error({ err, boundary: 'message', meeting: this.#ctx.meetingId }, 'internal error: closing this viewer');
+      this.#deps.metrics.internalErrors.inc({ boundary: 'message' });
+      this.#end('CAP_ERR_INTERNAL', 'an internal error closed this connection; the server logged it');
     }
+  }
+
+  /** A fatal error, then the close code that goes with it. */
+  #end(code: ErrorCode, message: string, retryAfterMs?: number): void {
+    this.#errors.send(code, message, { retryAfterMs });
+    this.#outbox.closeWhenFlushed(closeCode(code), code);
+    this.#deps.hub.removeViewer(this.#ctx.meetingId, this.#outbox);
   }
 
   drain(): void {
     this.#outbox.drain();
-    this.#hub.drained(this.#ctx.meetingId, this.#outbox);
+    this.#deps.hub.drained(this.#ctx.meetingId, this.#outbox);
   }
 
   closed(): void {
     this.#outbox.markClosed();
-    this.#hub.removeViewer(this.#ctx.meetingId, this.#outbox);
+    this.#deps.hub.removeViewer(this.#ctx.meetingId, this.#outbox);
   }
 }

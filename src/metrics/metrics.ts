@@ -4,10 +4,11 @@
  * scrape time through collect callbacks; counters are bumped on hot paths.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 
 import type { EngineStats } from '../engine/types.js';
 import type { SlabPoolStats } from '../pool/slab-pool.js';
+import { FastCounter, FastHistogram } from './fast.js';
 
 export interface LiveSources {
   pool(): SlabPoolStats;
@@ -22,20 +23,23 @@ const LATENCY_BUCKETS = [0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2,
 
 export class GatewayMetrics {
   readonly registry = new Registry();
-  readonly samplesReceived: Counter;
-  readonly samplesDecoded: Counter;
-  readonly samplesDropped: Counter;
+  // Per frame, window or caption: plain numbers until scraped.
+  readonly samplesReceived: FastCounter;
+  readonly samplesDecoded: FastCounter;
+  readonly samplesDropped: FastCounter;
+  readonly partialRevisions: FastCounter;
+  readonly committedWords: FastCounter;
+  readonly lagWarnings: FastCounter;
+  readonly firstPartialLatency: FastHistogram;
+  readonly finalLatency: FastHistogram;
+  readonly ingestToSubmit: FastHistogram;
+  readonly batchSize: FastHistogram;
+  // Rare events, by label.
   readonly errors: Counter<'code'>;
   readonly sessionsStarted: Counter;
   readonly sessionsEnded: Counter<'reason'>;
   readonly sessionsRefused: Counter<'code'>;
-  readonly firstPartialLatency: Histogram;
-  readonly finalLatency: Histogram;
-  readonly ingestToSubmit: Histogram;
-  readonly batchSize: Histogram;
-  readonly partialRevisions: Counter;
-  readonly committedWords: Counter;
-  readonly lagWarnings: Counter;
+  readonly internalErrors: Counter<'boundary'>;
   #loop: IntervalHistogram;
   #loopWindow = { p50: 0, p99: 0, max: 0 };
 
@@ -107,18 +111,24 @@ export class GatewayMetrics {
 
     const counter = <L extends string = never>(name: string, help: string, labelNames?: L[]) =>
       new Counter<L>({ name, help, registers: [r], ...(labelNames ? { labelNames } : {}) });
-    this.samplesReceived = counter('captiongate_samples_received_total', 'Audio samples (16 kHz) accepted into sessions.');
-    this.samplesDecoded = counter('captiongate_samples_decoded_total', 'Audio samples (16 kHz) consumed by the engine.');
-    this.samplesDropped = counter('captiongate_samples_dropped_total', 'Accepted audio samples (16 kHz) not decoded, reported to clients.');
+    const fast = (name: string, help: string) => new FastCounter(name, help, r);
+    this.samplesReceived = fast('captiongate_samples_received_total', 'Audio samples (16 kHz) accepted into sessions.');
+    this.samplesDecoded = fast('captiongate_samples_decoded_total', 'Audio samples (16 kHz) consumed by the engine.');
+    this.samplesDropped = fast('captiongate_samples_dropped_total', 'Accepted audio samples (16 kHz) not decoded, reported to clients.');
+    this.internalErrors = counter(
+      'captiongate_internal_errors_total',
+      'Exceptions caught at a fault boundary (each ended one session or connection with CAP_ERR_INTERNAL), by boundary.',
+      ['boundary'],
+    );
     this.errors = counter('captiongate_errors_total', 'Errors sent to clients, by code.', ['code']);
     this.sessionsStarted = counter('captiongate_sessions_started_total', 'Sessions started.');
     this.sessionsEnded = counter('captiongate_sessions_ended_total', 'Sessions ended, by reason.', ['reason']);
     this.sessionsRefused = counter('captiongate_sessions_refused_total', 'Sessions refused, by code.', ['code']);
-    this.partialRevisions = counter('captiongate_partial_revisions_total', 'Partial captions sent.');
-    this.committedWords = counter('captiongate_committed_words_total', 'Words in final captions.');
-    this.lagWarnings = counter('captiongate_lag_warnings_total', 'Lagging warnings sent.');
+    this.partialRevisions = fast('captiongate_partial_revisions_total', 'Partial captions sent.');
+    this.committedWords = fast('captiongate_committed_words_total', 'Words in final captions.');
+    this.lagWarnings = fast('captiongate_lag_warnings_total', 'Lagging warnings sent.');
 
-    const hist = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers: [r] });
+    const hist = (name: string, help: string, buckets: number[]) => new FastHistogram(name, help, r, buckets);
     this.firstPartialLatency = hist(
       'captiongate_first_partial_latency_seconds',
       'From the arrival of an utterance\'s first audio to its first partial with a word.',

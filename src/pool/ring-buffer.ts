@@ -38,15 +38,14 @@ export class RingBuffer {
     return this.capacity - this.available;
   }
 
-  /** Appends samples; the caller checks `free` first. */
-  write(src: Float32Array): void {
-    const n = src.length;
+  /** Appends the first `n` samples of `src`; the caller checks `free` first. */
+  write(src: Float32Array, n = src.length): void {
     if (n > this.free) throw new RangeError(`ring overflow: ${n} samples into ${this.free} free`);
     const cap = this.capacity;
     let idx = this.#writePos % cap;
     // Fast path (nearly always): no wrap, nothing in the mirrored head.
     if (idx >= this.mirror && idx + n <= cap) {
-      this.#data.set(src, idx);
+      this.#data.set(n === src.length ? src : src.subarray(0, n), idx);
       this.#writePos += n;
       return;
     }

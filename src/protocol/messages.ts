@@ -12,7 +12,10 @@ export type WireMode = 'json' | 'msgpack';
 
 export const SUPPORTED_LANGUAGES = ['en'] as const;
 
-const ID = /^[A-Za-z0-9._-]{1,128}$/;
+/** Session and meeting ids: in messages, tokens and URL routes alike. */
+export const ID_CHARS = '[A-Za-z0-9._-]{1,128}';
+export const ID_PATTERN = new RegExp(`^${ID_CHARS}$`);
+const ID = ID_PATTERN;
 
 export const metaSchema = z
   .object({

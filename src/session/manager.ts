@@ -11,15 +11,19 @@ import type { Logger } from 'pino';
 import type { CaptionEvent } from '../captions/stabilizer.js';
 import type { Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
-import type { Engine, StreamId } from '../engine/types.js';
+import { ENGINE_SAMPLE_RATE, type EngineInfo } from '../engine/types.js';
 import { CloseCode, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { RingBuffer } from '../pool/ring-buffer.js';
 import type { SlabPool } from '../pool/slab-pool.js';
 import type { StartMessage } from '../protocol/messages.js';
-import type { WindowBatcher } from '../scheduler/window-batcher.js';
+import type { Scheduler } from '../scheduler/scheduler.js';
+import type { ErrorReporter } from './error-reporter.js';
 import type { Outbox } from './outbox.js';
-import { Session } from './session.js';
+import { Session, type FaultHooks } from './session.js';
+
+/** Largest conversion output of one frame: 1 s at 16 kHz, plus the resampler's filter tail. */
+const MAX_FRAME_OUTPUT = 2 * ENGINE_SAMPLE_RATE + 4096;
 
 export const CAPACITY_RETRY_MS = 2000;
 export const PER_ADDRESS_RETRY_MS = 5000;
@@ -28,11 +32,12 @@ const SWEEP_MS = 500;
 export interface SessionManagerDeps {
   readonly config: Readonly<Config>;
   readonly shapes: Shapes;
-  readonly engine: Engine;
+  readonly engine: EngineInfo;
   readonly pool: SlabPool;
-  readonly batcher: WindowBatcher;
+  readonly scheduler: Scheduler;
   readonly metrics: GatewayMetrics;
   readonly log: Logger;
+  readonly faults?: FaultHooks | undefined;
   readonly published?: (s: Session, ev: CaptionEvent) => void;
   readonly started?: (s: Session) => void;
   readonly ended?: (s: Session) => void;
@@ -41,7 +46,6 @@ export interface SessionManagerDeps {
 export class SessionManager {
   #deps: SessionManagerDeps;
   #byId = new Map<string, Session>();
-  #byStream = new Map<StreamId, Session>();
   #perAddress = new Map<string, number>();
   #perIdentity = new Map<string, number>();
   #identityOf = new WeakMap<Session, string>();
@@ -56,10 +60,7 @@ export class SessionManager {
     this.#deps = deps;
     // Largest conversion output of one frame: 1 s of audio at 16 kHz, plus
     // the resampler's filter tail.
-    this.#scratch = new Float32Array(16_000 * 2 + 4096);
-    deps.engine.onReady((ids) => {
-      for (const id of ids) this.#byStream.get(id)?.unpark();
-    });
+    this.#scratch = new Float32Array(MAX_FRAME_OUTPUT);
     this.#sweep = setInterval(() => this.#tick(), SWEEP_MS);
     this.#sweep.unref();
   }
@@ -80,9 +81,6 @@ export class SessionManager {
 
   get(id: string): Session | undefined {
     return this.#byId.get(id);
-  }
-  sessions(): IterableIterator<Session> {
-    return this.#byId.values();
   }
 
   /**
@@ -121,6 +119,7 @@ export class SessionManager {
   open(
     start: StartMessage,
     outbox: Outbox,
+    errors: ErrorReporter,
     remoteAddress: string,
     limits: { readonly maxSessionSeconds?: number | undefined; readonly identity?: string | undefined; readonly maxSessions?: number | undefined } = {},
   ): Session | GatewayError {
@@ -157,11 +156,12 @@ export class SessionManager {
           metrics: this.#deps.metrics,
           log: this.#deps.log,
           scratch: this.#scratch,
-          markReady: (s) => this.#deps.batcher.markReady(s),
+          faults: this.#deps.faults,
+          openStream: (ring, sink) => this.#deps.scheduler.open(ring, sink),
           released: (s) => this.#released(s),
           ...(this.#deps.published ? { published: this.#deps.published } : {}),
         },
-        { id, start, slab, ring, outbox, remoteAddress, maxSessionSeconds: limits.maxSessionSeconds },
+        { id, start, slab, ring, outbox, errors, remoteAddress, maxSessionSeconds: limits.maxSessionSeconds },
       );
     } catch (err) {
       this.#deps.pool.release(slab);
@@ -169,7 +169,6 @@ export class SessionManager {
       return this.#refuse(e);
     }
     this.#byId.set(id, session);
-    this.#byStream.set(session.streamId, session);
     this.#perAddress.set(remoteAddress, (this.#perAddress.get(remoteAddress) ?? 0) + 1);
     if (limits.identity !== undefined) {
       this.#identityOf.set(session, limits.identity);
@@ -193,7 +192,6 @@ export class SessionManager {
   #released(s: Session): void {
     if (this.#byId.get(s.id) !== s) return;
     this.#byId.delete(s.id);
-    this.#byStream.delete(s.streamId);
     const n = (this.#perAddress.get(s.remoteAddress) ?? 1) - 1;
     if (n <= 0) this.#perAddress.delete(s.remoteAddress);
     else this.#perAddress.set(s.remoteAddress, n);
@@ -246,7 +244,7 @@ export class SessionManager {
   diagnostics(): { sessions: number; streams: number; addresses: number; identities: number; shutdownWaiters: number } {
     return {
       sessions: this.#byId.size,
-      streams: this.#byStream.size,
+      streams: this.#deps.scheduler.streams,
       addresses: this.#perAddress.size,
       identities: this.#perIdentity.size,
       shutdownWaiters: this.#idWaiters.length,

@@ -1,50 +1,66 @@
 /**
- * One captioning session: a client's audio in, captions out.
+ * One captioning session: a client's audio in, captions out. It owns the
+ * session's lifecycle, its audio accounting and its captions; the
+ * scheduler owns when its windows go to the engine.
  *
- *   ingest(bytes) ─► validate frame ─► convert (16 kHz mono f32) ─► ring ─► batcher.markReady
- *   batcher ─► nextWindow (cut from ring) ─► engine ─► onResult ─► ring.consume ─► captions ─► outbox
+ *   ingest(bytes) ─► frame rules ─► convert (16 kHz mono f32) ─► ring ─► stream.wake()
+ *   scheduler ─► window from the ring ─► engine ─► onResult ─► captions ─► outbox
  *
- * Lifecycle: active ─► finishing (stop, max duration, idle, shutdown: no
- * new audio, everything received is decoded and finalized) ─► ended (end
- * message, close code, slab and engine stream returned). `abort` skips
- * finishing: the backlog is dropped and counted.
+ * Lifecycle, one state and one way out:
+ *   active ─► finishing (stop, max duration, idle, shutdown: no new audio;
+ *             everything received is decoded and finalized)
+ *          ─► ended (end message, close code, slab and engine stream
+ *             returned, exactly once, in #teardown).
+ * `abort` skips finishing: the backlog is dropped and counted.
  *
- * Invariant: receivedSamples = decodedSamples + droppedSamples at the end,
- * and the client is told all three.
+ * Invariant: received = decoded + dropped at the end, and the client is
+ * told all three.
  */
 import type { Logger } from 'pino';
 
-import { AudioConverter, bytesPerFrame } from '../audio/converter.js';
+import { AudioConverter } from '../audio/converter.js';
 import { CaptionStabilizer, type CaptionEvent } from '../captions/stabilizer.js';
 import type { Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
-import type { Engine, EngineResult, StreamId } from '../engine/types.js';
-import { closeCode, CloseCode, ERRORS, type EndReason, type ErrorCode } from '../errors.js';
+import { ENGINE_SAMPLE_RATE as RATE, type EngineInfo, type EngineResult } from '../engine/types.js';
+import { closeCode, CloseCode, type EndReason, type ErrorCode } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import type { ServerMessage, SessionMeta, StartMessage, Unsequenced } from '../protocol/messages.js';
 import type { RingBuffer } from '../pool/ring-buffer.js';
 import type { Slab } from '../pool/slab-pool.js';
-import type { BatchedSession } from '../scheduler/window-batcher.js';
+import type { ScheduledStream, StreamSink } from '../scheduler/scheduler.js';
 import { ArrivalLog } from './arrival-log.js';
+import type { ErrorReporter } from './error-reporter.js';
 import type { Outbox } from './outbox.js';
 
 export const MIN_FRAME_MS = 10;
 export const MAX_FRAME_MS = 1000;
-const RATE = 16_000;
 const ACK_INTERVAL_MS = 200;
+
+/**
+ * Test hooks at the fault boundaries. The wire cannot reach them: only code
+ * that builds the gateway can pass them, and production passes none.
+ */
+export interface FaultHooks {
+  /** Before a session handles a client message. */
+  message?(sessionId: string): void;
+  /** Before a session handles an engine result. */
+  result?(sessionId: string): void;
+}
 
 export interface SessionDeps {
   readonly config: Readonly<Config>;
   readonly shapes: Shapes;
-  readonly engine: Engine;
+  readonly engine: EngineInfo;
   readonly metrics: GatewayMetrics;
   readonly log: Logger;
-  /** Batcher hook: this session may have a window ready. */
-  markReady(s: Session): void;
+  /** Opens this session's engine stream through the scheduler. */
+  openStream(ring: RingBuffer, sink: StreamSink): ScheduledStream;
   /** Called once when the session has ended (slab and bookkeeping go back). */
   released(s: Session): void;
   /** Captions out, for meeting viewers and caption files. */
   published?(s: Session, ev: CaptionEvent): void;
+  readonly faults?: FaultHooks | undefined;
   /** Scratch for conversion output, shared: the main thread is single-threaded. */
   readonly scratch: Float32Array;
 }
@@ -59,49 +75,43 @@ interface Ending {
 
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
-export class Session implements BatchedSession {
+export class Session implements StreamSink {
   readonly id: string;
   readonly remoteAddress: string;
   readonly meta: SessionMeta;
   readonly format: { sampleRate: number; channels: number; encoding: 's16le' | 'f32le' };
-  readonly streamId: StreamId;
-  readonly ring: RingBuffer;
   readonly startedAt = Date.now();
   readonly log: Logger;
 
-  // Scheduler-visible state (WindowSource / BatchedSession).
-  inFlight = false;
-  parked = false;
-  flushPending = false;
-  flushSubmitted = false;
-  queued = false;
-  readySince = 0;
-
-  state: SessionState = 'active';
-  receivedSamples = 0;
-  decodedSamples = 0;
-  droppedSamples = 0;
-  errorsSent = 0;
-  lastActivity = Date.now();
-
+  #state: SessionState = 'active';
+  #received = 0;
+  #decoded = 0;
+  #dropped = 0;
+  #lastActivity = Date.now();
   #deps: SessionDeps;
   #slab: Slab;
+  #ring: RingBuffer;
+  #stream: ScheduledStream;
   #outbox: Outbox;
+  #errors: ErrorReporter;
   #converter: AudioConverter;
-  #bytesPerFrame: number;
   #stabilizer: CaptionStabilizer;
   #ending: Ending | null = null;
   #lagWarned = false;
-  #arrivals = new ArrivalLog(512);
+  #arrivals: ArrivalLog;
   #afterStop = { frames: 0, bytes: 0, reportedAt: -Infinity };
   #firstPartialAt = new Map<number, number>();
   #wantAck: boolean;
   #lastAckAt = 0;
   #lastAckDecoded = -1;
-  #readyLatched = false;
   #ackTimer: NodeJS.Timeout | null = null;
   #maxSessionSeconds: number;
   #maxSessionSamples: number;
+  // Frame rules, precomputed: the per-frame path only compares numbers.
+  #maxFrameBytes: number;
+  #bytesPerFrame: number;
+  #minFrames: number;
+  #maxFrames: number;
 
   constructor(
     deps: SessionDeps,
@@ -111,6 +121,7 @@ export class Session implements BatchedSession {
       slab: Slab;
       ring: RingBuffer;
       outbox: Outbox;
+      errors: ErrorReporter;
       remoteAddress: string;
       /** Lower than the server's limit when a token says so. */
       maxSessionSeconds?: number | undefined;
@@ -122,18 +133,24 @@ export class Session implements BatchedSession {
     this.meta = init.start.meta ?? {};
     this.format = { sampleRate: init.start.sampleRate, channels: init.start.channels, encoding: init.start.encoding };
     this.#slab = init.slab;
-    this.ring = init.ring;
+    this.#ring = init.ring;
     this.#outbox = init.outbox;
+    this.#errors = init.errors;
     this.log = deps.log.child({ session: this.id });
-    this.#converter = new AudioConverter(this.format, deps.config.audio.resampleQuality);
-    this.#bytesPerFrame = bytesPerFrame(this.format);
-    this.#maxSessionSeconds = Math.min(deps.config.limits.maxSessionSeconds, init.maxSessionSeconds ?? Infinity);
+    const { limits, captions, audio, admission } = deps.config;
+    this.#arrivals = new ArrivalLog(Math.max(limits.lagMaxSeconds, admission.maxEngineLagSeconds));
+    this.#converter = new AudioConverter(this.format, audio.resampleQuality);
+    this.#bytesPerFrame = this.#converter.bytesPerFrame;
+    this.#maxFrameBytes = limits.maxFrameBytes;
+    // A frame's duration must lie within [MIN_FRAME_MS, MAX_FRAME_MS]; in sample frames (with float slack).
+    this.#minFrames = (this.format.sampleRate * MIN_FRAME_MS) / 1000 - 1e-6;
+    this.#maxFrames = (this.format.sampleRate * MAX_FRAME_MS) / 1000 + 1e-6;
+    this.#maxSessionSeconds = Math.min(limits.maxSessionSeconds, init.maxSessionSeconds ?? Infinity);
     this.#maxSessionSamples = Math.round(this.#maxSessionSeconds * RATE);
-    const interim = init.start.interim ?? deps.config.captions.interim;
+    const interim = init.start.interim ?? captions.interim;
     this.#wantAck = init.start.ack === true;
     this.#stabilizer = new CaptionStabilizer({ interim, speaker: this.meta.speaker });
-    this.streamId = deps.engine.openStream();
-    const { limits } = deps.config;
+    this.#stream = deps.openStream(this.#ring, this);
     this.#send({
       type: 'ready',
       sessionId: this.id,
@@ -148,19 +165,36 @@ export class Session implements BatchedSession {
         minFrameMs: MIN_FRAME_MS,
         maxFrameMs: MAX_FRAME_MS,
       },
-      engine: { name: deps.engine.info.name, version: deps.engine.info.version },
+      engine: { name: deps.engine.name, version: deps.engine.version },
     });
     this.log.info({ format: this.format, meta: this.meta, remote: this.remoteAddress }, 'session started');
   }
 
+  get state(): SessionState {
+    return this.#state;
+  }
   get ended(): boolean {
-    return this.state === 'ended';
+    return this.#state === 'ended';
   }
   get outbox(): Outbox {
     return this.#outbox;
   }
+  get slab(): Slab {
+    return this.#slab;
+  }
+  /** The engine stream (tests inject engine faults by it). */
+  get streamId(): number {
+    return this.#stream.id;
+  }
+  get lastActivity(): number {
+    return this.#lastActivity;
+  }
+  /** Audio counts so far, in 16 kHz samples. */
+  get audio(): { received: number; decoded: number; dropped: number } {
+    return { received: this.#received, decoded: this.#decoded, dropped: this.#dropped };
+  }
   get backlogSeconds(): number {
-    return this.ring.available / RATE;
+    return this.#ring.available / RATE;
   }
   /**
    * How long the oldest undecoded audio has waited, seconds. Unlike the
@@ -168,64 +202,43 @@ export class Session implements BatchedSession {
    * an engine that cannot keep up (or a stream waiting for a decoder) does.
    */
   waitingSeconds(now = performance.now()): number {
-    if (this.ring.available === 0) return 0;
-    const arrived = this.#arrivals.timeOf(this.ring.readPos);
-    return arrived === undefined ? 0 : Math.max(0, (now - arrived) / 1000);
-  }
-  get stabilizer(): CaptionStabilizer {
-    return this.#stabilizer;
+    if (this.#ring.available === 0) return 0;
+    return Math.max(0, (now - this.#arrivals.timeOf(this.#ring.readPos)) / 1000);
   }
 
   // ------------------------------------------------------------------ input
 
+  /** A client message arrived (keeps the session from idling out). */
   touch(): void {
-    this.lastActivity = Date.now();
+    this.#lastActivity = Date.now();
   }
 
   /** One binary audio frame. `bytes` is only valid during this call. */
   ingest(bytes: Uint8Array): void {
-    if (this.state !== 'active') {
-      if (this.state === 'finishing') this.#rejectAfterStop(bytes.byteLength);
+    this.#deps.faults?.message?.(this.id);
+    if (this.#state !== 'active') {
+      if (this.#state === 'finishing') this.#rejectAfterStop(bytes.byteLength);
       return;
     }
-    this.touch();
-    const { limits } = this.#deps.config;
+    this.#lastActivity = Date.now();
     const n = bytes.byteLength;
-    if (n > limits.maxFrameBytes) {
-      this.error('CAP_ERR_FRAME_TOO_LARGE', `audio frame of ${n} bytes exceeds limits.maxFrameBytes (${limits.maxFrameBytes}); not accepted`);
-      return;
-    }
-    if (n % this.#bytesPerFrame !== 0) {
-      this.error(
-        'CAP_ERR_PARTIAL_SAMPLE',
-        `audio frame of ${n} bytes is not a whole number of ${this.#bytesPerFrame}-byte sample frames ` +
-          `(${this.format.encoding}, ${this.format.channels} ch); not accepted`,
-      );
-      return;
-    }
     const frames = n / this.#bytesPerFrame;
-    const ms = (frames * 1000) / this.format.sampleRate;
-    if (ms < MIN_FRAME_MS - 1e-9 || ms > MAX_FRAME_MS + 1e-9) {
-      this.error(
-        'CAP_ERR_FRAME_DURATION',
-        `audio frame of ${ms.toFixed(1)} ms is outside ${MIN_FRAME_MS}-${MAX_FRAME_MS} ms; not accepted`,
-      );
+    if (n > this.#maxFrameBytes || frames !== Math.floor(frames) || frames < this.#minFrames || frames > this.#maxFrames) {
+      this.#refuseFrame(n, frames);
       return;
     }
-
     // Session length is policy: accept audio up to the limit, then end.
-    const maxSamples = this.#maxSessionSamples;
     let accept = bytes;
     let refusedSeconds = 0;
-    const expected = (frames * RATE) / this.format.sampleRate;
-    if (this.receivedSamples + expected > maxSamples) {
-      const allowedFrames = Math.max(0, Math.floor(((maxSamples - this.receivedSamples) * this.format.sampleRate) / RATE));
+    const rate = this.format.sampleRate;
+    if (this.#received + (frames * RATE) / rate > this.#maxSessionSamples) {
+      const allowedFrames = Math.max(0, Math.floor(((this.#maxSessionSamples - this.#received) * rate) / RATE));
       accept = bytes.subarray(0, allowedFrames * this.#bytesPerFrame);
-      refusedSeconds = (frames - allowedFrames) / this.format.sampleRate;
+      refusedSeconds = (frames - allowedFrames) / rate;
     }
     if (accept.byteLength > 0) this.#write(this.#converter.convert(accept, this.#deps.scratch));
-    if (this.ended) return;
-    if (refusedSeconds > 0 || this.receivedSamples >= maxSamples) {
+    if (this.#state !== 'active') return;
+    if (refusedSeconds > 0 || this.#received >= this.#maxSessionSamples) {
       this.finish('max_duration', CloseCode.MAX_DURATION, `session reached its maximum duration (${this.#maxSessionSeconds} s)`, {
         code: 'CAP_ERR_MAX_DURATION',
         message:
@@ -235,29 +248,44 @@ export class Session implements BatchedSession {
     }
   }
 
+  #refuseFrame(n: number, frames: number): void {
+    const limit = this.#maxFrameBytes;
+    if (n > limit) this.error('CAP_ERR_FRAME_TOO_LARGE', `audio frame of ${n} bytes exceeds limits.maxFrameBytes (${limit}); not accepted`);
+    else if (frames !== Math.floor(frames)) {
+      this.error(
+        'CAP_ERR_PARTIAL_SAMPLE',
+        `audio frame of ${n} bytes is not a whole number of ${this.#bytesPerFrame}-byte sample frames ` +
+          `(${this.format.encoding}, ${this.format.channels} ch); not accepted`,
+      );
+    } else {
+      const ms = (frames * 1000) / this.format.sampleRate;
+      this.error('CAP_ERR_FRAME_DURATION', `audio frame of ${ms.toFixed(1)} ms is outside ${MIN_FRAME_MS}-${MAX_FRAME_MS} ms; not accepted`);
+    }
+  }
+
   /** Writes n converted samples from scratch into the ring. */
   #write(n: number): void {
     if (n === 0) return;
-    if (n > this.ring.free) {
-      // Unreachable with a valid config (lagMaxSeconds leaves a window of
-      // room); handled anyway: nothing is dropped silently.
-      this.receivedSamples += n;
-      this.droppedSamples += n;
-      this.#deps.metrics.samplesReceived.inc(n);
+    this.#received += n;
+    this.#deps.metrics.samplesReceived.inc(n);
+    if (n > this.#ring.free) {
+      // The ring holds lagMaxSeconds plus at least a window, and the lag
+      // check ends the session before the backlog passes lagMaxSeconds; a
+      // config whose slab is smaller than that still loses nothing silently.
+      this.#dropped += n;
+      this.#deps.metrics.samplesDropped.inc(n);
       this.#overload();
       return;
     }
-    this.ring.write(this.#deps.scratch.subarray(0, n));
-    this.receivedSamples += n;
-    this.#deps.metrics.samplesReceived.inc(n);
-    this.#arrivals.record(this.ring.writePos, performance.now());
+    this.#ring.write(this.#deps.scratch, n);
+    this.#arrivals.record(this.#ring.writePos, performance.now());
     this.#checkLag();
-    this.#deps.markReady(this);
+    if (this.#state === 'active') this.#stream.wake();
   }
 
   #checkLag(): void {
     const { shapes } = this.#deps;
-    const backlog = this.ring.available;
+    const backlog = this.#ring.available;
     if (backlog > shapes.lagMaxSamples) {
       this.#overload();
       return;
@@ -286,6 +314,7 @@ export class Session implements BatchedSession {
   }
 
   control(type: 'flush' | 'stop' | 'keepalive' | 'start'): void {
+    this.#deps.faults?.message?.(this.id);
     this.touch();
     switch (type) {
       case 'start':
@@ -294,9 +323,7 @@ export class Session implements BatchedSession {
       case 'keepalive':
         return;
       case 'flush':
-        if (this.state !== 'active') return;
-        this.flushPending = true;
-        this.#deps.markReady(this);
+        if (this.#state === 'active') this.#stream.flush();
         return;
       case 'stop':
         this.finish('client_stop', CloseCode.NORMAL, 'stopped by the client');
@@ -307,7 +334,8 @@ export class Session implements BatchedSession {
   // ----------------------------------------------------------------- engine
 
   onResult(r: EngineResult): void {
-    if (this.ended) return;
+    if (this.#state === 'ended') return;
+    this.#deps.faults?.result?.(this.id);
     if (r.error) {
       this.log.warn({ engineError: r.error }, 'engine failed on a window');
       this.abort('engine_error', {
@@ -317,68 +345,72 @@ export class Session implements BatchedSession {
       return;
     }
     if (r.consumed > 0) {
-      this.ring.consume(r.consumed);
-      this.decodedSamples += r.consumed;
+      this.#decoded += r.consumed;
       this.#deps.metrics.samplesDecoded.inc(r.consumed);
     }
-    if (r.waiting) {
-      // The engine's ready event can arrive before this result is handled.
-      if (this.#readyLatched) this.#readyLatched = false;
-      else this.parked = true;
-    }
-    if (this.flushSubmitted) {
-      this.flushSubmitted = false;
-      if (!r.flushed) this.flushPending = true; // parked before the flush ran; redo it
-    }
+    if (r.partial !== null || r.finals.length > 0) this.#captions(r);
+    if (this.#wantAck) this.#maybeAck(false);
+    this.#checkLag();
+    if (this.#state === 'finishing') this.#maybeComplete();
+  }
+
+  #captions(r: EngineResult): void {
     const now = performance.now();
+    const { metrics } = this.#deps;
     for (const ev of this.#stabilizer.accept(r)) {
       if (ev.type === 'partial') {
-        this.#deps.metrics.partialRevisions.inc();
+        metrics.partialRevisions.inc();
         if (ev.text && !this.#firstPartialAt.has(ev.segment)) this.#firstPartialAt.set(ev.segment, now);
       } else {
-        this.#deps.metrics.committedWords.inc(ev.words.length);
+        metrics.committedWords.inc(ev.words.length);
         // Endpoint to final: from the arrival of the audio at the endpoint.
-        const endArrived = this.#arrivals.timeOf(Math.round(ev.end * RATE));
-        if (endArrived !== undefined) this.#deps.metrics.finalLatency.observe(Math.max(0, now - endArrived) / 1000);
+        metrics.finalLatency.observe(Math.max(0, now - this.#arrivals.timeOf(Math.round(ev.end * RATE))) / 1000);
         const firstAt = this.#firstPartialAt.get(ev.segment);
         const w0 = ev.words[0];
         if (firstAt !== undefined && w0) {
           const onset = this.#arrivals.timeOf(Math.round(w0.start * RATE));
-          if (onset !== undefined) this.#deps.metrics.firstPartialLatency.observe(Math.max(0, firstAt - onset) / 1000);
+          metrics.firstPartialLatency.observe(Math.max(0, firstAt - onset) / 1000);
         }
         this.#firstPartialAt.delete(ev.segment);
       }
       this.#send(ev);
       this.#deps.published?.(this, ev);
     }
-    this.#maybeAck(false);
-    this.#checkLag();
-    this.#maybeComplete();
-  }
-
-  /** The engine reserved a decoder for this parked stream. */
-  unpark(): void {
-    if (!this.parked) {
-      this.#readyLatched = true;
-      return;
-    }
-    this.parked = false;
-    this.#deps.markReady(this);
   }
 
   onEngineFailure(err: Error): void {
-    if (this.ended) return;
-    this.abort(this.state === 'finishing' && this.#ending?.reason === 'server_shutdown' ? 'server_shutdown' : 'engine_error', {
+    if (this.#state === 'ended') return;
+    this.abort(this.#ending?.reason === 'server_shutdown' ? 'server_shutdown' : 'engine_error', {
       code: 'CAP_ERR_ENGINE_FAILURE',
       message: `the engine failed: ${err.message}`,
     });
   }
 
+  onInternalError(err: unknown): void {
+    this.fail(err, 'result');
+  }
+
+  /**
+   * The fault boundary: something threw while handling this session's
+   * messages or results. This session ends (CAP_ERR_INTERNAL, then an `end`
+   * with exact counts, close 4011); the process and every other session
+   * carry on.
+   */
+  fail(err: unknown, boundary: 'message' | 'result'): void {
+    if (this.#state === 'ended') return;
+    this.log.error({ err, boundary }, 'internal error: ending this session');
+    this.#deps.metrics.internalErrors.inc({ boundary });
+    this.abort('internal_error', {
+      code: 'CAP_ERR_INTERNAL',
+      message: 'an internal error ended this session; the server logged it',
+    });
+  }
+
   #maybeAck(force: boolean): void {
-    if (!this.#wantAck || this.ended) return;
+    if (!this.#wantAck || this.#state === 'ended') return;
     const now = Date.now();
-    if (!force && this.decodedSamples === this.#lastAckDecoded) return;
-    if (!force && now - this.#lastAckAt < ACK_INTERVAL_MS && this.ring.available > 0) {
+    if (!force && this.#decoded === this.#lastAckDecoded) return;
+    if (!force && now - this.#lastAckAt < ACK_INTERVAL_MS && this.#ring.available > 0) {
       // Throttled, not dropped: a sender waiting on this ack may have nothing
       // more to send until it arrives (a tail shorter than one window is not
       // decoded until more audio comes), so the ack must follow on its own.
@@ -393,12 +425,12 @@ export class Session implements BatchedSession {
       this.#ackTimer = null;
     }
     this.#lastAckAt = now;
-    this.#lastAckDecoded = this.decodedSamples;
+    this.#lastAckDecoded = this.#decoded;
     this.#send({
       type: 'ack',
-      receivedSeconds: round3(this.receivedSamples / RATE),
-      decodedSeconds: round3(this.decodedSamples / RATE),
-      backlogSeconds: round3(this.ring.available / RATE),
+      receivedSeconds: round3(this.#received / RATE),
+      decodedSeconds: round3(this.#decoded / RATE),
+      backlogSeconds: round3(this.#ring.available / RATE),
     });
   }
 
@@ -410,28 +442,23 @@ export class Session implements BatchedSession {
    * message goes first (max duration, idle timeout).
    */
   finish(reason: EndReason, close: number, message: string, error?: { code: ErrorCode; message: string }): void {
-    if (this.state !== 'active') return;
-    this.state = 'finishing';
+    if (this.#state !== 'active') return;
+    this.#state = 'finishing';
     this.#ending = { reason, close, message };
     if (error) this.error(error.code, error.message, { force: true });
     // The resampler's tail belongs to the audio already accepted.
     const tail = this.#converter.flush(this.#deps.scratch);
-    if (tail > 0) {
-      if (tail <= this.ring.free) {
-        this.ring.write(this.#deps.scratch.subarray(0, tail));
-        this.receivedSamples += tail;
-        this.#deps.metrics.samplesReceived.inc(tail);
-      }
+    if (tail > 0 && tail <= this.#ring.free) {
+      this.#ring.write(this.#deps.scratch, tail);
+      this.#received += tail;
+      this.#deps.metrics.samplesReceived.inc(tail);
     }
-    this.flushPending = true;
-    this.#deps.markReady(this);
+    this.#stream.flush();
     this.#maybeComplete();
   }
 
   #maybeComplete(): void {
-    if (this.state !== 'finishing') return;
-    if (this.inFlight || this.flushPending || this.flushSubmitted || this.ring.available > 0) return;
-    this.#end();
+    if (this.#state === 'finishing' && this.#stream.settled) this.#end();
   }
 
   /**
@@ -439,31 +466,27 @@ export class Session implements BatchedSession {
    * client gets the error and an `end`; without, nothing more is sent (the
    * client is gone or unreachable).
    */
-  abort(
-    reason: EndReason,
-    error?: { code: ErrorCode; message: string },
-    opts: { notify?: boolean; close?: number } = {},
-  ): void {
-    if (this.ended) return;
-    const dropped = this.ring.discard();
-    this.droppedSamples += dropped;
-    this.#deps.metrics.samplesDropped.inc(dropped);
-    const close = opts.close ?? (error ? closeCode(error.code) : CloseCode.SERVER_SHUTDOWN);
-    this.#ending = { reason, close, message: error?.message ?? reason };
-    if (error) this.error(error.code, error.message, { force: true });
-    if (opts.notify === false) {
-      this.#teardown();
-      return;
+  abort(reason: EndReason, error?: { code: ErrorCode; message: string }, opts: { notify?: boolean; close?: number } = {}): void {
+    if (this.#state === 'ended') return;
+    try {
+      const dropped = this.#ring.discard();
+      this.#dropped += dropped;
+      this.#deps.metrics.samplesDropped.inc(dropped);
+      const close = opts.close ?? (error ? closeCode(error.code) : CloseCode.SERVER_SHUTDOWN);
+      this.#ending = { reason, close, message: error?.message ?? reason };
+      if (error) this.error(error.code, error.message, { force: true });
+    } finally {
+      if (opts.notify === false) this.#teardown();
+      else this.#end();
     }
-    this.#end();
   }
 
   /** The client went away: no messages, just release everything. */
   disconnected(): void {
-    if (this.ended) return;
+    if (this.#state === 'ended') return;
     this.#outbox.markClosed();
-    const dropped = this.ring.discard();
-    this.droppedSamples += dropped;
+    const dropped = this.#ring.discard();
+    this.#dropped += dropped;
     this.#deps.metrics.samplesDropped.inc(dropped);
     this.log.info({ dropped }, 'client disconnected');
     this.#ending = { reason: 'client_stop', close: CloseCode.NORMAL, message: 'client disconnected' };
@@ -472,52 +495,54 @@ export class Session implements BatchedSession {
 
   #end(): void {
     const e = this.#ending ?? { reason: 'server_shutdown' as EndReason, close: CloseCode.SERVER_SHUTDOWN, message: 'ended' };
-    this.#maybeAck(true);
-    this.#send({
-      type: 'end',
-      reason: e.reason,
-      message: e.message,
-      audio: {
-        sampleRate: RATE,
-        receivedSamples: this.receivedSamples,
-        decodedSamples: this.decodedSamples,
-        droppedSamples: this.droppedSamples,
-        receivedSeconds: round3(this.receivedSamples / RATE),
-        decodedSeconds: round3(this.decodedSamples / RATE),
-        droppedSeconds: round3(this.droppedSamples / RATE),
-      },
-    });
-    // Teardown first: closing can synchronously fire the transport's close
-    // callback, which must find the session already ended.
-    this.#teardown();
-    this.#outbox.closeWhenFlushed(e.close, e.reason);
-  }
-
-  #teardown(label?: string): void {
-    if (this.state === 'ended') return;
-    this.state = 'ended';
-    if (this.#ackTimer) {
-      clearTimeout(this.#ackTimer);
-      this.#ackTimer = null;
+    try {
+      this.#maybeAck(true);
+      this.#send({
+        type: 'end',
+        reason: e.reason,
+        message: e.message,
+        audio: {
+          sampleRate: RATE,
+          receivedSamples: this.#received,
+          decodedSamples: this.#decoded,
+          droppedSamples: this.#dropped,
+          receivedSeconds: round3(this.#received / RATE),
+          decodedSeconds: round3(this.#decoded / RATE),
+          droppedSeconds: round3(this.#dropped / RATE),
+        },
+      });
+    } finally {
+      // Teardown first: closing can synchronously fire the transport's close
+      // callback, which must find the session already ended.
+      this.#teardown();
+      this.#outbox.closeWhenFlushed(e.close, e.reason);
     }
-    this.#deps.engine.closeStream(this.streamId);
-    const reason = label ?? this.#ending?.reason ?? 'unknown';
-    this.#deps.metrics.sessionsEnded.inc({ reason });
-    this.log.info(
-      {
-        reason,
-        receivedSeconds: round3(this.receivedSamples / RATE),
-        decodedSeconds: round3(this.decodedSamples / RATE),
-        droppedSeconds: round3(this.droppedSamples / RATE),
-      },
-      'session ended',
-    );
-    this.#deps.released(this);
   }
 
-  /** For the manager: the slab to return, once. */
-  get slab(): Slab {
-    return this.#slab;
+  /** The one way out: runs once, whatever ended the session. */
+  #teardown(label?: string): void {
+    if (this.#state === 'ended') return;
+    this.#state = 'ended';
+    try {
+      if (this.#ackTimer) {
+        clearTimeout(this.#ackTimer);
+        this.#ackTimer = null;
+      }
+      this.#stream.close();
+      const reason = label ?? this.#ending?.reason ?? 'unknown';
+      this.#deps.metrics.sessionsEnded.inc({ reason });
+      this.log.info(
+        {
+          reason,
+          receivedSeconds: round3(this.#received / RATE),
+          decodedSeconds: round3(this.#decoded / RATE),
+          droppedSeconds: round3(this.#dropped / RATE),
+        },
+        'session ended',
+      );
+    } finally {
+      this.#deps.released(this);
+    }
   }
 
   /**
@@ -543,18 +568,10 @@ export class Session implements BatchedSession {
 
   // ------------------------------------------------------------- messages
 
+  /** Sends an error; too many non-fatal ones end the session as a protocol violation. */
   error(code: ErrorCode, message: string, opts: { force?: boolean; retryAfterMs?: number } = {}): void {
-    const spec = ERRORS[code];
-    this.#deps.metrics.errors.inc({ code });
-    this.errorsSent++;
-    const msg: Unsequenced<Extract<ServerMessage, { type: 'error' }>> = { type: 'error', code, message, fatal: spec.fatal };
-    if (opts.retryAfterMs !== undefined) msg.retryAfterMs = opts.retryAfterMs;
-    this.#send(msg);
-    if (!opts.force && !spec.fatal && this.errorsSent > this.#deps.config.limits.maxErrorsPerSession) {
-      this.abort('protocol_violation', {
-        code: 'CAP_ERR_PROTOCOL_VIOLATION',
-        message: `more than ${this.#deps.config.limits.maxErrorsPerSession} errors in this session`,
-      });
+    if (this.#errors.send(code, message, opts)) {
+      this.abort('protocol_violation', { code: 'CAP_ERR_PROTOCOL_VIOLATION', message: this.#errors.exhaustedMessage });
     }
   }
 

@@ -61,6 +61,11 @@ export interface TransportOptions {
   readonly maxPayloadBytes: number;
   /** The gateway keeps sockets below this; the transport must not drop before it. */
   readonly maxBackpressureBytes: number;
+  /**
+   * A connection's handler threw. The transport stays up and tells the
+   * gateway, which logs it and closes that connection.
+   */
+  readonly onHandlerError: (err: unknown, conn: WsConnection) => void;
 }
 
 export interface Transport {

@@ -178,13 +178,27 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
       const conn = new UwsConnection(ws, textDecoder.decode((ws as unknown as UwsHttpResponse).getRemoteAddressAsText()));
       ud.conn = conn;
       connections.add(conn);
-      ud.handler = handlers.open(conn, ud.context as C);
+      try {
+        ud.handler = handlers.open(conn, ud.context as C);
+      } catch (err) {
+        opts.onHandlerError(err, conn);
+      }
     },
     message: (ws: UwsWebSocket, message: ArrayBuffer, isBinary: boolean) => {
-      ws.getUserData().handler?.message(new Uint8Array(message), isBinary);
+      const ud = ws.getUserData();
+      try {
+        ud.handler?.message(new Uint8Array(message), isBinary);
+      } catch (err) {
+        if (ud.conn) opts.onHandlerError(err, ud.conn);
+      }
     },
     drain: (ws: UwsWebSocket) => {
-      ws.getUserData().handler?.drain();
+      const ud = ws.getUserData();
+      try {
+        ud.handler?.drain();
+      } catch (err) {
+        if (ud.conn) opts.onHandlerError(err, ud.conn);
+      }
     },
     close: (ws: UwsWebSocket, code: number, message: ArrayBuffer) => {
       const ud = ws.getUserData();
@@ -192,7 +206,11 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
         ud.conn.markClosed();
         connections.delete(ud.conn);
       }
-      ud.handler?.closed(code, textDecoder.decode(message));
+      try {
+        ud.handler?.closed(code, textDecoder.decode(message));
+      } catch (err) {
+        if (ud.conn) opts.onHandlerError(err, ud.conn);
+      }
     },
   });
 

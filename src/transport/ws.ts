@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 
 import {
+  type ConnectionHandler,
   parseProtocols,
   STATUS_TEXT,
   type HttpRequest,
@@ -141,16 +142,24 @@ export function createWsTransport<C>(handlers: TransportHandlers<C>, opts: Trans
       wss.handleUpgrade(req, socket, head, (ws) => {
         const conn = new WsConn(ws, up.remoteAddress, opts.maxBackpressureBytes);
         conns.add(conn);
-        const handler = handlers.open(conn, d.context);
-        conn.setDrainHandler(() => handler.drain());
-        ws.on('message', (data: Buffer, isBinary: boolean) => handler.message(data, isBinary));
+        const guard = (fn: () => void) => {
+          try {
+            fn();
+          } catch (err) {
+            opts.onHandlerError(err, conn);
+          }
+        };
+        let handler: ConnectionHandler | null = null;
+        guard(() => (handler = handlers.open(conn, d.context)));
+        conn.setDrainHandler(() => guard(() => handler?.drain()));
+        ws.on('message', (data: Buffer, isBinary: boolean) => guard(() => handler?.message(data, isBinary)));
         ws.on('pong', () => {
           conn.alive = true;
         });
         ws.on('error', () => {});
         ws.on('close', (code: number, reason: Buffer) => {
           conns.delete(conn);
-          handler.closed(code, reason.toString());
+          guard(() => handler?.closed(code, reason.toString()));
         });
       });
     };

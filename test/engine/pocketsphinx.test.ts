@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { createPocketSphinxEngine } from '../../src/engine/pocketsphinx.js';
-import { transcribePcm } from '../../src/engine/stream-loop.js';
+import { transcribePcm } from '../../src/scheduler/transcribe.js';
 import { EngineError, type Engine, type Utterance } from '../../src/engine/types.js';
 import { librivoxClips } from '../../src/eval/corpus.js';
 import { wer } from '../../src/eval/wer.js';

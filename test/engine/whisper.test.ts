@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { loadAddon, type NativeWhisper } from '../../src/engine/addon.js';
 import { createPocketSphinxEngine } from '../../src/engine/pocketsphinx.js';
-import { transcribePcm } from '../../src/engine/stream-loop.js';
+import { transcribePcm } from '../../src/scheduler/transcribe.js';
 import type { Engine, Hypothesis, Utterance } from '../../src/engine/types.js';
 import { checkWhisperModel, createWhisperEngine, loadWhisperModel } from '../../src/engine/whisper.js';
 import { librivoxClips } from '../../src/eval/corpus.js';

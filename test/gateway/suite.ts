@@ -10,7 +10,7 @@ import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { CaptionClientError, connect } from '../../src/client/client.js';
 import { createPocketSphinxEngine } from '../../src/engine/pocketsphinx.js';
 import { createWhisperEngine } from '../../src/engine/whisper.js';
-import { transcribePcm } from '../../src/engine/stream-loop.js';
+import { transcribePcm } from '../../src/scheduler/transcribe.js';
 import type { Utterance } from '../../src/engine/types.js';
 import { ERRORS } from '../../src/errors.js';
 import { fliteSession, librivoxClips } from '../../src/eval/corpus.js';

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
-import { transcribePcm } from '../../src/engine/stream-loop.js';
+import { transcribePcm } from '../../src/scheduler/transcribe.js';
 import { librivoxClips } from '../../src/eval/corpus.js';
 import { metric, RawClient, settled, startGateway, streamPcm, type Harness } from '../helpers/gateway.js';
 

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { deriveShapes } from '../../src/config/derive.js';
 import { ConfigError, loadConfig } from '../../src/config/load.js';
 
-const policy = { minSamples: 1600, maxSamples: 16000, lookbackSamples: 0, maxBatch: 256 };
+const policy = { minSamples: 1600, maxSamples: 16000, maxBatch: 256 };
 
 describe('config', () => {
   it('loads the defaults, frozen', () => {
@@ -73,7 +73,7 @@ describe('config', () => {
     expect(s.slabBytes).toBe(496_000 * 4);
     expect(s.poolBytes).toBe(10 * 496_000 * 4);
     expect(s.lagMaxSamples).toBe(c.limits.lagMaxSeconds * 16_000);
-    expect(s.maxSessionSamples).toBe(c.limits.maxSessionSeconds * 16_000);
+    expect(s.lagWarnSamples).toBe(c.limits.lagWarnSeconds * 16_000);
     // Session length does not size any buffer.
     const longer = deriveShapes(loadConfig({ ignoreEnv: true, overrides: { pool: { slabs: 10, slabSeconds: 30 }, limits: { maxSessionSeconds: 86_400 } } }), policy);
     expect(longer.poolBytes).toBe(s.poolBytes);

@@ -1,0 +1,78 @@
+/**
+ * Which WebSocket upgrades are accepted, and as what: the route
+ * (/v1/listen or a meeting's captions), the subprotocol, then the
+ * gatekeeper (origin, rate limits, token), all before anything is
+ * allocated for the connection.
+ */
+import { GatewayError, httpStatus, type ErrorCode } from '../errors.js';
+import type { GatewayMetrics } from '../metrics/metrics.js';
+import { ID_CHARS, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, type WireMode } from '../protocol/messages.js';
+import { startFromQuery } from '../protocol/query.js';
+import type { Gatekeeper } from '../security/gatekeeper.js';
+import type { UpgradeDecision, UpgradeRequest } from '../transport/types.js';
+import type { ListenContext } from './listen-connection.js';
+import type { ViewerContext } from './viewer-connection.js';
+
+export type ConnectionContext = ListenContext | ViewerContext;
+
+export const MEETING_ROUTE = new RegExp(`^/v1/meetings/(${ID_CHARS})/captions$`);
+
+export function errorBody(code: ErrorCode, message: string, retryAfterMs?: number): { error: { code: ErrorCode; message: string; retryAfterMs?: number } } {
+  return { error: { code, message, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) } };
+}
+
+function refuse(e: GatewayError): UpgradeDecision<ConnectionContext> {
+  return {
+    accept: false,
+    status: httpStatus(e.code),
+    body: JSON.stringify(errorBody(e.code, e.message, e.retryAfterMs)),
+    ...(e.retryAfterMs !== undefined ? { headers: { 'retry-after': String(Math.ceil(e.retryAfterMs / 1000)) } } : {}),
+  };
+}
+
+export interface UpgradeDeps {
+  readonly gatekeeper: Gatekeeper;
+  readonly metrics: GatewayMetrics;
+  /** The server is draining: new connections are refused. */
+  shuttingDown(): boolean;
+}
+
+export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) => Promise<UpgradeDecision<ConnectionContext>> {
+  return async (req) => {
+    const meeting = MEETING_ROUTE.exec(req.path);
+    if (req.path !== '/v1/listen' && !meeting) return refuse(new GatewayError('CAP_ERR_NOT_FOUND', `no WebSocket route ${req.path}`));
+    if (deps.shuttingDown()) return refuse(new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', 2000));
+    let mode: WireMode = 'json';
+    let protocol: string | null = null;
+    if (req.protocols.length) {
+      const pick = req.protocols.find((p) => p === SUBPROTOCOL_JSON || p === SUBPROTOCOL_MSGPACK);
+      if (!pick) {
+        return refuse(new GatewayError('CAP_ERR_UNSUPPORTED_PROTOCOL', `supported subprotocols: ${SUBPROTOCOL_JSON}, ${SUBPROTOCOL_MSGPACK}`));
+      }
+      protocol = pick;
+      mode = pick === SUBPROTOCOL_MSGPACK ? 'msgpack' : 'json';
+    }
+    // Origin, rate limits and the token, before anything is allocated.
+    const admitted = await deps.gatekeeper.admit(req, meeting ? meeting[1]! : null);
+    if (admitted instanceof GatewayError) {
+      deps.metrics.errors.inc({ code: admitted.code });
+      deps.metrics.sessionsRefused.inc({ code: admitted.code });
+      return refuse(admitted);
+    }
+    if (meeting) {
+      return { accept: true, protocol, context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: admitted.remoteAddress } };
+    }
+    return {
+      accept: true,
+      protocol,
+      context: {
+        kind: 'listen',
+        mode,
+        start: startFromQuery(req.query),
+        remoteAddress: admitted.remoteAddress,
+        identity: admitted.identity,
+        authEnabled: deps.gatekeeper.authEnabled,
+      },
+    };
+  };
+}
