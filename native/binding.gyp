@@ -3,18 +3,22 @@
     {
       "target_name": "captiongate",
       "sources": [
-        "src/addon.cc",
-        "src/engine.cc",
-        "src/ps_decoder.cc",
-        "src/vad.cc",
-        "src/audio_converter.cc",
-        "src/whisper_addon.cc",
+        "src/napi/addon.cc",
+        "src/napi/engine_wrap.cc",
+        "src/napi/converter_wrap.cc",
+        "src/napi/whisper_wrap.cc",
+        "src/base/engine_base.cc",
+        "src/base/null_recognizer.cc",
+        "src/audio/audio_converter.cc",
+        "src/audio/vad.cc",
+        "src/pocketsphinx/ps_decoder.cc",
+        "src/pocketsphinx/ps_recognizer.cc",
         "src/whisper/ct2_model.cc",
         "src/whisper/device.cc",
         "src/whisper/mel.cc",
         "src/whisper/model.cc",
-        "src/whisper/stream_engine.cc",
-        "src/whisper/tokenizer.cc"
+        "src/whisper/tokenizer.cc",
+        "src/whisper/whisper_recognizer.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -26,6 +30,7 @@
       "defines": [
         "NAPI_VERSION=8",
         "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_CPP_EXCEPTIONS_ALL",
         "NODE_ADDON_API_DISABLE_DEPRECATED"
       ],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],

@@ -11,6 +11,7 @@ import { packageRoot } from '../util/paths.js';
 import { EngineError, type EngineResult, type EngineStats, type StreamId } from './types.js';
 
 export interface NativeEngineOptions {
+  kind?: 'pocketsphinx';
   hmm: string;
   lm: string;
   dict: string;
@@ -56,6 +57,15 @@ export interface NativeWhisperEngineOptions {
   selfTest: boolean;
 }
 
+/** The null recognizer: consumes every window, decodes nothing (measures the native boundary). */
+export interface NativeNullEngineOptions {
+  kind: 'null';
+  /** Base worker threads (default 1). */
+  threads?: number;
+}
+
+export type AnyNativeEngineOptions = NativeEngineOptions | NativeWhisperEngineOptions | NativeNullEngineOptions;
+
 export interface WhisperDecodeResult {
   text: string;
   tokens: number[];
@@ -82,14 +92,26 @@ export interface NativeWindow {
   flush: boolean;
 }
 
+/**
+ * Test hooks, never on the wire. 'fail': the stream's next window completes
+ * with ENGINE_DECODE_FAILED without reaching the recognizer. 'throw' /
+ * 'bad_alloc': the next native decode call holding the stream throws
+ * std::runtime_error / std::bad_alloc inside the worker. 'napi': the next
+ * submit() holding the stream throws std::bad_alloc inside the N-API method
+ * (it comes out as a JS Error, synchronously).
+ */
+export type NativeFaultKind = 'fail' | 'throw' | 'bad_alloc' | 'napi';
+
 export interface NativeEngine {
   load(): Promise<void>;
   openStream(): StreamId;
   closeStream(id: StreamId): boolean;
+  /** Rejects synchronously (throws) when the engine is shut down or a stream is closed or unknown; error.code says which. */
   submit(windows: NativeWindow[]): Promise<EngineResult[]>;
   stats(): EngineStats;
   shutdown(): Promise<void>;
-  injectFault(id: StreamId): void;
+  /** Returns false if the stream is unknown or closed. */
+  injectFault(id: StreamId, kind?: NativeFaultKind): boolean;
 }
 
 export interface NativeAudioConverterOptions {
@@ -106,7 +128,7 @@ export interface NativeAudioConverter {
 }
 
 interface Addon {
-  NativeEngine: new (options: NativeEngineOptions | NativeWhisperEngineOptions, onReady: (ids: number[]) => void) => NativeEngine;
+  NativeEngine: new (options: AnyNativeEngineOptions, onReady: (ids: number[]) => void) => NativeEngine;
   NativeWhisper: new (modelDir: string, options?: { device?: string; perturbation?: number; threads?: number }) => NativeWhisper;
   /** Test hook: the repetition guard's cut for a token sequence. */
   whisperRepeatedTail(tokens: number[], repeats?: number): number;

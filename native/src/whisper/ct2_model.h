@@ -15,6 +15,7 @@ struct Tensor {
   std::vector<float> data;  // float tensors, widened
   int64_t scalar = 0;       // integer scalars (flags, head counts)
   bool isFloat = false;
+  bool isScalar = false;    // an integer tensor of one element
   int64_t numel() const;
 };
 
@@ -25,7 +26,8 @@ class Ct2Model {
 
   const std::string& spec() const { return spec_; }
   int revision() const { return revision_; }
-  // Throws if missing or if the shape differs (shape {} skips the check).
+  // Throws if missing, or if a shape is given and the tensor is not a float
+  // tensor of exactly that shape (shape {} skips both checks).
   const Tensor& get(const std::string& name, const std::vector<int64_t>& shape = {}) const;
   bool has(const std::string& name) const;
   int64_t scalar(const std::string& name) const;

@@ -53,6 +53,13 @@ Tokenizer::Tokenizer(const std::string& path) {
   const auto inv = unicodeToByte();
   std::string line;
   while (std::getline(f, line)) {
+    // Bounded work on a damaged file: no more lines than the vocabulary has,
+    // no line longer than a token can be.
+    if (tokens_.size() >= 51865)
+      throw std::runtime_error(path + ": more than 51,865 tokens (not Whisper's multilingual vocabulary, or damaged; reinstall with scripts/fetch-whisper-model.mjs)");
+    if (line.size() > 1024)
+      throw std::runtime_error(path + ": line " + std::to_string(tokens_.size() + 1) + " is " + std::to_string(line.size()) +
+                               " bytes long (damaged vocabulary; reinstall with scripts/fetch-whisper-model.mjs)");
     if (line.size() > 2 && line[0] == '<' && line[1] == '|') {
       tokens_.push_back(line);  // special tokens keep their spelling
       continue;
@@ -64,7 +71,8 @@ Tokenizer::Tokenizer(const std::string& path) {
     tokens_.push_back(bytes);
   }
   if (tokens_.size() != 51865) {
-    throw std::runtime_error(path + ": expected 51,865 tokens (Whisper multilingual), found " + std::to_string(tokens_.size()));
+    throw std::runtime_error(path + ": expected 51,865 tokens (Whisper multilingual), found " + std::to_string(tokens_.size()) +
+                             " (truncated or damaged? reinstall with scripts/fetch-whisper-model.mjs)");
   }
   if (tokens_[special_.sot] != "<|startoftranscript|>" || tokens_[special_.noTimestamps] != "<|notimestamps|>" ||
       tokens_[special_.timestampBegin] != "<|0.00|>") {

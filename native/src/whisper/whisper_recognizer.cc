@@ -1,29 +1,29 @@
-#include "stream_engine.h"
+#include "whisper_recognizer.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <sstream>
+#include <stdexcept>
 
 namespace captiongate::whisper {
 
-struct WhisperStreamEngine::Stream {
-  uint32_t id = 0;
-  bool closed = false;
-  int faults = 0;
+struct WhisperRecognizer::Stream : RecognizerStream {
   Vad vad;
   int64_t pos = 0;       // samples taken so far
   int64_t framePos = 0;  // start of the next 10 ms VAD frame
   std::vector<int16_t> pending;  // < one frame, waiting for the rest
   std::deque<int16_t> preroll;   // the last prerollSamples before the current frame
   bool inUtt = false;
+  bool counted = false;  // inUtt as last added to inUtterance_
   int64_t uttStart = 0;
   std::vector<int16_t> utt;
   size_t lastPartialLen = 0;
   std::chrono::steady_clock::time_point lastPartialAt;  // or the utterance's start
 };
 
-struct WhisperStreamEngine::Job {
+struct WhisperRecognizer::Job {
   bool final = false;
   std::vector<int16_t> audio;
   int64_t start = 0;
@@ -75,12 +75,11 @@ std::vector<float> selfTestAudio() {
 
 }  // namespace
 
-WhisperStreamEngine::WhisperStreamEngine(WhisperEngineSettings settings, Notify notify)
-    : settings_(std::move(settings)), notify_(std::move(notify)) {}
+WhisperRecognizer::WhisperRecognizer(WhisperSettings settings) : settings_(std::move(settings)) {}
 
-WhisperStreamEngine::~WhisperStreamEngine() { shutdown(); }
+WhisperRecognizer::~WhisperRecognizer() = default;
 
-double WhisperStreamEngine::deviceSelfTest(WhisperModel& device, WhisperModel& reference) {
+double WhisperRecognizer::deviceSelfTest(WhisperModel& device, WhisperModel& reference) {
   const auto audio = selfTestAudio();
   const int frames = 200;
   const auto mel = reference.logMel().compute(audio.data(), static_cast<int>(audio.size()), frames);
@@ -90,217 +89,68 @@ double WhisperStreamEngine::deviceSelfTest(WhisperModel& device, WhisperModel& r
   return cosineSimilarity(a.data(), b.data(), a.size());
 }
 
-bool WhisperStreamEngine::load(std::string* error) {
-  try {
-    std::unique_ptr<Device> dev;
-    if (settings_.device == "cpu") dev = makeCpuDevice(settings_.threads);
-    else if (settings_.device == "perturbed") dev = makePerturbedDevice(0.05f);
-    else throw std::runtime_error("unknown device '" + settings_.device + "' (this build has: cpu)");
-    auto model = std::make_unique<WhisperModel>(settings_.modelDir, std::move(dev));
-    if (settings_.device != "cpu" || settings_.selfTest) {
-      // Fail closed: a device whose encoder disagrees with the CPU reference
-      // would caption confidently and wrongly.
-      WhisperModel reference(settings_.modelDir, makeCpuDevice(settings_.threads));
-      const double cos = deviceSelfTest(*model, reference);
-      if (!(cos >= 0.999)) {
-        std::ostringstream os;
-        os << "device self-test failed: encoder output of device '" << model->device().name()
-           << "' has cosine similarity " << cos << " to the CPU reference (at least 0.999 required)";
-        throw std::runtime_error(os.str());
-      }
+void WhisperRecognizer::load(RecognizerHost&) {
+  std::unique_ptr<Device> dev;
+  if (settings_.device == "cpu") dev = makeCpuDevice(settings_.threads);
+  else if (settings_.device == "perturbed") dev = makePerturbedDevice(0.05f);
+  else throw std::runtime_error("unknown device '" + settings_.device + "' (this build has: cpu)");
+  auto model = std::make_unique<WhisperModel>(settings_.modelDir, std::move(dev));
+  if (settings_.device != "cpu" || settings_.selfTest) {
+    // Fail closed: a device whose encoder disagrees with the CPU reference
+    // would caption confidently and wrongly.
+    WhisperModel reference(settings_.modelDir, makeCpuDevice(settings_.threads));
+    const double cos = deviceSelfTest(*model, reference);
+    if (!(cos >= 0.999)) {
+      std::ostringstream os;
+      os << "device self-test failed: encoder output of device '" << model->device().name()
+         << "' has cosine similarity " << cos << " to the CPU reference (at least 0.999 required)";
+      throw std::runtime_error(os.str());
     }
-    model_ = std::move(model);
-  } catch (const std::exception& e) {
-    *error = e.what();
-    return false;
   }
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    stats_.decoders = 1;
-    stats_.modelBytes = static_cast<double>(model_->weightBytes());
-  }
-  worker_ = std::thread([this] { workerLoop(); });
-  return true;
+  modelBytes_.store(static_cast<double>(model->weightBytes()));
+  model_ = std::move(model);
+  loaded_.store(true);
 }
 
-uint32_t WhisperStreamEngine::openStream(std::string* error) {
+std::unique_ptr<RecognizerStream> WhisperRecognizer::createStream(uint32_t) {
   auto s = std::make_unique<Stream>();
-  if (settings_.vadEnabled && !s->vad.init(settings_.vad, error)) return 0;
-  std::lock_guard<std::mutex> lk(mu_);
-  if (stopping_) {
-    *error = "engine is shut down";
-    return 0;
-  }
-  s->id = nextStreamId_++;
-  const uint32_t id = s->id;
-  streams_.emplace(id, std::move(s));
-  return id;
-}
-
-bool WhisperStreamEngine::closeStream(uint32_t id) {
-  std::lock_guard<std::mutex> lk(mu_);
-  auto it = streams_.find(id);
-  if (it == streams_.end() || it->second->closed) return false;
-  it->second->closed = true;
-  cv_.notify_one();
-  return true;
-}
-
-void WhisperStreamEngine::injectFault(uint32_t id) {
-  std::lock_guard<std::mutex> lk(mu_);
-  auto it = streams_.find(id);
-  if (it != streams_.end()) it->second->faults++;
-}
-
-bool WhisperStreamEngine::submit(std::unique_ptr<Batch> batch, std::string* error) {
-  std::lock_guard<std::mutex> lk(mu_);
-  if (stopping_ || !model_) {
-    *error = "engine is shut down";
-    return false;
-  }
-  for (auto& w : batch->in) {
-    auto it = streams_.find(w.stream);
-    if (it == streams_.end() || it->second->closed) {
-      *error = "stream " + std::to_string(w.stream) + " is not open";
-      return false;
-    }
-  }
-  batch->out.assign(batch->in.size(), WindowOut{});
-  stats_.queuedWindows += batch->in.size();
-  queue_.push_back(std::move(batch));
-  cv_.notify_one();
-  return true;
-}
-
-std::vector<std::unique_ptr<Batch>> WhisperStreamEngine::takeCompleted() {
-  std::lock_guard<std::mutex> lk(mu_);
-  return std::move(completed_);
-}
-
-EngineStats WhisperStreamEngine::stats() {
-  std::lock_guard<std::mutex> lk(mu_);
-  EngineStats s = stats_;
-  s.streams = 0;
-  s.decodersInUse = 0;
-  for (auto& kv : streams_) {
-    if (kv.second->closed) continue;
-    s.streams++;
-  }
-  s.decodersInUse = stats_.decodersInUse;
+  std::string error;
+  if (settings_.vadEnabled && !s->vad.init(settings_.vad, &error)) throw std::runtime_error(error);
   return s;
 }
 
-void WhisperStreamEngine::shutdown() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (stopFlag_ && !worker_.joinable()) return;
-    stopFlag_ = true;
-    stopping_ = true;
-    cv_.notify_all();
-  }
-  if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) worker_.join();
-  std::lock_guard<std::mutex> lk(mu_);
-  // Whatever was still queued completes with kShutdown.
-  for (auto& b : queue_) {
-    for (size_t i = 0; i < b->in.size(); i++) {
-      b->out[i].stream = b->in[i].stream;
-      b->out[i].error = ErrorCode::kShutdown;
-      b->out[i].errorMessage = "engine shut down before the window ran";
-    }
-    completed_.push_back(std::move(b));
-  }
-  const bool any = !queue_.empty();
-  queue_.clear();
-  stats_.queuedWindows = 0;
-  if (any && notify_) notify_();
+void WhisperRecognizer::closeStream(RecognizerStream& state, uint32_t) noexcept {
+  Stream& s = static_cast<Stream&>(state);
+  if (s.counted) inUtterance_.fetch_sub(1);
+  s.counted = false;
 }
 
-void WhisperStreamEngine::workerLoop() {
-  for (;;) {
-    std::vector<std::unique_ptr<Batch>> round;
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] {
-        if (stopFlag_ || !queue_.empty()) return true;
-        for (auto& kv : streams_)
-          if (kv.second->closed) return true;
-        return false;
-      });
-      // Closed streams go before the round: no Stream* outlives its stream.
-      for (auto it = streams_.begin(); it != streams_.end();) {
-        if (it->second->closed) it = streams_.erase(it);
-        else ++it;
-      }
-      countUtterances();
-      if (stopFlag_) return;
-      while (!queue_.empty()) {
-        round.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-    }
-    if (!round.empty()) runRound(round);
-  }
+RecognizerStats WhisperRecognizer::stats() const {
+  RecognizerStats r;
+  r.decoders = loaded_.load() ? 1 : 0;
+  r.decodersInUse = inUtterance_.load();
+  r.samplesDecoded = samplesDecoded_.load();
+  r.modelBytes = modelBytes_.load();
+  return r;
 }
 
-void WhisperStreamEngine::runRound(std::vector<std::unique_ptr<Batch>>& round) {
-  const auto t0 = std::chrono::steady_clock::now();
+void WhisperRecognizer::decode(const std::vector<DecodeJob>& in) {
   std::vector<Job> jobs;
-  // Each stream seen this round, in first-seen order, with its last window.
-  std::vector<std::pair<Stream*, WindowOut*>> touched;
-  std::unordered_map<Stream*, size_t> touchedIndex;
-  uint64_t windows = 0, samples = 0;
-  for (auto& b : round) {
-    for (size_t i = 0; i < b->in.size(); i++) {
-      const WindowIn& w = b->in[i];
-      WindowOut& out = b->out[i];
-      out.stream = w.stream;
-      windows++;
-      Stream* s = nullptr;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        auto it = streams_.find(w.stream);
-        if (it != streams_.end() && !it->second->closed) s = it->second.get();
-        if (s && s->faults > 0) {
-          s->faults--;
-          out.error = ErrorCode::kDecodeFailed;
-          out.errorMessage = "injected fault";
-        }
-      }
-      if (!s) {
-        out.error = ErrorCode::kStreamClosed;
-        out.errorMessage = "stream closed";
-        continue;
-      }
-      if (out.error != ErrorCode::kNone) {
-        s->inUtt = false;
-        s->utt.clear();
-        s->pending.clear();
-        s->pos = std::max(s->pos, w.start + static_cast<int64_t>(w.pcm.size()));
-        s->framePos = s->pos;
-        out.position = s->pos;
-        continue;
-      }
-      samples += w.pcm.size();
-      processWindow(*s, w, out, jobs);
-      auto [at, added] = touchedIndex.emplace(s, touched.size());
-      if (added) touched.emplace_back(s, &out);
-      else touched[at->second].second = &out;
-    }
-  }
+  for (const DecodeJob& j : in) processWindow(static_cast<Stream&>(j.state), j.in, j.out, jobs);
   const auto now = std::chrono::steady_clock::now();
   const auto interval = std::chrono::milliseconds(settings_.partialIntervalMs);
   const size_t minNew = static_cast<size_t>(settings_.partialIntervalMs) * kSampleRate / 4000;  // a quarter interval
   std::vector<std::pair<Stream*, WindowOut*>> due;
-  for (auto& [s, out] : touched) {
+  for (const DecodeJob& j : in) {
+    Stream* s = &static_cast<Stream&>(j.state);
     const size_t n = s->utt.size();
-    if (s->inUtt && out->error == ErrorCode::kNone && n >= kSampleRate / 2 && n >= s->lastPartialLen + minNew &&
-        now - s->lastPartialAt >= interval)
-      due.emplace_back(s, out);
+    if (s->inUtt && n >= kSampleRate / 2 && n >= s->lastPartialLen + minNew && now - s->lastPartialAt >= interval)
+      due.emplace_back(s, &j.out);
   }
   // Finals always run. Partials get the batch slots finals leave free in
-  // this round (none once finals fill a batch), shortest first: they are
+  // this call (none once finals fill a batch), shortest first: they are
   // tentative, and under load they are what gives way. The others are
-  // retried next round, so only the chosen ones copy their audio.
+  // retried next call, so only the chosen ones copy their audio.
   const size_t B = static_cast<size_t>(std::max(1, settings_.maxBatch));
   const size_t room = jobs.size() >= B ? 0 : B - jobs.size();
   std::stable_sort(due.begin(), due.end(), [](auto& a, auto& b) { return a.first->utt.size() < b.first->utt.size(); });
@@ -317,37 +167,28 @@ void WhisperStreamEngine::runRound(std::vector<std::unique_ptr<Batch>>& round) {
   uint64_t decoded = 0;
   for (auto& j : jobs) decoded += j.audio.size();
   runJobs(jobs);
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    stats_.windowsProcessed += windows;
-    stats_.samplesProcessed += samples;
-    stats_.samplesDecoded += decoded;
-    stats_.busyMs += ms;
-    stats_.queuedWindows -= std::min<uint64_t>(stats_.queuedWindows, windows);
-    countUtterances();
-    for (auto& b : round) completed_.push_back(std::move(b));
+  samplesDecoded_.fetch_add(decoded);
+  for (const DecodeJob& j : in) {
+    Stream& s = static_cast<Stream&>(j.state);
+    if (s.inUtt != s.counted) {
+      inUtterance_.fetch_add(s.inUtt ? 1 : -1);
+      s.counted = s.inUtt;
+    }
   }
-  if (notify_) notify_();
 }
 
-// Under mu_, on the worker (the only writer of inUtt).
-void WhisperStreamEngine::countUtterances() {
-  int n = 0;
-  for (auto& kv : streams_) n += (!kv.second->closed && kv.second->inUtt) ? 1 : 0;
-  stats_.decodersInUse = n;
-}
-
-void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs) {
+// The base guarantees w.start == s.pos: the window continues the stream.
+void WhisperRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs) {
   const int64_t n = static_cast<int64_t>(w.pcm.size());
-  if (w.start > s.pos) {
-    out.error = ErrorCode::kBadWindow;
-    out.errorMessage = "window starts at sample " + std::to_string(w.start) + " but the stream is at " + std::to_string(s.pos);
-    out.position = s.pos;
-    return;
-  }
-  auto endUtterance = [&](bool endpoint) {
-    if (!s.utt.empty()) {
+  auto endUtterance = [&]() {
+    if (s.utt.empty()) {
+      // Opened with no audio yet (a max-length cut right before a flush):
+      // nothing to decode, but it still ends with its (empty) final.
+      Utterance u;
+      u.startSample = s.uttStart;
+      u.endSample = s.uttStart;
+      out.finals.push_back(std::move(u));
+    } else {
       Job j;
       j.final = true;
       j.audio = std::move(s.utt);
@@ -359,7 +200,6 @@ void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.utt.clear();
     s.inUtt = false;
     s.lastPartialLen = 0;
-    if (endpoint) out.endpoint = true;
   };
   const size_t frame = Vad::kFrameShift;
   auto feedFrame = [&](const int16_t* f) {
@@ -370,7 +210,7 @@ void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut&
         s.lastPartialAt = std::chrono::steady_clock::now();
       }
       s.utt.insert(s.utt.end(), f, f + frame);
-      if (s.utt.size() >= static_cast<size_t>(settings_.maxUtteranceSamples)) endUtterance(true);
+      if (s.utt.size() >= static_cast<size_t>(settings_.maxUtteranceSamples)) endUtterance();
     } else {
       const bool speech = s.vad.process(f, frame);
       if (!s.inUtt && speech) {
@@ -385,9 +225,9 @@ void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut&
       if (s.inUtt) {
         s.utt.insert(s.utt.end(), f, f + frame);
         if (!speech) {
-          endUtterance(true);
+          endUtterance();
         } else if (s.utt.size() >= static_cast<size_t>(settings_.maxUtteranceSamples)) {
-          endUtterance(true);
+          endUtterance();
           s.inUtt = true;  // still speaking: the next utterance starts here
           s.uttStart = s.framePos + static_cast<int64_t>(frame);
           s.lastPartialAt = std::chrono::steady_clock::now();
@@ -396,16 +236,16 @@ void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut&
     }
     s.framePos += frame;
   };
-  int64_t i = std::min(s.pos - w.start, n);  // skip what was already taken
+  int64_t i = 0;
   while (i < n) {
     const size_t take = std::min<size_t>(frame - s.pending.size(), static_cast<size_t>(n - i));
-    s.pending.insert(s.pending.end(), w.pcm.begin() + i, w.pcm.begin() + i + take);
+    s.pending.insert(s.pending.end(), w.pcm.begin() + i, w.pcm.begin() + i + static_cast<int64_t>(take));
     i += static_cast<int64_t>(take);
     if (s.pending.size() < frame) break;
     feedFrame(s.pending.data());
     s.pending.clear();
   }
-  s.pos = std::max(s.pos, w.start + n);
+  s.pos += n;
   out.consumed = static_cast<uint32_t>(n);
   if (w.flush) {
     if (!s.pending.empty()) {
@@ -413,14 +253,12 @@ void WhisperStreamEngine::processWindow(Stream& s, const WindowIn& w, WindowOut&
       s.framePos += static_cast<int64_t>(s.pending.size());
       s.pending.clear();
     }
-    if (s.inUtt) endUtterance(true);
+    if (s.inUtt) endUtterance();
     out.flushed = true;
   }
-  out.inSpeech = s.inUtt;
-  out.position = s.pos;
 }
 
-void WhisperStreamEngine::runJobs(std::vector<Job>& jobs) {
+void WhisperRecognizer::runJobs(std::vector<Job>& jobs) {
   if (jobs.empty()) return;
   const size_t B = static_cast<size_t>(std::max(1, settings_.maxBatch));
   // Each job's encoder context. A batch only holds jobs of equal context, so
@@ -479,7 +317,8 @@ void WhisperStreamEngine::runJobs(std::vector<Job>& jobs) {
       j.stream->lastPartialAt = std::chrono::steady_clock::now();
       continue;
     }
-    if (text.empty()) continue;
+    // An utterance that decoded to nothing still ends with its final (empty
+    // text, no words), so a partial already shown is closed.
     Utterance u;
     u.text = text;
     u.startSample = j.start;
@@ -488,6 +327,7 @@ void WhisperStreamEngine::runJobs(std::vector<Job>& jobs) {
     // times segments, not words (see docs/whisper.md).
     const float conf = std::min(1.0f, std::max(0.0f, std::exp(r.avgLogprob)));
     for (const auto& seg : r.segments) {
+      if (text.empty()) break;  // rejected as silence: no words either
       const auto words = splitWords(seg.text);
       if (words.empty()) continue;
       const double a = std::min<double>(seg.start, seconds);

@@ -7,7 +7,36 @@
 
 namespace captiongate {
 
+AudioConverter::AudioConverter(AudioConverter&& other) noexcept
+    : inRate_(other.inRate_), channels_(other.channels_), enc_(other.enc_), st_(other.st_),
+      mono_(std::move(other.mono_)), totalIn_(other.totalIn_), totalOut_(other.totalOut_) {
+  other.st_ = nullptr;
+}
+
+AudioConverter& AudioConverter::operator=(AudioConverter&& other) noexcept {
+  if (this != &other) {
+    if (st_) speex_resampler_destroy(st_);
+    inRate_ = other.inRate_;
+    channels_ = other.channels_;
+    enc_ = other.enc_;
+    st_ = other.st_;
+    mono_ = std::move(other.mono_);
+    totalIn_ = other.totalIn_;
+    totalOut_ = other.totalOut_;
+    other.st_ = nullptr;
+  }
+  return *this;
+}
+
 bool AudioConverter::init(int inRate, int channels, Encoding enc, int quality, std::string* error) {
+  if (st_) {
+    *error = "converter already initialized";
+    return false;
+  }
+  if (quality < 0 || quality > 10) {
+    *error = "quality must be 0-10";
+    return false;
+  }
   if (inRate < 8000 || inRate > 48000) {
     *error = "sample rate must be 8000-48000";
     return false;

@@ -24,9 +24,16 @@ class Vad {
  public:
   static constexpr int kFrameShift = 160;  // 10 ms at 16 kHz
 
+  Vad() = default;
+  ~Vad();
+  // Owns a C front end: not copyable; moving hands the front end over.
+  Vad(const Vad&) = delete;
+  Vad& operator=(const Vad&) = delete;
+  Vad(Vad&& other) noexcept;
+  Vad& operator=(Vad&& other) noexcept;
+
   // Returns false and fills *error if the front end cannot be created.
   bool init(const VadSettings& s, std::string* error);
-  ~Vad();
 
   // Feeds samples; returns the smoothed speech state after the last complete
   // frame. Call with at most one frame shift at a time to see every change.

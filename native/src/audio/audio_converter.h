@@ -18,8 +18,15 @@ class AudioConverter {
  public:
   static constexpr int kOutRate = 16000;
 
-  bool init(int inRate, int channels, Encoding enc, int quality, std::string* error);
+  AudioConverter() = default;
   ~AudioConverter();
+  // Owns a Speex resampler: not copyable; moving hands it over.
+  AudioConverter(const AudioConverter&) = delete;
+  AudioConverter& operator=(const AudioConverter&) = delete;
+  AudioConverter(AudioConverter&& other) noexcept;
+  AudioConverter& operator=(AudioConverter&& other) noexcept;
+
+  bool init(int inRate, int channels, Encoding enc, int quality, std::string* error);
 
   int bytesPerFrame() const { return channels_ * (enc_ == Encoding::kS16le ? 2 : 4); }
   // Upper bound on output samples for inFrames more input frames.

@@ -12,7 +12,30 @@ constexpr int kMaxFrames = 128;  // > pre-speech buffer + one call's frames
 constexpr int kCepLen = 13;
 }  // namespace
 
+Vad::Vad(Vad&& other) noexcept
+    : fe_(other.fe_), cep_(std::move(other.cep_)), cepRows_(std::move(other.cepRows_)), inSpeech_(other.inSpeech_) {
+  other.fe_ = nullptr;
+  other.inSpeech_ = false;
+}
+
+Vad& Vad::operator=(Vad&& other) noexcept {
+  if (this != &other) {
+    if (fe_) fe_free(fe_);
+    fe_ = other.fe_;
+    cep_ = std::move(other.cep_);
+    cepRows_ = std::move(other.cepRows_);
+    inSpeech_ = other.inSpeech_;
+    other.fe_ = nullptr;
+    other.inSpeech_ = false;
+  }
+  return *this;
+}
+
 bool Vad::init(const VadSettings& s, std::string* error) {
+  if (fe_) {
+    *error = "VAD already initialized";
+    return false;
+  }
   std::string thr = std::to_string(s.threshold);
   std::string start = std::to_string(s.startSpeechFrames);
   std::string post = std::to_string(s.postSpeechFrames);
@@ -51,6 +74,7 @@ Vad::~Vad() {
 }
 
 bool Vad::process(const int16_t* pcm, size_t n) {
+  if (!fe_) return false;
   const int16* p = pcm;
   size_t left = n;
   while (left > 0) {

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "../base/types.h"  // Word, Utterance
+
 struct ps_decoder_s;
 
 namespace captiongate {
@@ -35,20 +37,6 @@ struct SearchSettings {
   int cmnUpdateSamples = 1600;
   // Extra raw "-key value" pairs for experiments (bench/engine-tune).
   std::vector<std::pair<std::string, std::string>> extra;
-};
-
-struct Word {
-  std::string text;
-  int32_t startFrame = 0;  // 10 ms frames from utterance start
-  int32_t endFrame = 0;    // inclusive
-  float confidence = 0.f;  // posterior in [0, 1]
-};
-
-struct Utterance {
-  std::string text;
-  int64_t startSample = 0;  // stream sample position (16 kHz)
-  int64_t endSample = 0;
-  std::vector<Word> words;
 };
 
 // Live cepstral-mean state. PocketSphinx carries it across utterances; we
