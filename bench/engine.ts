@@ -18,9 +18,9 @@ import { loadConfig } from '../src/config/load.js';
 import { createPocketSphinxEngine, type PocketSphinxOptions } from '../src/engine/pocketsphinx.js';
 import { transcribePcm } from '../src/scheduler/transcribe.js';
 import type { Engine } from '../src/engine/types.js';
-import { fliteSession, librivoxClips } from '../src/eval/corpus.js';
-import { STORY } from '../src/eval/texts.js';
-import { wer } from '../src/eval/wer.js';
+import { fliteSession, librivoxClips } from '../eval/corpus.js';
+import { STORY } from '../eval/texts.js';
+import { wer } from '../eval/wer.js';
 import { packageRoot } from '../src/util/paths.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';

@@ -1,13 +1,13 @@
 /**
  * Long fuzz run: `npm run bench:fuzz` (100,000 messages; --messages N).
- * The gateway runs as its own process; scripts come from src/eval/fuzz.ts
+ * The gateway runs as its own process; scripts come from eval/fuzz.ts
  * (the same generator the CI test uses, with a different seed).
  */
 import { parseArgs } from 'node:util';
 
 import { readWav, wavToInt16 } from '../src/audio/wav.js';
-import { librivoxClips } from '../src/eval/corpus.js';
-import { DOCUMENTED_CLOSE_CODES, fuzzScript, playScript, prng } from '../src/eval/fuzz.js';
+import { librivoxClips } from '../eval/corpus.js';
+import { DOCUMENTED_CLOSE_CODES, fuzzScript, playScript, prng } from '../eval/fuzz.js';
 import { INFO, startServer } from './lib/server.js';
 
 async function main() {

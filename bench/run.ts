@@ -15,7 +15,7 @@ import { readWav, wavToInt16 } from '../src/audio/wav.js';
 import { loadConfig } from '../src/config/load.js';
 import { createPocketSphinxEngine } from '../src/engine/pocketsphinx.js';
 import { transcribePcm } from '../src/scheduler/transcribe.js';
-import { cacheDir, librivoxClips } from '../src/eval/corpus.js';
+import { cacheDir, librivoxClips } from '../eval/corpus.js';
 import { packageRoot } from '../src/util/paths.js';
 import type { SessionTrace } from './lib/loadgen.js';
 import { histogramQuantile, percentile, runLoadProcesses, sleep } from './lib/measure.js';

@@ -18,9 +18,9 @@ import { parseArgs } from 'node:util';
 
 import { readWav, wavToInt16 } from '../src/audio/wav.js';
 import { connect } from '../src/client/client.js';
-import { fliteSession, librivoxClips } from '../src/eval/corpus.js';
-import { prng } from '../src/eval/fuzz.js';
-import { STORY } from '../src/eval/texts.js';
+import { fliteSession, librivoxClips } from '../eval/corpus.js';
+import { prng } from '../eval/fuzz.js';
+import { STORY } from '../eval/texts.js';
 import { packageRoot } from '../src/util/paths.js';
 import { INFO, metricValue, startServer } from './lib/server.js';
 

@@ -190,7 +190,4 @@ export class GatewayError extends Error {
     this.code = code;
     this.retryAfterMs = retryAfterMs;
   }
-  get spec(): ErrorSpec {
-    return ERRORS[this.code];
-  }
 }

@@ -8,9 +8,9 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
-import { cacheDir, fliteSession, type SpeechSegment } from '../../src/eval/corpus.js';
-import { STORY } from '../../src/eval/texts.js';
-import { wer } from '../../src/eval/wer.js';
+import { cacheDir, fliteSession, type SpeechSegment } from '../../eval/corpus.js';
+import { STORY } from '../../eval/texts.js';
+import { wer } from '../../eval/wer.js';
 import type { LoadResult, SessionTrace } from './loadgen.js';
 import { runLoadProcesses } from './measure.js';
 import { INFO, startServer } from './server.js';

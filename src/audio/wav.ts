@@ -16,39 +16,77 @@ export interface Wav {
   readonly durationSeconds: number;
 }
 
-export function parseWav(buf: Uint8Array): Wav {
+export interface WavHeader {
+  readonly sampleRate: number;
+  readonly channels: number;
+  readonly encoding: PcmEncoding;
+  /** Where the sample bytes start. */
+  readonly dataOffset: number;
+  /** Sample bytes the header declares; null when unknown (a stream written before its length was). */
+  readonly dataBytes: number | null;
+}
+
+/** True when the bytes start like a RIFF/WAVE file. */
+export function isWav(buf: Uint8Array): boolean {
+  return buf.byteLength >= 12 && tag(buf, 0) === 'RIFF' && tag(buf, 8) === 'WAVE';
+}
+
+function tag(buf: Uint8Array, o: number): string {
+  return String.fromCharCode(buf[o]!, buf[o + 1]!, buf[o + 2]!, buf[o + 3]!);
+}
+
+/**
+ * Parses a WAV header from the file's first bytes: PCM 16-bit or IEEE
+ * float 32-bit, 1-2 channels. Returns null while more bytes are needed to
+ * reach the data chunk; throws RangeError for anything else.
+ */
+export function parseWavHeader(buf: Uint8Array): WavHeader | null {
+  if (buf.byteLength < 12) return null;
+  if (!isWav(buf)) throw new RangeError('not a RIFF/WAVE file');
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const tag = (o: number) => String.fromCharCode(buf[o]!, buf[o + 1]!, buf[o + 2]!, buf[o + 3]!);
-  if (buf.byteLength < 12 || tag(0) !== 'RIFF' || tag(8) !== 'WAVE') throw new RangeError('not a RIFF/WAVE file');
   let off = 12;
   let fmt: { format: number; channels: number; rate: number; bits: number } | undefined;
   while (off + 8 <= buf.byteLength) {
-    const id = tag(off);
+    const id = tag(buf, off);
     const size = dv.getUint32(off + 4, true);
     const body = off + 8;
     if (id === 'fmt ') {
+      if (body + 16 > buf.byteLength) return null;
       let format = dv.getUint16(body, true);
-      const channels = dv.getUint16(body + 2, true);
-      const rate = dv.getUint32(body + 4, true);
-      const bits = dv.getUint16(body + 14, true);
-      if (format === 0xfffe && size >= 26) format = dv.getUint16(body + 24, true); // WAVE_FORMAT_EXTENSIBLE
-      fmt = { format, channels, rate, bits };
+      if (format === 0xfffe && size >= 26) {
+        if (body + 26 > buf.byteLength) return null;
+        format = dv.getUint16(body + 24, true); // WAVE_FORMAT_EXTENSIBLE
+      }
+      fmt = { format, channels: dv.getUint16(body + 2, true), rate: dv.getUint32(body + 4, true), bits: dv.getUint16(body + 14, true) };
     } else if (id === 'data') {
       if (!fmt) throw new RangeError('WAV data chunk before fmt chunk');
       let encoding: PcmEncoding;
       if (fmt.format === 1 && fmt.bits === 16) encoding = 's16le';
       else if (fmt.format === 3 && fmt.bits === 32) encoding = 'f32le';
       else throw new RangeError(`unsupported WAV format ${fmt.format} with ${fmt.bits} bits (need PCM16 or float32)`);
-      const len = Math.min(size, buf.byteLength - body);
-      const bytesPerFrame = fmt.channels * (fmt.bits / 8);
-      const whole = len - (len % bytesPerFrame);
-      const data = buf.subarray(body, body + whole);
-      const frames = whole / bytesPerFrame;
-      return { sampleRate: fmt.rate, channels: fmt.channels, encoding, data, frames, durationSeconds: frames / fmt.rate };
+      if (fmt.channels !== 1 && fmt.channels !== 2) throw new RangeError(`unsupported WAV channel count ${fmt.channels} (need 1 or 2)`);
+      return { sampleRate: fmt.rate, channels: fmt.channels, encoding, dataOffset: body, dataBytes: size === 0xffffffff || size === 0 ? null : size };
     }
     off = body + size + (size % 2);
   }
-  throw new RangeError('WAV file has no data chunk');
+  return null;
+}
+
+export function parseWav(buf: Uint8Array): Wav {
+  const h = parseWavHeader(buf);
+  if (!h) throw new RangeError('WAV file has no data chunk');
+  const len = Math.min(h.dataBytes ?? Infinity, buf.byteLength - h.dataOffset);
+  const bytesPerFrame = h.channels * (h.encoding === 's16le' ? 2 : 4);
+  const whole = len - (len % bytesPerFrame);
+  const frames = whole / bytesPerFrame;
+  return {
+    sampleRate: h.sampleRate,
+    channels: h.channels,
+    encoding: h.encoding,
+    data: buf.subarray(h.dataOffset, h.dataOffset + whole),
+    frames,
+    durationSeconds: frames / h.sampleRate,
+  };
 }
 
 export function readWav(file: string): Wav {

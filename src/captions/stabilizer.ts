@@ -5,9 +5,10 @@
  *   1, 2, ...) while it is open, then exactly one final. After its final a
  *   segment never appears again: committed text is immutable.
  * - A partial is sent only when its text changed.
- * - An utterance that decoded to nothing gets a final only if partials were
- *   shown for it (an empty final tells the client to clear the tentative
- *   text); otherwise its segment number is reused.
+ * - An utterance that decoded to nothing (empty, or punctuation only, which
+ *   a Whisper-style decoder can give for noise) gets a final only if
+ *   partials were shown for it: an empty final tells the client to clear
+ *   the tentative text. Otherwise its segment number is reused.
  * - Times are audio seconds since the session's first sample.
  */
 import type { EngineResult, Utterance } from '../engine/types.js';
@@ -17,6 +18,10 @@ export type CaptionEvent = Unsequenced<PartialMessage> | Unsequenced<FinalMessag
 
 const round = (s: number) => Math.round(s * 1000) / 1000;
 
+/** Text with no letter or digit in any script says nothing: it is sent as ''. */
+const SAYS_SOMETHING = /[\p{L}\p{N}]/u;
+const normalize = (text: string) => (SAYS_SOMETHING.test(text) ? text : '');
+
 export class CaptionStabilizer {
   #segment = 0;
   #revision = 0;
@@ -24,17 +29,10 @@ export class CaptionStabilizer {
   #partialShown = false;
   #interim: boolean;
   #speaker: string | undefined;
-  /** Stability statistics: partial revisions sent and words committed. */
-  revisions = 0;
-  committedWords = 0;
 
   constructor(options: { interim: boolean; speaker?: string | undefined }) {
     this.#interim = options.interim;
     this.#speaker = options.speaker;
-  }
-
-  get segment(): number {
-    return this.#segment;
   }
 
   accept(r: Pick<EngineResult, 'finals' | 'partial'>): CaptionEvent[] {
@@ -44,12 +42,11 @@ export class CaptionStabilizer {
       if (ev) out.push(ev);
     }
     if (this.#interim && r.partial) {
-      const text = r.partial.text;
+      const text = normalize(r.partial.text);
       if (text !== this.#lastText && (text !== '' || this.#partialShown)) {
         this.#lastText = text;
         this.#partialShown = true;
         this.#revision++;
-        this.revisions++;
         const p: Unsequenced<PartialMessage> = {
           type: 'partial',
           segment: this.#segment,
@@ -66,14 +63,15 @@ export class CaptionStabilizer {
   }
 
   #final(u: Utterance): CaptionEvent | null {
-    if (u.text === '' && !this.#partialShown) return null;
+    const text = normalize(u.text);
+    if (text === '' && !this.#partialShown) return null;
     const f: Unsequenced<FinalMessage> = {
       type: 'final',
       segment: this.#segment,
-      text: u.text,
+      text,
       start: round(u.start),
       end: round(u.end),
-      words: u.words.map((w) => ({
+      words: (text === '' ? [] : u.words).map((w) => ({
         word: w.word,
         start: round(w.start),
         end: round(w.end),
@@ -81,7 +79,6 @@ export class CaptionStabilizer {
       })),
     };
     if (this.#speaker !== undefined) f.speaker = this.#speaker;
-    this.committedWords += u.words.length;
     this.#segment++;
     this.#revision = 0;
     this.#lastText = '';

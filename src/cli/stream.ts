@@ -12,8 +12,10 @@ import { createReadStream, writeFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 
 import { buildCues, toSrt, toWebVTT } from '../captions/cues.js';
+import { ENGINE_SAMPLE_RATE } from '../engine/types.js';
 import { CaptionClientError, connect } from '../client/client.js';
 import type { FinalMessage } from '../protocol/messages.js';
+import { isWav, parseWavHeader } from '../audio/wav.js';
 
 export interface StreamArgs {
   input: string;
@@ -72,33 +74,20 @@ class ByteReader {
 }
 
 async function readFormat(r: ByteReader, args: StreamArgs): Promise<Format> {
-  const head = await r.peek(12);
-  if (head.length >= 12 && head.toString('latin1', 0, 4) === 'RIFF' && head.toString('latin1', 8, 12) === 'WAVE') {
-    await r.read(12);
-    let fmt: { format: number; channels: number; rate: number; bits: number } | null = null;
-    for (;;) {
-      const ch = await r.read(8);
-      if (ch.length < 8) throw new Error('WAV has no data chunk');
-      const id = ch.toString('latin1', 0, 4);
-      const size = ch.readUInt32LE(4);
-      if (id === 'fmt ') {
-        const body = await r.read(size + (size % 2));
-        let format = body.readUInt16LE(0);
-        if (format === 0xfffe && size >= 26) format = body.readUInt16LE(24);
-        fmt = { format, channels: body.readUInt16LE(2), rate: body.readUInt32LE(4), bits: body.readUInt16LE(14) };
-      } else if (id === 'data') {
-        if (!fmt) throw new Error('WAV data before fmt');
-        const encoding = fmt.format === 1 && fmt.bits === 16 ? 's16le' : fmt.format === 3 && fmt.bits === 32 ? 'f32le' : null;
-        if (!encoding) throw new Error(`unsupported WAV encoding (format ${fmt.format}, ${fmt.bits} bits); use 16-bit PCM or 32-bit float`);
-        if (fmt.channels !== 1 && fmt.channels !== 2) throw new Error(`unsupported channel count ${fmt.channels}`);
-        return { sampleRate: fmt.rate, channels: fmt.channels, encoding, dataBytes: size === 0xffffffff || size === 0 ? null : size };
-      } else {
-        await r.read(size + (size % 2));
+  if (isWav(await r.peek(12))) {
+    // Grow the look-ahead until the header reaches the data chunk.
+    for (let n = 64; ; n *= 2) {
+      const head = await r.peek(n);
+      const h = parseWavHeader(head);
+      if (h) {
+        await r.read(h.dataOffset);
+        return { sampleRate: h.sampleRate, channels: h.channels === 2 ? 2 : 1, encoding: h.encoding, dataBytes: h.dataBytes };
       }
+      if (head.length < n) throw new Error('WAV has no data chunk');
     }
   }
   return {
-    sampleRate: args.rate ?? 16000,
+    sampleRate: args.rate ?? ENGINE_SAMPLE_RATE,
     channels: (args.channels ?? 1) === 2 ? 2 : 1,
     encoding: args.encoding ?? 's16le',
     dataBytes: null,

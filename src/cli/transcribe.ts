@@ -7,6 +7,7 @@ import { readWav } from '../audio/wav.js';
 import { wavTo16kFloat } from '../audio/decode.js';
 import { loadConfig } from '../config/load.js';
 import { createEngine } from '../engine/index.js';
+import { ENGINE_SAMPLE_RATE } from '../engine/types.js';
 import { transcribePcm } from '../scheduler/transcribe.js';
 import type { Utterance } from '../engine/types.js';
 
@@ -53,7 +54,7 @@ export async function runTranscribe(args: TranscribeArgs, out = process.stdout):
   const t1 = performance.now();
   try {
     await transcribePcm(engine, pcm, {
-      windowSamples: Math.round((args.windowMs * 16000) / 1000),
+      windowSamples: Math.round((args.windowMs * ENGINE_SAMPLE_RATE) / 1000),
       realtime: args.realtime,
       onFinal,
       onPartial: (h) => {

@@ -121,6 +121,7 @@ export interface Engine {
   openStream(): StreamId;
   /** Idempotent. Queued windows complete with ENGINE_STREAM_CLOSED. */
   closeStream(id: StreamId): void;
+  /** Takes the whole batch, or throws (misuse) and takes none of it. */
   submit(windows: readonly EngineWindow[]): Promise<EngineResult[]>;
   /** Called with streams that now hold a reserved decoder and should resubmit. */
   onReady(listener: (streams: readonly StreamId[]) => void): void;

@@ -92,6 +92,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   scheduler = new Scheduler(engine, config.scheduler, {
     batch: (n) => metrics.batchSize.observe(n),
     submitLatency: (s) => metrics.ingestToSubmit.observe(s),
+    consumed: (n) => metrics.samplesDecoded.inc(n),
   });
   lifecycle.onClose('scheduler', () => scheduler?.close());
 

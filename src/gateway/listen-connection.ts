@@ -89,10 +89,6 @@ export class ListenConnection implements ConnectionHandler {
     }
   }
 
-  get session(): Session | null {
-    return this.#session;
-  }
-
   message(data: Uint8Array, isBinary: boolean): void {
     if (this.#closed) return;
     const s = this.#session;

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 
+import type { ENGINE_SAMPLE_RATE } from '../engine/types.js';
 import type { EndReason, ErrorCode } from '../errors.js';
 
 export const SUBPROTOCOL_JSON = 'captiongate.v1.json';
@@ -156,7 +157,7 @@ export interface ErrorMessage {
 
 export interface AudioCounts {
   /** All counts are in 16 kHz samples after conversion, plus seconds. */
-  sampleRate: 16000;
+  sampleRate: typeof ENGINE_SAMPLE_RATE;
   receivedSamples: number;
   decodedSamples: number;
   droppedSamples: number;

@@ -38,6 +38,8 @@ export interface ScheduledStream {
   wake(): void;
   /** End the open utterance once everything written so far has been decoded. */
   flush(): void;
+  /** Samples the engine has taken so far: counted here, where they leave the ring, before the sink hears of it. */
+  readonly consumed: number;
   /** Nothing in flight, no flush pending, nothing left in the ring. */
   readonly settled: boolean;
   /** Nothing will happen until more audio or a flush: not in flight, not parked, less than a window left. */
@@ -55,6 +57,8 @@ export interface SchedulerOptions {
 export interface BatchObserver {
   batch(size: number): void;
   submitLatency(seconds: number): void;
+  /** Samples the engine took (decoded), across all streams. */
+  consumed(samples: number): void;
 }
 
 /** One stream's scheduling state. Only this module reads or writes it. */
@@ -78,6 +82,7 @@ class StreamState implements ScheduledStream {
   readySince = 0;
   /** Samples in the window in flight (a result may not consume more). */
   windowSamples = 0;
+  consumed = 0;
 
   constructor(scheduler: Scheduler, id: StreamId, ring: RingBuffer, sink: StreamSink) {
     this.#scheduler = scheduler;
@@ -141,7 +146,11 @@ class StreamState implements ScheduledStream {
     if (!(r.consumed >= 0 && r.consumed <= this.windowSamples)) {
       throw new RangeError(`engine consumed ${r.consumed} samples of a ${this.windowSamples}-sample window`);
     }
-    if (r.consumed > 0) this.ring.consume(r.consumed);
+    if (r.consumed > 0) {
+      this.ring.consume(r.consumed);
+      this.consumed += r.consumed;
+      this.#scheduler.observer?.consumed(r.consumed);
+    }
     if (r.waiting) {
       // The engine's ready event can arrive before this result.
       if (this.readyLatched) this.readyLatched = false;
@@ -169,7 +178,7 @@ export class Scheduler {
   readonly policy: WindowPolicy;
   #engine: Engine;
   #opts: SchedulerOptions;
-  #observer: BatchObserver | undefined;
+  readonly observer: BatchObserver | undefined;
   #streams = new Map<StreamId, StreamState>();
   #queue: StreamState[] = [];
   #head = 0;
@@ -185,7 +194,7 @@ export class Scheduler {
     this.#engine = engine;
     this.policy = engine.info.policy;
     this.#opts = { ...opts, maxBatch: Math.max(1, Math.min(opts.maxBatch, engine.info.policy.maxBatch)) };
-    this.#observer = observer;
+    this.observer = observer;
     engine.onReady((ids) => {
       for (const id of ids) this.#streams.get(id)?.unpark();
     });
@@ -259,7 +268,7 @@ export class Scheduler {
     const streams: StreamState[] = [];
     const windows: EngineWindow[] = [];
     const now = performance.now();
-    const observer = this.#observer;
+    const observer = this.observer;
     while (this.queued > 0 && windows.length < this.#opts.maxBatch) {
       const s = this.#queue[this.#head++]!;
       s.queued = false;
@@ -274,16 +283,29 @@ export class Scheduler {
       this.#head = 0;
     }
     if (!windows.length) return;
-    this.#inFlight++;
     this.batches++;
     this.windows += windows.length;
     observer?.batch(windows.length);
+    this.#send(streams, windows);
+  }
+
+  /**
+   * One engine call. `submit` takes the whole batch or, throwing, none of it;
+   * a batch that throws is split and sent window by window, so a window
+   * that cannot be submitted fails its own stream and not its batch-mates.
+   */
+  #send(streams: StreamState[], windows: EngineWindow[]): void {
     let promise: Promise<EngineResult[]>;
     try {
       promise = this.#engine.submit(windows);
     } catch (err) {
+      if (windows.length > 1) {
+        for (let i = 0; i < windows.length; i++) this.#send([streams[i]!], [windows[i]!]);
+        return;
+      }
       promise = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
+    this.#inFlight++;
     promise.then(
       (results) => this.#complete(streams, results, null),
       (err: unknown) => this.#complete(streams, null, err instanceof Error ? err : new Error(String(err))),

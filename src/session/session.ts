@@ -85,7 +85,6 @@ export class Session implements StreamSink {
 
   #state: SessionState = 'active';
   #received = 0;
-  #decoded = 0;
   #dropped = 0;
   #lastActivity = Date.now();
   #deps: SessionDeps;
@@ -189,12 +188,13 @@ export class Session implements StreamSink {
   get lastActivity(): number {
     return this.#lastActivity;
   }
+  /** Samples decoded: counted by the scheduler as they leave the ring, so a fault here cannot lose them. */
+  get #decoded(): number {
+    return this.#stream.consumed;
+  }
   /** Audio counts so far, in 16 kHz samples. */
   get audio(): { received: number; decoded: number; dropped: number } {
     return { received: this.#received, decoded: this.#decoded, dropped: this.#dropped };
-  }
-  get backlogSeconds(): number {
-    return this.#ring.available / RATE;
   }
   /**
    * How long the oldest undecoded audio has waited, seconds. Unlike the
@@ -343,10 +343,6 @@ export class Session implements StreamSink {
         message: `decoding failed (${r.error.code}: ${r.error.message}); the session ends`,
       });
       return;
-    }
-    if (r.consumed > 0) {
-      this.#decoded += r.consumed;
-      this.#deps.metrics.samplesDecoded.inc(r.consumed);
     }
     if (r.partial !== null || r.finals.length > 0) this.#captions(r);
     if (this.#wantAck) this.#maybeAck(false);

@@ -10,8 +10,8 @@ import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { encodeWav, readWav, wavToInt16 } from '../../src/audio/wav.js';
-import { cacheDir, librivoxClips } from '../../src/eval/corpus.js';
-import { wer } from '../../src/eval/wer.js';
+import { cacheDir, librivoxClips } from '../../eval/corpus.js';
+import { wer } from '../../eval/wer.js';
 import { startGateway, streamPcm, type Harness } from '../helpers/gateway.js';
 
 const CHROMIUM = '/usr/bin/chromium';

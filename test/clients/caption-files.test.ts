@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { buildCues, toSrt, toWebVTT } from '../../src/captions/cues.js';
 import { connect } from '../../src/client/client.js';
-import { fliteSession } from '../../src/eval/corpus.js';
-import { STORY } from '../../src/eval/texts.js';
+import { fliteSession } from '../../eval/corpus.js';
+import { STORY } from '../../eval/texts.js';
 import type { FinalMessage } from '../../src/protocol/messages.js';
 import { settled, startGateway, type Harness } from '../helpers/gateway.js';
 

@@ -7,8 +7,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
-import { librivoxClips } from '../../src/eval/corpus.js';
-import { wer } from '../../src/eval/wer.js';
+import { librivoxClips } from '../../eval/corpus.js';
+import { wer } from '../../eval/wer.js';
 import { startGateway, type Harness } from '../helpers/gateway.js';
 
 const run = promisify(execFile);

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
-import { fliteSession } from '../../src/eval/corpus.js';
-import { MEETING } from '../../src/eval/texts.js';
-import { wer } from '../../src/eval/wer.js';
+import { fliteSession } from '../../eval/corpus.js';
+import { MEETING } from '../../eval/texts.js';
+import { wer } from '../../eval/wer.js';
 import type { FinalMessage, ServerMessage } from '../../src/protocol/messages.js';
 import { RawClient, settled, startGateway, streamPcm, type Harness } from '../helpers/gateway.js';
 

@@ -4,8 +4,8 @@ import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { createPocketSphinxEngine } from '../../src/engine/pocketsphinx.js';
 import { transcribePcm } from '../../src/scheduler/transcribe.js';
 import { EngineError, type Engine, type Utterance } from '../../src/engine/types.js';
-import { librivoxClips } from '../../src/eval/corpus.js';
-import { wer } from '../../src/eval/wer.js';
+import { librivoxClips } from '../../eval/corpus.js';
+import { wer } from '../../eval/wer.js';
 import { testConfig } from '../helpers/config.js';
 
 const clips = librivoxClips();

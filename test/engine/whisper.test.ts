@@ -13,8 +13,8 @@ import { createPocketSphinxEngine } from '../../src/engine/pocketsphinx.js';
 import { transcribePcm } from '../../src/scheduler/transcribe.js';
 import type { Engine, Hypothesis, Utterance } from '../../src/engine/types.js';
 import { checkWhisperModel, createWhisperEngine, loadWhisperModel } from '../../src/engine/whisper.js';
-import { librivoxClips } from '../../src/eval/corpus.js';
-import { wer } from '../../src/eval/wer.js';
+import { librivoxClips } from '../../eval/corpus.js';
+import { wer } from '../../eval/wer.js';
 import { testConfig } from '../helpers/config.js';
 import { cosine, whisperReference, type ReferenceResult } from '../helpers/whisper-reference.js';
 

@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import WebSocket from 'ws';
 
 import { connect, type CaptionClient, type ConnectOptions } from '../../src/client/client.js';
-import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
+import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import type { Engine } from '../../src/engine/types.js';
 import { decodeServerMessage } from '../../src/protocol/codec.js';
 import type { FinalMessage, ServerMessage } from '../../src/protocol/messages.js';
@@ -38,6 +38,7 @@ export async function startGateway(
   transport: TransportKind,
   overrides: Record<string, unknown> = {},
   engine?: Engine,
+  options: Pick<GatewayOptions, 'faults'> = {},
 ): Promise<Harness> {
   const config = testConfig(
     deepMerge({ server: { host: '127.0.0.1', port: 0, transport }, log: { level: 'info' } }, overrides),
@@ -50,7 +51,7 @@ export async function startGateway(
     },
   });
   const logger = pino({ level: config.log.level }, sink);
-  const gw = await createGateway({ config, logger, ...(engine ? { engine } : {}) });
+  const gw = await createGateway({ config, logger, ...(engine ? { engine } : {}), ...options });
   const port = await gw.listen();
   return {
     gw,

@@ -6,8 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { transcribePcm } from '../../src/scheduler/transcribe.js';
-import { librivoxClips } from '../../src/eval/corpus.js';
-import { DOCUMENTED_CLOSE_CODES, fuzzScript, playScript, prng } from '../../src/eval/fuzz.js';
+import { librivoxClips } from '../../eval/corpus.js';
+import { DOCUMENTED_CLOSE_CODES, fuzzScript, playScript, prng } from '../../eval/fuzz.js';
 import { metric, settled, startGateway, streamPcm, type Harness } from '../helpers/gateway.js';
 
 const clips = librivoxClips().map((c) => wavToInt16(readWav(c.file)));

@@ -9,8 +9,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
-import { librivoxClips } from '../../src/eval/corpus.js';
-import { prng } from '../../src/eval/fuzz.js';
+import { librivoxClips } from '../../eval/corpus.js';
+import { prng } from '../../eval/fuzz.js';
 import { RawClient } from '../helpers/gateway.js';
 
 const clips = librivoxClips().map((c) => wavToInt16(readWav(c.file)));

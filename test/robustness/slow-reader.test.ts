@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { transcribePcm } from '../../src/scheduler/transcribe.js';
-import { librivoxClips } from '../../src/eval/corpus.js';
+import { librivoxClips } from '../../eval/corpus.js';
 import { metric, RawClient, settled, startGateway, streamPcm, type Harness } from '../helpers/gateway.js';
 
 const clips = librivoxClips().map((c) => wavToInt16(readWav(c.file)));

@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
-import { librivoxClips } from '../../src/eval/corpus.js';
-import { prng } from '../../src/eval/fuzz.js';
+import { librivoxClips } from '../../eval/corpus.js';
+import { prng } from '../../eval/fuzz.js';
 import { settled, startGateway, type Harness } from '../helpers/gateway.js';
 import { StalledClient } from '../helpers/raw-socket.js';
 

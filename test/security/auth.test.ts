@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { CaptionClientError, connect, type ConnectOptions } from '../../src/client/client.js';
-import { librivoxClips } from '../../src/eval/corpus.js';
+import { librivoxClips } from '../../eval/corpus.js';
 import { RawClient, settled, startGateway, type Harness } from '../helpers/gateway.js';
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789';

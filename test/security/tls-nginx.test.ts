@@ -12,8 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { connect } from '../../src/client/client.js';
-import { librivoxClips } from '../../src/eval/corpus.js';
-import { wer } from '../../src/eval/wer.js';
+import { librivoxClips } from '../../eval/corpus.js';
+import { wer } from '../../eval/wer.js';
 import { settled, startGateway, type Harness } from '../helpers/gateway.js';
 
 const NGINX = '/usr/sbin/nginx';

@@ -89,3 +89,32 @@ describe('AudioConverter (Speex resampler)', () => {
     expect(() => conv.convert(new Uint8Array(6), new Float32Array(16))).toThrow(/whole sample frames of 4 bytes/);
   });
 });
+
+describe('AudioConverter at 16 kHz (converted in JS, no native call)', () => {
+  it('gives exactly the native converter\'s output: s16le mono and stereo, f32le mono, aligned and not', async () => {
+    const { loadAddon } = await import('../../src/engine/addon.js');
+    const { NativeAudioConverter } = loadAddon();
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+    for (const [encoding, channels] of [['s16le', 1], ['s16le', 2], ['f32le', 1]] as const) {
+      const format = { sampleRate: 16000, channels, encoding } as const;
+      const frames = 1600;
+      const bytes = new Uint8Array(frames * channels * (encoding === 's16le' ? 2 : 4) + 1);
+      const view = new DataView(bytes.buffer);
+      for (let i = 0; i < frames * channels; i++) {
+        if (encoding === 's16le') view.setInt16(1 + 2 * i, Math.round(rnd() * 32767), true);
+        else view.setFloat32(1 + 4 * i, rnd(), true);
+      }
+      const unaligned = bytes.subarray(1);
+      const aligned = new Uint8Array(unaligned); // a copy at offset 0
+      const native = new NativeAudioConverter({ ...format, quality: 5 });
+      const want = new Float32Array(frames);
+      expect(native.convert(aligned, want)).toBe(frames);
+      for (const input of [aligned, unaligned]) {
+        const got = new Float32Array(frames);
+        expect(new AudioConverter(format).convert(input, got)).toBe(frames);
+        expect(Array.from(got)).toEqual(Array.from(want));
+      }
+    }
+  });
+});

@@ -259,4 +259,26 @@ describe('Scheduler', () => {
     await tick();
     for (const o of owners) expect(String(o.failures[0])).toMatch(/engine down/);
   });
+
+  it('a batch the engine refuses to take (submit throws) is retried window by window: only the bad window fails', async () => {
+    const engine = new ManualEngine();
+    const submit = engine.submit.bind(engine);
+    engine.submit = (windows) => {
+      if (windows.some((w) => w.stream === 2)) throw new Error('cannot copy this window');
+      return submit(windows);
+    };
+    const scheduler = new Scheduler(engine as unknown as Engine, { maxBatch: 64, maxWaitMs: 0, maxInFlight: 2 });
+    const pool = new SlabPool({ slabs: 3, slabSamples: 17600 });
+    const owners = [new Owner(scheduler, pool), new Owner(scheduler, pool), new Owner(scheduler, pool)];
+    for (const o of owners) o.write(1600);
+    await tick();
+    await tick();
+    expect(engine.calls.map((c) => c.map((w) => w.stream))).toEqual([[1], [3]]);
+    expect(String(owners[1]!.failures[0])).toMatch(/cannot copy/);
+    engine.completeNext();
+    engine.completeNext();
+    await tick();
+    expect(owners[0]!.results).toHaveLength(1);
+    expect(owners[2]!.results).toHaveLength(1);
+  });
 });

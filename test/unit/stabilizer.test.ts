@@ -44,10 +44,18 @@ describe('CaptionStabilizer', () => {
   it('closes a shown partial with an empty final when the utterance decoded to nothing, and reuses the segment otherwise', () => {
     const s = new CaptionStabilizer({ interim: true });
     expect(s.accept({ partial: null, finals: [fin('')] })).toEqual([]);
-    expect(s.segment).toBe(0);
-    s.accept(hyp('um'));
+    expect(s.accept(hyp('um'))).toMatchObject([{ type: 'partial', segment: 0 }]);
     expect(s.accept({ partial: null, finals: [fin('')] })).toMatchObject([{ type: 'final', segment: 0, text: '', words: [] }]);
-    expect(s.segment).toBe(1);
+    expect(s.accept(hyp('next'))).toMatchObject([{ type: 'partial', segment: 1 }]);
+  });
+
+  it('treats a punctuation-only final as empty: never sent as text, but still closes a shown partial', () => {
+    const s = new CaptionStabilizer({ interim: true });
+    expect(s.accept({ partial: null, finals: [fin('.')] })).toEqual([]);
+    expect(s.accept(hyp('um'))).toMatchObject([{ type: 'partial', segment: 0, text: 'um' }]);
+    expect(s.accept({ partial: null, finals: [fin(' ... ?! ')] })).toMatchObject([{ type: 'final', segment: 0, text: '', words: [] }]);
+    expect(s.accept(hyp('…'))).toEqual([]);
+    expect(s.accept({ partial: null, finals: [fin('Hello, world.')] })).toMatchObject([{ type: 'final', segment: 1, text: 'Hello, world.' }]);
   });
 
   it('sends no partials without interim, and tags the speaker', () => {
@@ -56,12 +64,12 @@ describe('CaptionStabilizer', () => {
     expect(s.accept({ partial: null, finals: [fin('hello')] })).toMatchObject([{ type: 'final', speaker: 'alice' }]);
   });
 
-  it('counts stability: revisions and committed words', () => {
+  it('sends each changed partial once, then the final with its words', () => {
     const s = new CaptionStabilizer({ interim: true });
-    s.accept(hyp('a'));
-    s.accept(hyp('a b'));
-    s.accept({ partial: null, finals: [fin('a b c')] });
-    expect(s.revisions).toBe(2);
-    expect(s.committedWords).toBe(3);
+    const evs = [...s.accept(hyp('a')), ...s.accept(hyp('a')), ...s.accept(hyp('a b')), ...s.accept({ partial: null, finals: [fin('a b c')] })];
+    expect(evs.filter((e) => e.type === 'partial').map((e) => e.text)).toEqual(['a', 'a b']);
+    const finals = evs.filter((e) => e.type === 'final');
+    expect(finals).toHaveLength(1);
+    expect(finals[0]!.type === 'final' && finals[0]!.words.length).toBe(3);
   });
 });

@@ -7,9 +7,9 @@
  */
 import WebSocket from 'ws';
 
-import { CloseCode, ERRORS } from '../errors.js';
-import { decodeServerMessage, encodeClientMessage } from '../protocol/codec.js';
-import { SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, type ServerMessage } from '../protocol/messages.js';
+import { CloseCode, ERRORS } from '../src/errors.js';
+import { decodeServerMessage, encodeClientMessage } from '../src/protocol/codec.js';
+import { SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, type ServerMessage } from '../src/protocol/messages.js';
 
 export function prng(seed: number): () => number {
   let s = seed | 0;

@@ -8,8 +8,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { packageRoot } from '../util/paths.js';
-import { encodeWav, readWav, wavToInt16 } from '../audio/wav.js';
+import { packageRoot } from '../src/util/paths.js';
+import { encodeWav, readWav, wavToInt16 } from '../src/audio/wav.js';
 
 export const LIBRIVOX_DIR = '/usr/share/pocketsphinx/test/data/librivox';
 
