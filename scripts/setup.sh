@@ -4,6 +4,7 @@
 #
 #   scripts/setup.sh          what the gateway needs to run
 #   scripts/setup.sh --test   plus what the test suite needs (flite, chromium, nginx,
+#                             cmake + GoogleTest for native/test/run.sh,
 #                             and the CTranslate2 reference the Whisper tests compare with)
 #
 # Both fetch, verify and cache the Whisper-base weights (engine.kind "whisper")
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNTIME_PACKAGES=(build-essential python3 python3-pip python3-venv pkg-config libpocketsphinx-dev pocketsphinx-en-us libspeexdsp-dev libopenblas-dev)
-TEST_PACKAGES=(pocketsphinx-testdata flite chromium nginx-light)
+TEST_PACKAGES=(pocketsphinx-testdata flite chromium nginx-light cmake libgtest-dev)
 
 packages=("${RUNTIME_PACKAGES[@]}")
 if [[ "${1:-}" == "--test" ]]; then packages+=("${TEST_PACKAGES[@]}"); fi

@@ -79,6 +79,7 @@ class PsDecoder {
   CmnState initialCmn_;
   bool inUtt_ = false;
   int cmnUpdateSamples_ = 0;
+  std::string searchName_;  // the LM search, for word confidences
   int64_t fedInUtt_ = 0;
 };
 

@@ -1,0 +1,293 @@
+// The PocketSphinx recognizer on the engine base, with the real Debian model
+// and real speech (the LibriVox clips of pocketsphinx-testdata): more talkers
+// than decoders, parking and ready, closing parked and reserved streams,
+// shutdown mid-speech, faults on a stream that holds a decoder.
+#include <pocketsphinx.h>
+#include <sphinxbase/err.h>
+
+#include <cmath>
+#include <dirent.h>
+
+#include <algorithm>
+
+#include "pocketsphinx/ps_recognizer.h"
+#include "test_util.h"
+
+namespace captiongate::test {
+namespace {
+
+class QuietPocketSphinx : public ::testing::Environment {
+ public:
+  void SetUp() override { err_set_logfp(nullptr); }
+};
+const auto* const kQuiet = ::testing::AddGlobalTestEnvironment(new QuietPocketSphinx);
+
+PsSettings settings(int decoders, int threads) {
+  PsSettings s;
+  s.search.hmm = CAPTIONGATE_PS_MODEL "/en-us";
+  s.search.lm = CAPTIONGATE_PS_MODEL "/en-us.lm.bin";
+  s.search.dict = CAPTIONGATE_PS_MODEL "/cmudict-en-us.dict";
+  s.decoders = decoders;
+  s.threads = threads;
+  s.vad.startSpeechFrames = 10;  // the gateway's defaults (config/default.json)
+  s.vad.postSpeechFrames = 50;
+  s.prerollSamples = 4800;
+  return s;
+}
+
+const std::vector<std::vector<int16_t>>& clips() {
+  static const std::vector<std::vector<int16_t>> all = [] {
+    std::vector<std::string> files;
+    if (DIR* d = opendir(CAPTIONGATE_PS_SPEECH)) {
+      while (dirent* e = readdir(d)) {
+        std::string n = e->d_name;
+        if (n.size() > 4 && n.substr(n.size() - 4) == ".wav") files.push_back(std::string(CAPTIONGATE_PS_SPEECH) + "/" + n);
+      }
+      closedir(d);
+    }
+    std::sort(files.begin(), files.end());
+    std::vector<std::vector<int16_t>> v;
+    for (auto& f : files) v.push_back(readWav(f));
+    return v;
+  }();
+  return all;
+}
+
+struct Transcript {
+  std::vector<Utterance> finals;
+  int parks = 0;
+  double waitMs = 0;
+  std::string text() const {
+    std::string t;
+    for (auto& u : finals)
+      if (!u.text.empty()) t += (t.empty() ? "" : " ") + u.text;
+    return t;
+  }
+};
+
+// The stream loop of src/engine: windows in order, the rest resubmitted
+// after a park once the stream is named ready, flush at the end.
+Transcript transcribe(Harness& h, const std::vector<int16_t>& pcm, size_t win = 1600) {
+  Transcript t;
+  const uint32_t id = h.engine().openStream();
+  size_t pos = 0;
+  for (;;) {
+    const size_t end = std::min(pcm.size(), pos + win);
+    const bool flush = end == pcm.size();
+    WindowIn w;
+    w.stream = id;
+    w.start = static_cast<int64_t>(pos);
+    w.pcm.assign(pcm.begin() + static_cast<std::ptrdiff_t>(pos), pcm.begin() + static_cast<std::ptrdiff_t>(end));
+    w.flush = flush;
+    auto out = h.run({std::move(w)});
+    if (out.empty()) break;
+    const WindowOut& r = out[0];
+    EXPECT_EQ(r.error, ErrorCode::kNone) << r.errorMessage;
+    if (r.error != ErrorCode::kNone) break;
+    for (auto& u : r.finals) t.finals.push_back(u);
+    t.waitMs += r.decoderWaitMs;
+    pos += r.consumed;
+    if (r.waiting) {
+      ++t.parks;
+      EXPECT_TRUE(h.waitReady(id));
+      continue;
+    }
+    if (flush && r.flushed) break;
+  }
+  h.engine().closeStream(id);
+  return t;
+}
+
+void expectSame(const Transcript& a, const Transcript& b) {
+  ASSERT_EQ(a.finals.size(), b.finals.size());
+  for (size_t i = 0; i < a.finals.size(); ++i) {
+    const Utterance& x = a.finals[i];
+    const Utterance& y = b.finals[i];
+    EXPECT_EQ(x.text, y.text);
+    EXPECT_EQ(x.startSample, y.startSample);
+    EXPECT_EQ(x.endSample, y.endSample);
+    ASSERT_EQ(x.words.size(), y.words.size());
+    for (size_t k = 0; k < x.words.size(); ++k) {
+      EXPECT_EQ(x.words[k].startFrame, y.words[k].startFrame);
+      EXPECT_EQ(x.words[k].endFrame, y.words[k].endFrame);
+      // PTM top-N history of a pooled decoder (docs/native.md).
+      EXPECT_NEAR(x.words[k].confidence, y.words[k].confidence, 0.02);
+    }
+  }
+}
+
+void waitIdle(EngineBase& e) {
+  for (int i = 0; i < 400; ++i) {
+    const EngineStats s = e.stats();
+    if (s.decodersInUse == 0 && s.streamsWaiting == 0 && s.streams == 0) return;
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+TEST(PocketSphinx, MoreTalkersThanDecodersFromManyThreadsMatchSequential) {
+  ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
+  Harness h(std::make_unique<PsRecognizer>(settings(2, 2)));
+  h.engine().load();
+  std::vector<Transcript> sequential;
+  for (auto& c : clips()) sequential.push_back(transcribe(h, c));
+  std::vector<Transcript> parallel(clips().size());
+  std::vector<std::thread> talkers;
+  for (size_t i = 0; i < clips().size(); ++i)
+    talkers.emplace_back([&, i] { parallel[i] = transcribe(h, clips()[i]); });
+  for (auto& t : talkers) t.join();
+  int parks = 0;
+  double waited = 0;
+  for (size_t i = 0; i < clips().size(); ++i) {
+    SCOPED_TRACE("clip " + std::to_string(i));
+    expectSame(parallel[i], sequential[i]);
+    parks += parallel[i].parks;
+    waited += parallel[i].waitMs;
+  }
+  EXPECT_FALSE(sequential[1].text().empty());
+  EXPECT_NE(sequential[1].text().find("young man"), std::string::npos) << sequential[1].text();
+  // Word confidences come from lattice posteriors (not all 1.0).
+  std::set<int> confidences;
+  for (auto& u : sequential[0].finals)
+    for (auto& w : u.words) confidences.insert(static_cast<int>(std::lround(w.confidence * 100)));
+  EXPECT_GT(confidences.size(), 3u);
+  EXPECT_GT(parks, 0) << "five talkers on two decoders had to park";
+  EXPECT_GT(waited, 0);
+  waitIdle(h.engine());
+  const EngineStats s = h.engine().stats();
+  EXPECT_EQ(s.decoders, 2);
+  EXPECT_EQ(s.decodersInUse, 0);
+  EXPECT_EQ(s.streamsWaiting, 0);
+  EXPECT_EQ(s.streams, 0);
+  EXPECT_GT(s.decoderWaits, 0u);
+}
+
+// Feeds 100 ms windows of speech until the stream holds a decoder (a partial)
+// or parks; returns the position reached.
+size_t speakUntil(Harness& h, uint32_t id, const std::vector<int16_t>& pcm, bool wantPark) {
+  size_t pos = 0;
+  while (pos + 1600 <= pcm.size()) {
+    WindowIn w;
+    w.stream = id;
+    w.start = static_cast<int64_t>(pos);
+    w.pcm.assign(pcm.begin() + static_cast<std::ptrdiff_t>(pos), pcm.begin() + static_cast<std::ptrdiff_t>(pos + 1600));
+    auto r = h.run({std::move(w)})[0];
+    EXPECT_EQ(r.error, ErrorCode::kNone) << r.errorMessage;
+    pos += r.consumed;
+    if (wantPark && r.waiting) return pos;
+    if (!wantPark && r.hasPartial) return pos;
+  }
+  ADD_FAILURE() << "the stream never " << (wantPark ? "parked" : "started an utterance");
+  return pos;
+}
+
+TEST(PocketSphinx, ClosingParkedAndReservedStreamsPassesTheDecoderOn) {
+  Harness h(std::make_unique<PsRecognizer>(settings(1, 2)));
+  h.engine().load();
+  const auto& speech = clips()[0];
+  const uint32_t a = h.engine().openStream();
+  const uint32_t b = h.engine().openStream();
+  const uint32_t c = h.engine().openStream();
+  const uint32_t d = h.engine().openStream();
+  const size_t aPos = speakUntil(h, a, speech, false);  // a holds the one decoder
+  speakUntil(h, b, speech, true);                       // b, c, d park in that order
+  const size_t cPos = speakUntil(h, c, speech, true);
+  speakUntil(h, d, speech, true);
+  EXPECT_EQ(h.engine().stats().streamsWaiting, 3);
+  h.engine().closeStream(b);  // parked: leaves the queue
+  // a ends its utterance (flush): the decoder is reserved for c, not b.
+  WindowIn w = window(a, static_cast<int64_t>(aPos), 160, true);
+  auto r = h.run({std::move(w)})[0];
+  EXPECT_TRUE(r.flushed);
+  EXPECT_EQ(r.finals.size(), 1u);
+  EXPECT_TRUE(h.waitReady(c));
+  EXPECT_FALSE(h.waitReady(b, 50ms));
+  // c closes without taking its reservation: it passes on to d.
+  h.engine().closeStream(c);
+  EXPECT_TRUE(h.waitReady(d));
+  (void)cPos;
+  h.engine().closeStream(a);
+  h.engine().closeStream(d);
+  waitIdle(h.engine());
+  const EngineStats s = h.engine().stats();
+  EXPECT_EQ(s.decodersInUse, 0);
+  EXPECT_EQ(s.streamsWaiting, 0);
+  EXPECT_EQ(s.streams, 0);
+}
+
+TEST(PocketSphinx, ShutdownMidSpeechTwiceConcurrentlyReleasesEverything) {
+  Harness h(std::make_unique<PsRecognizer>(settings(2, 2)));
+  h.engine().load();
+  std::vector<uint32_t> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(h.engine().openStream());
+  // Pipelined windows of speech: a stream that parks fails its later
+  // windows (kBadWindow), which is the contract; everything must settle.
+  std::vector<uint64_t> batches;
+  size_t shortest = SIZE_MAX;
+  for (size_t i = 0; i < ids.size(); ++i) shortest = std::min(shortest, clips()[i].size());
+  for (size_t pos = 0; pos + 1600 <= std::min<size_t>(shortest, 48000); pos += 1600) {
+    std::vector<WindowIn> ws;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const auto& pcm = clips()[i];
+      WindowIn w;
+      w.stream = ids[i];
+      w.start = static_cast<int64_t>(pos);
+      w.pcm.assign(pcm.begin() + static_cast<std::ptrdiff_t>(pos), pcm.begin() + static_cast<std::ptrdiff_t>(pos + 1600));
+      ws.push_back(std::move(w));
+    }
+    batches.push_back(h.submit(std::move(ws)));
+  }
+  std::this_thread::sleep_for(30ms);
+  std::thread other([&] { h.engine().shutdown(); });
+  h.engine().shutdown();
+  other.join();
+  int shut = 0;
+  for (uint64_t id : batches) {
+    auto b = h.wait(id, 10s);
+    ASSERT_TRUE(b);
+    for (auto& o : b->out) {
+      EXPECT_TRUE(o.error == ErrorCode::kNone || o.error == ErrorCode::kShutdown || o.error == ErrorCode::kBadWindow)
+          << o.errorMessage;
+      shut += o.error == ErrorCode::kShutdown;
+    }
+  }
+  EXPECT_GT(shut, 0);
+  const EngineStats s = h.engine().stats();
+  EXPECT_EQ(s.decodersInUse, 0);
+  EXPECT_EQ(s.streamsWaiting, 0);
+  EXPECT_EQ(s.streams, 0);
+}
+
+TEST(PocketSphinx, FaultOnAStreamHoldingADecoderReleasesItOnClose) {
+  for (auto fault : {EngineBase::Fault::kThrow, EngineBase::Fault::kBadAlloc, EngineBase::Fault::kFail}) {
+    Harness h(std::make_unique<PsRecognizer>(settings(1, 1)));
+    h.engine().load();
+    const uint32_t a = h.engine().openStream();
+    const size_t pos = speakUntil(h, a, clips()[0], false);
+    EXPECT_EQ(h.engine().stats().decodersInUse, 1);
+    ASSERT_TRUE(h.engine().injectFault(a, fault));
+    auto r = h.run({window(a, static_cast<int64_t>(pos), 1600)})[0];
+    EXPECT_EQ(r.error, ErrorCode::kDecodeFailed);
+    EXPECT_EQ(h.run({window(a, static_cast<int64_t>(pos), 1600)})[0].error, ErrorCode::kDecodeFailed);
+    h.engine().closeStream(a);
+    waitIdle(h.engine());
+    EXPECT_EQ(h.engine().stats().decodersInUse, 0);
+    // The decoder serves the next stream normally.
+    Transcript t = transcribe(h, clips()[1]);
+    EXPECT_NE(t.text().find("young man"), std::string::npos) << t.text();
+  }
+}
+
+TEST(PocketSphinx, BadWindowAndBadModel) {
+  Harness h(std::make_unique<PsRecognizer>(settings(1, 1)));
+  h.engine().load();
+  const uint32_t a = h.engine().openStream();
+  EXPECT_EQ(h.run({window(a, 5, 160)})[0].error, ErrorCode::kBadWindow);
+  PsSettings bad = settings(1, 1);
+  bad.search.hmm = "/nonexistent/model";
+  Harness broken(std::make_unique<PsRecognizer>(bad));
+  EXPECT_THROW(broken.engine().load(), std::runtime_error);
+  EXPECT_THROW(broken.engine().openStream(), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace captiongate::test
