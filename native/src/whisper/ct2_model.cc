@@ -74,6 +74,13 @@ class Reader {
     throw std::runtime_error(path_ + ": corrupt CTranslate2 model at byte " + std::to_string(pos_) + ": " + what +
                              " (reinstall it with scripts/fetch-whisper-model.mjs)");
   }
+  // A count that cannot fit in what is left: a cut file, or a damaged count.
+  void fits(uint64_t count, size_t minBytes, const char* what) const {
+    if (count > left() / minBytes)
+      throw std::runtime_error(path_ + ": truncated or corrupt CTranslate2 model at byte " + std::to_string(pos_) + ": " +
+                               std::to_string(count) + " " + what + " cannot fit in the " + std::to_string(left()) +
+                               " bytes left (reinstall it with scripts/fetch-whisper-model.mjs)");
+  }
 
  private:
   void need(size_t n, const std::string& what) {
@@ -122,7 +129,7 @@ Ct2Model::Ct2Model(const std::string& path) : path_(path) {
   revision_ = r.read<int32_t>();
   const auto nvars = r.read<uint32_t>();
   // Each variable takes at least 8 bytes (name length, rank, type, size).
-  if (nvars > r.left() / 8) r.corrupt(std::to_string(nvars) + " variables cannot fit in the " + std::to_string(r.left()) + " bytes left");
+  r.fits(nvars, 8, "variables");
   for (uint32_t i = 0; i < nvars; i++) {
     Tensor t;
     const std::string name = r.str("a variable name");
@@ -182,7 +189,7 @@ Ct2Model::Ct2Model(const std::string& path) : path_(path) {
   }
   const auto naliases = r.read<uint32_t>();
   // Each alias takes at least 4 bytes (two name lengths).
-  if (naliases > r.left() / 4) r.corrupt(std::to_string(naliases) + " aliases cannot fit in the " + std::to_string(r.left()) + " bytes left");
+  r.fits(naliases, 4, "aliases");
   for (uint32_t i = 0; i < naliases; i++) {
     std::string alias = r.str("an alias");
     std::string target = r.str("an alias target");
