@@ -1,7 +1,11 @@
+import v8 from 'node:v8';
+import vm from 'node:vm';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
-import { createPocketSphinxEngine } from '../../src/engine/pocketsphinx.js';
+import { loadAddon, type NativeEngine, type NativeFaultKind } from '../../src/engine/addon.js';
+import { createPocketSphinxEngine, pocketSphinxNativeOptions } from '../../src/engine/pocketsphinx.js';
 import { transcribePcm } from '../../src/scheduler/transcribe.js';
 import { EngineError, type Engine, type Utterance } from '../../src/engine/types.js';
 import { librivoxClips } from '../../eval/corpus.js';
@@ -204,6 +208,164 @@ describe('PocketSphinx engine: bad use gets a clear error, never a crash', () =>
       expect(rb!.error).toBeNull();
     } finally {
       await e.shutdown();
+    }
+  });
+});
+
+/**
+ * The addon's NativeEngine itself, below src/engine's checks: what C++ must
+ * refuse on its own (NaN, Infinity, huge or fractional numbers, unknown
+ * kinds), the result shape, the test fault kinds, and lifetimes.
+ */
+describe('Native engine boundary', () => {
+  const { NativeEngine } = loadAddon();
+  const noop = () => {};
+  const psOptions = (over: Record<string, unknown> = {}) => ({
+    ...pocketSphinxNativeOptions(engineOptions({ decoders: 1, threads: 1 })),
+    ...over,
+  });
+  async function nullEngine(): Promise<NativeEngine> {
+    const e = new NativeEngine({ kind: 'null' }, noop);
+    await e.load();
+    return e;
+  }
+
+  it('null engine: consumes every window whole; results carry exactly the contract fields', async () => {
+    const e = await nullEngine();
+    const id = e.openStream();
+    const rs = await e.submit([
+      { stream: id, start: 0, pcm: new Float32Array(1600), flush: false },
+      { stream: id, start: 1600, pcm: new Int16Array(800), flush: false },
+      { stream: id, start: 2400, pcm: new Uint8Array(320), flush: true },
+    ]);
+    expect(rs.map((r) => r.consumed)).toEqual([1600, 800, 160]);
+    expect(rs.map((r) => r.flushed)).toEqual([false, false, true]);
+    for (const r of rs) {
+      expect(Object.keys(r).sort()).toEqual(['consumed', 'decoderWaitMs', 'error', 'finals', 'flushed', 'partial', 'stream', 'waiting']);
+      expect(r).toMatchObject({ stream: id, partial: null, finals: [], waiting: false, error: null });
+    }
+    expect(e.stats()).toMatchObject({ windowsProcessed: 3, samplesProcessed: 2560, streams: 1, queuedWindows: 0 });
+    // A window that does not start at the stream's consumption fails it.
+    const [bad] = await e.submit([{ stream: id, start: 0, pcm: new Int16Array(160), flush: false }]);
+    expect(bad!.error?.code).toBe('ENGINE_BAD_WINDOW');
+    expect(bad!.error?.message).toMatch(/has consumed 2560/);
+    const [again] = await e.submit([{ stream: id, start: 2560, pcm: new Int16Array(160), flush: false }]);
+    expect(again!.error?.code).toBe('ENGINE_BAD_WINDOW');
+    expect(e.closeStream(id)).toBe(true);
+    expect(e.closeStream(id)).toBe(false);
+    await e.shutdown();
+  });
+
+  it('range-checks numbers before any cast: NaN, Infinity, huge and fractional values are RangeErrors naming the key', async () => {
+    for (const threads of [NaN, Infinity, 1e300, 1.5, 0, -1]) {
+      expect(() => new NativeEngine({ kind: 'null', threads }, noop)).toThrow(RangeError);
+    }
+    expect(() => new NativeEngine({ kind: 'null', threads: NaN }, noop)).toThrow(/integer in \[1, 256\] for threads but received NaN/);
+    expect(() => new NativeEngine({ kind: 'null', threads: '2' } as never, noop)).toThrow(TypeError);
+    expect(() => new NativeEngine({ kind: 'bogus' } as never, noop)).toThrow(/'pocketsphinx', 'whisper' or 'null' for kind/);
+    expect(() => new NativeEngine(psOptions({ decoders: Infinity }), noop)).toThrow(/\[1, 1024\] for decoders but received Infinity/);
+    expect(() => new NativeEngine(psOptions({ maxUtteranceSamples: 2 ** 40 }), noop)).toThrow(RangeError);
+    expect(() => new NativeEngine(psOptions({ beam: NaN }), noop)).toThrow(/number in \[0, 1\] for beam but received NaN/);
+    expect(() => new NativeEngine(psOptions({ vadThreshold: -Infinity }), noop)).toThrow(RangeError);
+    const e = await nullEngine();
+    const id = e.openStream();
+    const w = (over: Record<string, unknown>) => [{ stream: id, start: 0, pcm: new Int16Array(16), flush: false, ...over }];
+    for (const stream of [NaN, -1, 2 ** 32, 1.5, Infinity]) {
+      expect(() => e.submit(w({ stream }) as never)).toThrow(RangeError);
+    }
+    expect(() => e.submit(w({ stream: NaN }) as never)).toThrow(/\[0, 4294967295\] for window.stream but received NaN/);
+    for (const start of [NaN, -1, 0.5, 2 ** 60]) expect(() => e.submit(w({ start }) as never)).toThrow(RangeError);
+    expect(() => e.submit(w({ stream: 'x' }) as never)).toThrow(TypeError);
+    expect(() => e.submit(w({ flush: 1 }) as never)).toThrow(/boolean for flush/);
+    expect(() => e.submit(w({ pcm: [1, 2] }) as never)).toThrow(TypeError);
+    expect(() => e.closeStream(NaN)).toThrow(RangeError);
+    expect(() => e.injectFault(-5)).toThrow(RangeError);
+    // Still usable after all that.
+    const [r] = await e.submit(w({}) as never);
+    expect(r!.error).toBeNull();
+    await e.shutdown();
+  });
+
+  it('fault kinds: throw and bad_alloc inside the worker fail the window; napi throws inside submit as a JS Error', async () => {
+    const e = new NativeEngine(psOptions(), noop);
+    await e.load();
+    try {
+      const pcm = audio.get(clips[0]!.id)!.subarray(0, 1600);
+      const expectFault = async (kind: NativeFaultKind, message: RegExp) => {
+        const a = e.openStream();
+        const b = e.openStream();
+        expect(e.injectFault(a, kind)).toBe(true);
+        const [ra, rb] = await e.submit([
+          { stream: a, start: 0, pcm, flush: false },
+          { stream: b, start: 0, pcm, flush: false },
+        ]);
+        expect(ra!.error?.code).toBe('ENGINE_DECODE_FAILED');
+        expect(ra!.error?.message).toMatch(message);
+        expect(rb!.error).toBeNull(); // PocketSphinx decodes one stream per call
+        // The stream is failed: its next window fails the same way.
+        const [again] = await e.submit([{ stream: a, start: 1600, pcm, flush: false }]);
+        expect(again!.error?.code).toBe('ENGINE_DECODE_FAILED');
+        e.closeStream(a);
+        e.closeStream(b);
+      };
+      await expectFault('fail', /injected fault/);
+      await expectFault('throw', /decoding failed: injected fault \(std::runtime_error/);
+      await expectFault('bad_alloc', /decoding failed: std::bad_alloc/);
+
+      const s = e.openStream();
+      expect(e.injectFault(s, 'napi')).toBe(true);
+      expect(() => e.submit([{ stream: s, start: 0, pcm, flush: false }])).toThrow(/submit: out of memory \(std::bad_alloc\)/);
+      const [ok] = await e.submit([{ stream: s, start: 0, pcm, flush: false }]);
+      expect(ok!.error).toBeNull();
+      expect(() => e.injectFault(s, 'segfault' as never)).toThrow(TypeError);
+      expect(e.injectFault(12345, 'throw')).toBe(false);
+      e.closeStream(s);
+      expect(e.stats()).toMatchObject({ streams: 0, queuedWindows: 0 });
+    } finally {
+      await e.shutdown();
+    }
+  });
+
+  it('load and shutdown: twice concurrently is one shutdown; load after shutdown is refused', async () => {
+    const e = new NativeEngine({ kind: 'null', threads: 2 }, noop);
+    const loading = e.load();
+    await expect(e.load()).rejects.toThrow(/loading/);
+    await loading;
+    await expect(e.load()).rejects.toThrow(/already loaded/);
+    const id = e.openStream();
+    const inFlight = e.submit([{ stream: id, start: 0, pcm: new Int16Array(1600), flush: false }]);
+    await Promise.all([e.shutdown(), e.shutdown()]);
+    const [r] = await inFlight;
+    expect(r!.error === null || r!.error.code === 'ENGINE_SHUTDOWN').toBe(true);
+    let err: unknown;
+    try {
+      e.submit([{ stream: id, start: 1600, pcm: new Int16Array(1), flush: false }]);
+    } catch (x) {
+      err = x;
+    }
+    expect((err as { code?: string }).code).toBe('ENGINE_SHUTDOWN');
+    expect(() => e.openStream()).toThrow(/shut down/);
+    const never = new NativeEngine({ kind: 'null' }, noop);
+    await never.shutdown();
+    await expect(never.load()).rejects.toThrow(/shut down/);
+  });
+
+  it('engines dropped with batches in flight stay alive until the batches settle (collected after)', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const pending: Promise<unknown>[] = [];
+    for (let i = 0; i < 20; i++) {
+      const e = await nullEngine();
+      const id = e.openStream();
+      pending.push(e.submit([{ stream: id, start: 0, pcm: new Int16Array(16_000), flush: true }]));
+      // No reference to e is kept past this iteration.
+    }
+    gc();
+    const results = (await Promise.all(pending)) as { consumed: number; flushed: boolean }[][];
+    for (const [r] of results) expect(r).toMatchObject({ consumed: 16_000, flushed: true });
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await new Promise((r) => setImmediate(r));
     }
   });
 });
