@@ -186,6 +186,13 @@ describe('Whisper base: streaming engine', () => {
       console.log(`${name}: ${(decoded / 16000).toFixed(1)} s decoded by Whisper`);
       // The noise reaches the model (the VAD opens on it), so the guard is exercised.
       if (name === 'noise') expect(decoded).toBeGreaterThan(10 * 16000);
+      // Every utterance the VAD opened still ends with its final, empty here
+      // (the silence rule), so a partial already shown would be closed.
+      if (name === 'noise') expect(r.finals.length).toBeGreaterThan(0);
+      for (const f of r.finals) {
+        expect(f.end).toBeGreaterThanOrEqual(f.start);
+        if (f.text === '') expect(f.words).toEqual([]);
+      }
       const finals = r.finals.filter((f) => f.text !== '');
       console.log(`${name}: ${finals.length} finals, ${texts.length} non-empty partials ${JSON.stringify([...finals.map((f) => f.text), ...texts].slice(0, 5))}`);
       expect(finals).toEqual([]);
