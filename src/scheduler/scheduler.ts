@@ -29,6 +29,8 @@ export interface StreamSink {
   onEngineFailure(err: Error): void;
   /** Handling this stream's result threw (or the engine broke the contract for it). */
   onInternalError(err: unknown): void;
+  /** The engine can take this parked stream's audio again (its next window may wait for more audio). */
+  onUnparked?(): void;
 }
 
 /** The owner's handle on its stream. */
@@ -171,6 +173,7 @@ class StreamState implements ScheduledStream {
     }
     this.parked = false;
     this.#scheduler.markReady(this);
+    this.sink.onUnparked?.();
   }
 }
 

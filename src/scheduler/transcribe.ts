@@ -74,6 +74,7 @@ export async function transcribePcm(engine: Engine, pcm: Float32Array | Int16Arr
       failure ??= err instanceof Error ? err : new Error(String(err));
       progressed();
     },
+    onUnparked: progressed,
   });
   /** Waits until the stream is idle (or failed). Parked streams wait for the engine's ready event. */
   const whileBusy = async (done: () => boolean) => {
