@@ -18,14 +18,22 @@
         "src/whisper/mel.cc",
         "src/whisper/model.cc",
         "src/whisper/tokenizer.cc",
-        "src/whisper/whisper_recognizer.cc"
+        "src/whisper/whisper_recognizer.cc",
+        "src/moonshine/ort.cc",
+        "src/moonshine/tokenizer.cc",
+        "src/moonshine/onnx_subgraphs.cc",
+        "src/moonshine/model.cc",
+        "src/moonshine/moonshine_recognizer.cc",
+        "src/napi/moonshine_wrap.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<!@(node ../scripts/pkg-config.mjs --cflags-only-I pocketsphinx speexdsp openblas)"
+        "<!@(node ../scripts/pkg-config.mjs --cflags-only-I pocketsphinx speexdsp openblas)",
+        "<!(node ../scripts/onnxruntime-include.mjs)"
       ],
       "libraries": [
-        "<!@(node ../scripts/pkg-config.mjs --libs pocketsphinx speexdsp openblas)"
+        "<!@(node ../scripts/pkg-config.mjs --libs pocketsphinx speexdsp openblas)",
+        "-ldl"
       ],
       "defines": [
         "NAPI_VERSION=8",

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "../base/null_recognizer.h"
+#include "../moonshine/moonshine_recognizer.h"
 #include "../pocketsphinx/ps_recognizer.h"
 #include "../whisper/whisper_recognizer.h"
 #include "napi_util.h"
@@ -98,16 +99,41 @@ std::unique_ptr<Recognizer> makeWhisper(const Napi::Object& o) {
   return std::make_unique<whisper::WhisperRecognizer>(std::move(w));
 }
 
+std::unique_ptr<Recognizer> makeMoonshine(const Napi::Object& o) {
+  moonshine::MoonshineSettings m;
+  m.model.dir = getString(o, "modelDir");
+  m.model.ortLibrary = getString(o, "ortLibrary");
+  if (m.model.dir.empty()) throw Napi::TypeError::New(o.Env(), "Expected a model directory for modelDir");
+  if (m.model.ortLibrary.empty()) throw Napi::TypeError::New(o.Env(), "Expected the ONNX Runtime library path for ortLibrary");
+  m.model.intraOpThreads = getInt32(o, "intraOpThreads", 1, 1, 256);
+  m.model.foldWeights = getBool(o, "foldWeights", false);
+  m.threads = getInt32(o, "threads", 2, 1, 256);
+  m.maxBatch = getInt32(o, "maxBatch", m.maxBatch, 1, 64);
+  m.decode.maxTokensPerSecond = static_cast<float>(getNumber(o, "maxTokensPerSecond", m.decode.maxTokensPerSecond, 0.5, 50));
+  m.decode.maxRepeats = getInt32(o, "maxRepeats", m.decode.maxRepeats, 0, 100);
+  m.vad.threshold = getNumber(o, "vadThreshold", m.vad.threshold, 0, 100);
+  m.vad.startSpeechFrames = getInt32(o, "vadStartFrames", m.vad.startSpeechFrames, 1, 100'000);
+  m.vad.postSpeechFrames = getInt32(o, "vadEndFrames", m.vad.postSpeechFrames, 1, 100'000);
+  m.vadEnabled = getBool(o, "vadEnabled", true);
+  m.prerollSamples = getInt32(o, "prerollSamples", m.prerollSamples, 0, 16000 * 10);
+  m.maxUtteranceSamples = getInt32(o, "maxUtteranceSamples", m.maxUtteranceSamples, 16000, 16000 * 60);
+  m.partialIntervalMs = getInt32(o, "partialIntervalMs", m.partialIntervalMs, 10, 600'000);
+  m.tailSamples = getInt32(o, "tailSamples", m.tailSamples, 0, 16000 * 10);
+  m.roundMs = getInt32(o, "roundMs", m.roundMs, 1, 10'000);
+  return std::make_unique<moonshine::MoonshineRecognizer>(std::move(m));
+}
+
 std::unique_ptr<Recognizer> makeRecognizer(const Napi::Object& o) {
   const std::string kind = getString(o, "kind", "pocketsphinx");
   if (kind == "pocketsphinx") return makePocketSphinx(o);
   if (kind == "whisper") return makeWhisper(o);
+  if (kind == "moonshine") return makeMoonshine(o);
   if (kind == "null") {
     NullSettings n;
     n.workers = getInt32(o, "threads", 1, 1, 256);
     return std::make_unique<NullRecognizer>(n);
   }
-  throw Napi::TypeError::New(o.Env(), "Expected 'pocketsphinx', 'whisper' or 'null' for kind but received '" + kind + "'");
+  throw Napi::TypeError::New(o.Env(), "Expected 'pocketsphinx', 'whisper', 'moonshine' or 'null' for kind but received '" + kind + "'");
 }
 
 // ---------------------------------------------------------------- windows

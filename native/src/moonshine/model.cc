@@ -1,0 +1,317 @@
+#include "model.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+
+#include "onnx_subgraphs.h"
+
+namespace captiongate::moonshine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double msSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+std::vector<std::string> inputNames(Ort::Session& s) {
+  Ort::AllocatorWithDefaultOptions a;
+  std::vector<std::string> v;
+  for (size_t i = 0; i < s.GetInputCount(); ++i) v.emplace_back(s.GetInputNameAllocated(i, a).get());
+  return v;
+}
+
+std::vector<std::string> outputNames(Ort::Session& s) {
+  Ort::AllocatorWithDefaultOptions a;
+  std::vector<std::string> v;
+  for (size_t i = 0; i < s.GetOutputCount(); ++i) v.emplace_back(s.GetOutputNameAllocated(i, a).get());
+  return v;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+std::string readFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + path);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// Runs a session through the C API, so inputs can be borrowed (the
+// cross-attention cache is fed to every step without a copy).
+std::vector<Ort::Value> run(Ort::Session& s, const std::vector<const char*>& inNames, const std::vector<const OrtValue*>& in,
+                            const std::vector<const char*>& outNames) {
+  std::vector<OrtValue*> out(outNames.size(), nullptr);
+  Ort::ThrowOnError(Ort::GetApi().Run(s, nullptr, inNames.data(), in.data(), in.size(), outNames.data(), outNames.size(), out.data()));
+  std::vector<Ort::Value> v;
+  v.reserve(out.size());
+  for (OrtValue* o : out) v.emplace_back(o);
+  return v;
+}
+
+}  // namespace
+
+size_t repeatedTail(const std::vector<int64_t>& t, int repeats) {
+  if (repeats <= 0) return 0;
+  for (size_t n = 1; n <= 16; n++) {
+    const size_t need = n * std::max<size_t>(static_cast<size_t>(repeats), (16 + n - 1) / n);
+    if (t.size() < need) break;
+    bool same = true;
+    for (size_t i = t.size() - need + n; i < t.size() && same; i++) same = t[i] == t[i - n];
+    if (same) return need - n;  // keep one copy
+  }
+  return 0;
+}
+
+void Model::IoNames::set(std::vector<std::string> n) {
+  names = std::move(n);
+  ptrs.clear();
+  for (auto& s : names) ptrs.push_back(s.c_str());
+}
+
+Model::~Model() = default;
+
+Ort::Session Model::open(const std::string& file, const ModelSettings& s, bool fold) {
+  if (!std::filesystem::exists(file)) throw std::runtime_error("Moonshine model file missing: " + file);
+  fileBytes_ += static_cast<double>(std::filesystem::file_size(file));
+  if (!fold) return Ort::Session(*env_, file.c_str(), options_);
+  // ORT-format → ONNX (written by ORT itself, graph untouched), then loaded
+  // with every optimization, constant folding included.
+  static std::atomic<uint64_t> seq{0};
+  const auto tmp = std::filesystem::temp_directory_path() /
+                   ("captiongate-moonshine-" + std::to_string(getpid()) + "-" + std::to_string(seq++) + ".onnx");
+  std::string bytes;
+  try {
+    Ort::SessionOptions so;
+    so.SetIntraOpNumThreads(1);
+    so.SetGraphOptimizationLevel(ORT_DISABLE_ALL);
+    so.SetOptimizedModelFilePath(tmp.c_str());
+    { Ort::Session once(*env_, file.c_str(), so); }
+    bytes = readFile(tmp.string());
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
+  std::error_code ec;
+  std::filesystem::remove(tmp, ec);
+  const std::string named = nameOnnxSubgraphs(bytes);
+  bytes.clear();
+  return Ort::Session(*env_, named.data(), named.size(), options_);
+}
+
+Model::Model(const ModelSettings& s) {
+  ortVersion_ = loadOrt(s.ortLibrary);
+  env_ = std::make_unique<Ort::Env>(ORT_LOGGING_LEVEL_ERROR, "captiongate-moonshine");
+  options_ = Ort::SessionOptions();
+  options_.SetIntraOpNumThreads(std::max(1, s.intraOpThreads));
+  options_.SetInterOpNumThreads(1);
+  options_.SetExecutionMode(ORT_SEQUENTIAL);
+  options_.SetGraphOptimizationLevel(ORT_ENABLE_ALL);
+  // Pool threads (intraOpThreads > 1) sleep between runs instead of spinning
+  // next to the engine's other threads.
+  options_.AddConfigEntry("session.intra_op.allow_spinning", "0");
+  cpu_ = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+
+  tokenizer_ = std::make_unique<Tokenizer>(s.dir + "/tokenizer.bin");
+  try {
+    encoder_ = open(s.dir + "/encoder_model.ort", s, s.foldWeights);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(s.dir + "/encoder_model.ort: " + e.what());
+  }
+  try {
+    decoder_ = open(s.dir + "/decoder_model_merged.ort", s, s.foldWeights);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(s.dir + "/decoder_model_merged.ort: " + e.what());
+  }
+
+  const auto ein = inputNames(encoder_);
+  if (!has(ein, "input_values") || !has(outputNames(encoder_), "last_hidden_state"))
+    throw std::runtime_error(s.dir + "/encoder_model.ort: not a Moonshine encoder (needs input_values → last_hidden_state)");
+  encMask_ = has(ein, "attention_mask");
+  std::vector<std::string> e = {"input_values"};
+  if (encMask_) e.push_back("attention_mask");
+  encIn_.set(e);
+
+  const auto din = inputNames(decoder_);
+  const auto dout = outputNames(decoder_);
+  for (const char* need : {"input_ids", "encoder_hidden_states", "use_cache_branch"})
+    if (!has(din, need)) throw std::runtime_error(s.dir + "/decoder_model_merged.ort: not a merged Moonshine decoder (no " + need + ")");
+  if (!has(dout, "logits")) throw std::runtime_error(s.dir + "/decoder_model_merged.ort: no logits output");
+  decMask_ = has(din, "encoder_attention_mask");
+  if (decMask_ != encMask_) throw std::runtime_error(s.dir + ": the encoder and decoder disagree on the attention mask");
+  decIn_.set(din);
+  for (size_t i = 0; i < din.size(); ++i) {
+    const auto& n = din[i];
+    auto shape = decoder_.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo().GetShape();
+    if (n.rfind("past_key_values.", 0) == 0 && n.size() > 12 && n.compare(n.size() - 12, 12, ".decoder.key") == 0) {
+      layers_++;
+      if (shape.size() != 4) throw std::runtime_error(s.dir + ": unexpected KV cache shape");
+      heads_ = static_cast<int>(shape[1]);
+      headDim_ = static_cast<int>(shape[3]);
+    }
+    if (n == "encoder_hidden_states" && shape.size() == 3) hidden_ = static_cast<int>(shape[2]);
+  }
+  if (layers_ == 0 || heads_ <= 0 || headDim_ <= 0) throw std::runtime_error(s.dir + ": cannot read the decoder's KV cache layout");
+  // Outputs: logits first, then present.* mapped to the past inputs they feed.
+  std::vector<std::string> all = {"logits"}, step = {"logits"};
+  allOutToPast_ = {-1};
+  stepOutToPast_ = {-1};
+  for (const auto& n : dout) {
+    if (n.rfind("present.", 0) != 0) continue;
+    const std::string past = "past_key_values." + n.substr(8);
+    const auto it = std::find(din.begin(), din.end(), past);
+    if (it == din.end()) throw std::runtime_error(s.dir + ": decoder output " + n + " has no matching input");
+    const int idx = static_cast<int>(it - din.begin());
+    all.push_back(n);
+    allOutToPast_.push_back(idx);
+    if (n.find(".decoder.") != std::string::npos) {
+      step.push_back(n);
+      stepOutToPast_.push_back(idx);
+    }
+  }
+  if (static_cast<int>(all.size()) != 1 + 4 * layers_) throw std::runtime_error(s.dir + ": decoder outputs do not cover the KV cache");
+  decOutAll_.set(all);
+  decOutStep_.set(step);
+}
+
+Transcript Model::transcribe(const std::vector<float>& audio, const DecodeOptions& o) const {
+  return std::move(transcribe(std::vector<const std::vector<float>*>{&audio}, o)[0]);
+}
+
+std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<float>*>& rows, const DecodeOptions& o) const {
+  const int64_t B = static_cast<int64_t>(rows.size());
+  if (B == 0) return {};
+  size_t T = kMinSamples;
+  bool equal = true;
+  for (auto* r : rows) {
+    T = std::max(T, r->size());
+    equal = equal && r->size() == rows[0]->size();
+  }
+  if (!equal && !encMask_) throw std::runtime_error("this Moonshine model takes no attention mask: a batch needs rows of equal length");
+  // Padded input [B, T] and the sample-level mask (1 = audio).
+  std::vector<float> audio(static_cast<size_t>(B) * T, 0.f);
+  std::vector<int64_t> mask(static_cast<size_t>(B) * T, 0);
+  for (int64_t b = 0; b < B; ++b) {
+    std::copy(rows[b]->begin(), rows[b]->end(), audio.begin() + b * T);
+    // Silence padded up to the minimum length counts as audio (it is part of the input).
+    const size_t real = std::max(rows[b]->size(), equal ? T : rows[b]->size());
+    std::fill(mask.begin() + b * T, mask.begin() + b * T + static_cast<int64_t>(real), 1);
+  }
+  Ort::Session& enc = const_cast<Ort::Session&>(encoder_);
+  Ort::Session& dec = const_cast<Ort::Session&>(decoder_);
+  const Ort::MemoryInfo& mem = cpu_;
+  std::vector<int64_t> shape{B, static_cast<int64_t>(T)};
+
+  auto t0 = Clock::now();
+  Ort::Value audioV = Ort::Value::CreateTensor<float>(mem, audio.data(), audio.size(), shape.data(), 2);
+  Ort::Value maskV = Ort::Value::CreateTensor<int64_t>(mem, mask.data(), mask.size(), shape.data(), 2);
+  std::vector<const OrtValue*> ein = {audioV};
+  if (encMask_) ein.push_back(maskV);
+  std::vector<const char*> eout = {"last_hidden_state"};
+  std::vector<Ort::Value> encOut = run(enc, encIn_.ptrs, ein, eout);
+  const double encodeMs = msSince(t0);
+
+  // Greedy decoding, all rows in step; a finished row keeps feeding EOS.
+  t0 = Clock::now();
+  size_t maxLen = 1;
+  for (auto* r : rows)
+    maxLen = std::max(maxLen, static_cast<size_t>(std::ceil(static_cast<double>(r->size()) / kSampleRate * o.maxTokensPerSecond)));
+  std::vector<Transcript> res(static_cast<size_t>(B));
+  std::vector<size_t> rowMax(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b)
+    rowMax[b] = std::max<size_t>(1, static_cast<size_t>(std::ceil(static_cast<double>(rows[b]->size()) / kSampleRate * o.maxTokensPerSecond)));
+  std::vector<double> sumProb(static_cast<size_t>(B), 0.0);
+  std::vector<int> textTokens(static_cast<size_t>(B), 0);
+  std::vector<bool> done(static_cast<size_t>(B), false);
+  std::vector<int64_t> ids(static_cast<size_t>(B), kStartToken);
+  std::vector<int64_t> idsShape{B, 1};
+  bool useCache = false;
+  int64_t oneShape = 1;
+  std::vector<int64_t> emptyShape{B, heads_, 0, headDim_};
+  float emptyData = 0.f;
+
+  const size_t nIn = decIn_.names.size();
+  std::vector<Ort::Value> past(nIn);  // by decoder input index; null where not a past input
+  std::vector<bool> isPast(nIn, false);
+  for (size_t i = 0; i < nIn; ++i) isPast[i] = decIn_.names[i].rfind("past_key_values.", 0) == 0;
+  Ort::Value emptyKv = Ort::Value::CreateTensor<float>(mem, &emptyData, 0, emptyShape.data(), emptyShape.size());
+
+  int steps = 0;
+  for (size_t step = 0; step < maxLen; ++step) {
+    Ort::Value idsV = Ort::Value::CreateTensor<int64_t>(mem, ids.data(), ids.size(), idsShape.data(), 2);
+    Ort::Value cacheV = Ort::Value::CreateTensor<bool>(mem, &useCache, 1, &oneShape, 1);
+    std::vector<const OrtValue*> in(nIn, nullptr);
+    for (size_t i = 0; i < nIn; ++i) {
+      const std::string& n = decIn_.names[i];
+      if (isPast[i]) in[i] = useCache ? static_cast<const OrtValue*>(past[i]) : static_cast<const OrtValue*>(emptyKv);
+      else if (n == "input_ids") in[i] = idsV;
+      else if (n == "encoder_hidden_states") in[i] = encOut[0];
+      else if (n == "encoder_attention_mask") in[i] = maskV;
+      else if (n == "use_cache_branch") in[i] = cacheV;
+      else throw std::runtime_error("unexpected Moonshine decoder input " + n);
+    }
+    const IoNames& outN = useCache ? decOutStep_ : decOutAll_;
+    const std::vector<int>& map = useCache ? stepOutToPast_ : allOutToPast_;
+    std::vector<Ort::Value> out = run(dec, decIn_.ptrs, in, outN.ptrs);
+    steps++;
+    auto info = out[0].GetTensorTypeAndShapeInfo();
+    const auto lshape = info.GetShape();
+    if (lshape.size() != 3 || lshape[0] != B) throw std::runtime_error("unexpected Moonshine logits shape");
+    const int64_t S = lshape[1], V = lshape[2];
+    const float* lg = out[0].GetTensorData<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      if (done[b]) {
+        ids[b] = kEosToken;
+        continue;
+      }
+      const float* row = lg + (b * S + (S - 1)) * V;
+      const int64_t best = std::max_element(row, row + V) - row;
+      Transcript& r = res[b];
+      r.tokens.push_back(best);
+      if (best == kEosToken) {
+        done[b] = true;
+      } else {
+        double z = 0;
+        const float m = row[best];
+        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v] - m));
+        sumProb[b] += 1.0 / z;
+        textTokens[b]++;
+        if (o.maxRepeats > 0) {
+          const size_t cut = repeatedTail(r.tokens, o.maxRepeats);
+          if (cut > 0) {
+            r.tokens.resize(r.tokens.size() - cut);
+            r.repetitionCut = true;
+            done[b] = true;
+          }
+        }
+        if (!done[b] && r.tokens.size() >= rowMax[b]) {
+          r.hitMaxTokens = true;
+          done[b] = true;
+        }
+      }
+      ids[b] = done[b] ? kEosToken : best;
+    }
+    // present.* → the next step's past.* (the cross-attention part only from step 0).
+    for (size_t k = 1; k < out.size(); ++k) past[map[k]] = std::move(out[k]);
+    useCache = true;
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+  }
+  const double decodeMs = msSince(t0);
+  for (int64_t b = 0; b < B; ++b) {
+    Transcript& r = res[b];
+    r.steps = steps;
+    r.encodeMs = encodeMs;
+    r.decodeMs = decodeMs;
+    r.meanProb = textTokens[b] ? sumProb[b] / textTokens[b] : 0.0;
+    r.text = tokenizer_->decode(r.tokens);
+  }
+  return res;
+}
+
+}  // namespace captiongate::moonshine

@@ -1,0 +1,511 @@
+#include "moonshine_recognizer.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <sstream>
+#include <stdexcept>
+
+namespace captiongate::moonshine {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kRate = Model::kSampleRate;
+constexpr size_t kFrame = Vad::kFrameShift;  // 10 ms
+// Partials start once the utterance holds this much audio (pre-roll included)
+// and only with at least kPartialNewSamples of audio since the last one.
+constexpr size_t kPartialMinSamples = 6400;  // 0.4 s
+constexpr size_t kPartialNewSamples = 1600;  // 0.1 s
+// A thread with no final to run takes a partial predicted to cost up to this
+// much even beyond the round's length.
+constexpr double kPartialCapMs = 300;
+
+double frameDb(const int16_t* f) {
+  double e = 0;
+  for (size_t i = 0; i < kFrame; i++) e += static_cast<double>(f[i]) * f[i];
+  e /= static_cast<double>(kFrame) * 32768.0 * 32768.0;
+  return std::max(-100.0, 10.0 * std::log10(e + 1e-12));
+}
+
+std::vector<std::string> splitWords(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream is(s);
+  std::string w;
+  while (is >> w) out.push_back(w);
+  return out;
+}
+
+std::vector<float> toFloat(const std::vector<int16_t>& a, size_t n) {
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; i++) x[i] = a[i] / 32768.0f;
+  return x;
+}
+
+}  // namespace
+
+bool hasWords(const std::string& text) {
+  return std::any_of(text.begin(), text.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
+}
+
+struct MoonshineRecognizer::Stream : RecognizerStream {
+  Vad vad;
+  int64_t pos = 0;       // samples taken so far
+  int64_t framePos = 0;  // start of the next 10 ms frame
+  std::vector<int16_t> pending;  // < one frame, waiting for the rest
+  std::deque<int16_t> preroll;   // the last prerollSamples before the current frame
+  bool inUtt = false;
+  bool counted = false;  // inUtt as last added to inUtterance_
+  int64_t uttStart = 0;
+  int64_t lastFinalEnd = 0;  // stream position where the last final's span ended
+  std::vector<int16_t> utt;
+  // Loudness (frames over the noise floor), in samples of `utt`.
+  double noiseDb = 0;
+  bool noiseSet = false;
+  size_t firstLoud = 0;    // start of the first loud frame
+  size_t lastLoudEnd = 0;  // end of the last loud frame; 0: none yet
+  // Speculative final: the span [0, specEnd) decoded while the pause lasts.
+  size_t specWanted = 0;   // a pause reached tailSamples: decode this span this round
+  size_t specEnd = 0;      // span of `spec` (0: none)
+  Transcript spec;
+  // Partials.
+  size_t lastPartialLen = 0;
+  Clock::time_point lastPartialAt;
+  double lastPartialMs = 0;
+};
+
+struct MoonshineRecognizer::Job {
+  enum Kind { kFinal, kSpec, kPartial } kind = kFinal;
+  Stream* stream = nullptr;
+  WindowOut* out = nullptr;
+  size_t finalIndex = 0;  // kFinal: its slot in out->finals
+  size_t span = 0;        // samples of the utterance decoded
+  size_t wordsFrom = 0;   // kFinal: where its words are shared out (the loud part)
+  size_t wordsTo = 0;
+  std::vector<float> audio;
+  Transcript result;
+  std::string error;
+  double predicted = 0;
+};
+
+MoonshineRecognizer::MoonshineRecognizer(MoonshineSettings settings) : settings_(std::move(settings)) {}
+
+MoonshineRecognizer::~MoonshineRecognizer() {
+  {
+    std::lock_guard<std::mutex> lk(poolMu_);
+    stop_ = true;
+  }
+  poolCv_.notify_all();
+  for (auto& t : helpers_) t.join();
+}
+
+static long rssKb() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  long pages = 0, resident = 0;
+  if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+  std::fclose(f);
+  return resident * 4;
+}
+
+void MoonshineRecognizer::load(RecognizerHost&) {
+  const long before = rssKb();
+  auto model = std::make_unique<Model>(settings_.model);
+  // Warm-up: the first runs of a session allocate its arena and pick
+  // kernels. A fixed 2 s chirp also seeds the cost model the rounds plan with.
+  std::vector<float> chirp(2 * kRate);
+  for (size_t i = 0; i < chirp.size(); i++) {
+    const double t = static_cast<double>(i) / kRate;
+    chirp[i] = static_cast<float>(0.2 * std::sin(2 * M_PI * (150 + 100 * t) * t));
+  }
+  for (int k = 0; k < 2; k++) {
+    const Transcript t = model->transcribe(chirp, settings_.decode);
+    encMsPerSecond_ = t.encodeMs / 2.0;
+    stepMs_ = t.decodeMs / std::max(1, t.steps);
+  }
+  const long after = rssKb();
+  modelBytes_.store(std::max(model->fileBytes(), static_cast<double>(after - before) * 1024.0));
+  model_ = std::move(model);
+  for (int i = 1; i < std::max(1, settings_.threads); i++) helpers_.emplace_back([this] { helperMain(); });
+  loaded_.store(true);
+}
+
+std::unique_ptr<RecognizerStream> MoonshineRecognizer::createStream(uint32_t) {
+  auto s = std::make_unique<Stream>();
+  std::string error;
+  if (settings_.vadEnabled && !s->vad.init(settings_.vad, &error)) throw std::runtime_error(error);
+  return s;
+}
+
+void MoonshineRecognizer::closeStream(RecognizerStream& state, uint32_t) noexcept {
+  Stream& s = static_cast<Stream&>(state);
+  if (s.counted) inUtterance_.fetch_sub(1);
+  s.counted = false;
+}
+
+RecognizerStats MoonshineRecognizer::stats() const {
+  RecognizerStats r;
+  r.decoders = loaded_.load() ? 1 : 0;
+  r.decodersInUse = inUtterance_.load();
+  r.samplesDecoded = samplesDecoded_.load();
+  r.modelBytes = modelBytes_.load();
+  return r;
+}
+
+// ---------------------------------------------------------------- threads
+
+void MoonshineRecognizer::helperMain() {
+  uint64_t seen = 0;
+  std::unique_lock<std::mutex> lk(poolMu_);
+  for (;;) {
+    poolCv_.wait(lk, [&] { return stop_ || (tasks_ && round_ != seen); });
+    if (stop_) return;
+    seen = round_;
+    while (tasks_ && next_ < tasks_->size()) {
+      auto* tasks = tasks_;
+      const size_t i = next_++;
+      running_++;
+      lk.unlock();
+      (*tasks)[i]();
+      lk.lock();
+      running_--;
+    }
+    poolDone_.notify_all();
+  }
+}
+
+// Runs every task once, on this thread and the helpers; tasks do not throw.
+void MoonshineRecognizer::parallel(std::vector<std::function<void()>>& tasks) {
+  if (tasks.size() <= 1 || helpers_.empty()) {
+    for (auto& t : tasks) t();
+    return;
+  }
+  std::unique_lock<std::mutex> lk(poolMu_);
+  tasks_ = &tasks;
+  next_ = 0;
+  running_ = 0;
+  round_++;
+  poolCv_.notify_all();
+  while (next_ < tasks.size()) {
+    const size_t i = next_++;
+    running_++;
+    lk.unlock();
+    tasks[i]();
+    lk.lock();
+    running_--;
+  }
+  poolDone_.wait(lk, [&] { return running_ == 0; });
+  tasks_ = nullptr;
+}
+
+// ---------------------------------------------------------------- cost model
+
+double MoonshineRecognizer::predictMs(size_t samples) const {
+  const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate;
+  const double tokens = std::min(std::ceil(sec * settings_.decode.maxTokensPerSecond), 4.5 * sec + 2);
+  return encMsPerSecond_ * sec + stepMs_ * (tokens + 1);
+}
+
+void MoonshineRecognizer::learn(const Transcript& t, size_t samples, size_t rows) {
+  const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate * static_cast<double>(rows);
+  if (sec > 0.2) encMsPerSecond_ = 0.8 * encMsPerSecond_ + 0.2 * (t.encodeMs / sec);
+  if (t.steps > 0) stepMs_ = 0.8 * stepMs_ + 0.2 * (t.decodeMs / t.steps);
+}
+
+// ---------------------------------------------------------------- a round
+
+void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
+  std::vector<Job> jobs;
+  for (const DecodeJob& j : in) processWindow(static_cast<Stream&>(j.state), j.in, j.out, jobs);
+  // Speculative finals: a pause reached tailSamples in this window.
+  for (const DecodeJob& j : in) {
+    Stream& s = static_cast<Stream&>(j.state);
+    if (!s.inUtt || s.specWanted == 0) continue;
+    Job job;
+    job.kind = Job::kSpec;
+    job.stream = &s;
+    job.out = &j.out;
+    job.span = s.specWanted;
+    job.audio = toFloat(s.utt, s.specWanted);
+    jobs.push_back(std::move(job));
+    s.specWanted = 0;
+  }
+  // Every final and speculative final runs; partials fill the threads up to
+  // the round's length (the longest of those, at least roundMs). A thread
+  // with nothing else takes one partial of up to kPartialCapMs.
+  const size_t W = static_cast<size_t>(std::max(1, settings_.threads));
+  std::vector<double> load(W, 0.0);
+  std::vector<size_t> order(jobs.size());
+  for (size_t k = 0; k < jobs.size(); k++) {
+    jobs[k].predicted = predictMs(jobs[k].audio.size());
+    order[k] = k;
+  }
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return jobs[a].predicted > jobs[b].predicted; });
+  for (size_t k : order) *std::min_element(load.begin(), load.end()) += jobs[k].predicted;
+  const double round = std::max<double>(settings_.roundMs, *std::max_element(load.begin(), load.end()));
+  const auto now = Clock::now();
+  std::vector<std::pair<Stream*, WindowOut*>> due;
+  for (const DecodeJob& j : in) {
+    Stream* s = &static_cast<Stream&>(j.state);
+    if (!s->inUtt || s->utt.size() < kPartialMinSamples || s->utt.size() < s->lastPartialLen + kPartialNewSamples) continue;
+    bool specThisRound = false;
+    for (const Job& x : jobs) specThisRound = specThisRound || (x.kind == Job::kSpec && x.stream == s);
+    if (specThisRound) continue;
+    const double waitMs = std::max<double>(settings_.partialIntervalMs, s->lastPartialMs);
+    if (std::chrono::duration<double, std::milli>(now - s->lastPartialAt).count() < waitMs) continue;
+    due.emplace_back(s, &j.out);
+  }
+  // The stalest first.
+  std::stable_sort(due.begin(), due.end(), [](auto& a, auto& b) { return a.first->lastPartialAt < b.first->lastPartialAt; });
+  for (auto& [s, out] : due) {
+    const double c = predictMs(s->utt.size());
+    auto it = std::min_element(load.begin(), load.end());
+    if (!(*it + c <= round || (*it == 0 && c <= std::max(round, kPartialCapMs)))) continue;
+    *it += c;
+    Job job;
+    job.kind = Job::kPartial;
+    job.stream = s;
+    job.out = out;
+    job.span = s->utt.size();
+    job.audio = toFloat(s->utt, s->utt.size());
+    job.predicted = c;
+    jobs.push_back(std::move(job));
+  }
+  uint64_t decoded = 0;
+  for (auto& j : jobs) decoded += j.audio.size();
+  runJobs(jobs);
+  samplesDecoded_.fetch_add(decoded);
+  for (const DecodeJob& j : in) {
+    Stream& s = static_cast<Stream&>(j.state);
+    if (s.inUtt != s.counted) {
+      inUtterance_.fetch_add(s.inUtt ? 1 : -1);
+      s.counted = s.inUtt;
+    }
+  }
+}
+
+// The base guarantees w.start == s.pos: the window continues the stream.
+void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs) {
+  const int64_t n = static_cast<int64_t>(w.pcm.size());
+  const size_t tail = static_cast<size_t>(std::max(0, settings_.tailSamples));
+  auto isLoud = [&](double db) { return db >= std::max(s.noiseDb + settings_.loudDb, -70.0); };
+  // Ends the open utterance. At a VAD endpoint the span stops `tail` after
+  // the last loud frame; at a flush or a length cut it is all the audio.
+  auto endUtterance = [&](bool endpoint) {
+    size_t span = s.utt.size();
+    if (endpoint && s.lastLoudEnd > 0) span = std::min(span, s.lastLoudEnd + tail);
+    Utterance u;
+    u.startSample = s.uttStart;
+    u.endSample = s.uttStart + static_cast<int64_t>(span);
+    s.lastFinalEnd = u.endSample;
+    const size_t index = out.finals.size();
+    out.finals.push_back(std::move(u));
+    if (span > 0) {
+      Job j;
+      j.kind = Job::kFinal;
+      j.stream = &s;
+      j.out = &out;
+      j.finalIndex = index;
+      j.span = span;
+      j.wordsFrom = s.lastLoudEnd > 0 ? s.firstLoud : 0;
+      j.wordsTo = s.lastLoudEnd > 0 ? std::min(s.lastLoudEnd, span) : span;
+      if (s.specEnd == span) {
+        // The speculative final decoded exactly this span: it is the final.
+        j.result = std::move(s.spec);
+        j.predicted = -1;  // nothing to run
+      } else {
+        j.audio = toFloat(s.utt, span);
+      }
+      jobs.push_back(std::move(j));
+    }
+    // (An utterance opened with no audio yet, a length cut right before a
+    // flush, ends with its empty final.)
+    s.utt.clear();
+    s.inUtt = false;
+    s.lastPartialLen = 0;
+    s.lastPartialMs = 0;
+    s.firstLoud = 0;
+    s.lastLoudEnd = 0;
+    s.specWanted = 0;
+    s.specEnd = 0;
+    s.spec = Transcript();
+  };
+  auto openUtterance = [&](int64_t start, const std::vector<int16_t>& audio) {
+    s.inUtt = true;
+    s.utt = audio;
+    s.uttStart = start;
+    s.lastPartialLen = 0;
+    s.lastPartialMs = 0;
+    s.lastPartialAt = Clock::now();
+    s.firstLoud = 0;
+    s.lastLoudEnd = 0;
+    for (size_t k = 0; k + kFrame <= s.utt.size(); k += kFrame) {
+      if (!isLoud(frameDb(s.utt.data() + k))) continue;
+      if (s.lastLoudEnd == 0) s.firstLoud = k;
+      s.lastLoudEnd = k + kFrame;
+    }
+  };
+  auto feedFrame = [&](const int16_t* f) {
+    const double db = frameDb(f);
+    const bool loud = s.noiseSet && isLoud(db);
+    // The noise floor follows quiet frames outside utterances, and falls inside them.
+    if (!s.noiseSet) {
+      s.noiseDb = db;
+      s.noiseSet = true;
+    } else if (!s.inUtt && !loud) {
+      s.noiseDb += (db < s.noiseDb ? 0.5 : 0.05) * (db - s.noiseDb);
+    } else if (db < s.noiseDb) {
+      s.noiseDb += 0.05 * (db - s.noiseDb);
+    }
+    bool speech = true;
+    if (settings_.vadEnabled) speech = s.vad.process(f, kFrame);
+    if (!s.inUtt && speech) {
+      if (settings_.vadEnabled) {
+        // The pre-roll, but none of the audio the previous final covered.
+        const int64_t from = std::max(s.framePos - static_cast<int64_t>(s.preroll.size()), s.lastFinalEnd);
+        const size_t skip = static_cast<size_t>(from - (s.framePos - static_cast<int64_t>(s.preroll.size())));
+        openUtterance(from, std::vector<int16_t>(s.preroll.begin() + static_cast<std::ptrdiff_t>(std::min(skip, s.preroll.size())), s.preroll.end()));
+      } else {
+        openUtterance(s.framePos, {});
+      }
+    }
+    if (settings_.vadEnabled) {
+      s.preroll.insert(s.preroll.end(), f, f + kFrame);
+      while (s.preroll.size() > static_cast<size_t>(settings_.prerollSamples)) s.preroll.pop_front();
+    }
+    if (s.inUtt) {
+      s.utt.insert(s.utt.end(), f, f + kFrame);
+      if (loud) {
+        if (s.lastLoudEnd == 0) s.firstLoud = s.utt.size() - kFrame;
+        s.lastLoudEnd = s.utt.size();
+      }
+      if (!speech) {
+        endUtterance(true);
+      } else if (s.utt.size() >= static_cast<size_t>(settings_.maxUtteranceSamples)) {
+        endUtterance(false);
+        if (settings_.vadEnabled) openUtterance(s.framePos + static_cast<int64_t>(kFrame), {});  // still speaking
+      } else if (tail > 0 && s.lastLoudEnd > 0 && s.utt.size() == s.lastLoudEnd + tail && s.specEnd != s.utt.size()) {
+        s.specWanted = s.utt.size();  // a pause of `tail`: this may be the final's span
+      }
+    }
+    s.framePos += static_cast<int64_t>(kFrame);
+  };
+  int64_t i = 0;
+  while (i < n) {
+    const size_t take = std::min<size_t>(kFrame - s.pending.size(), static_cast<size_t>(n - i));
+    s.pending.insert(s.pending.end(), w.pcm.begin() + i, w.pcm.begin() + i + static_cast<int64_t>(take));
+    i += static_cast<int64_t>(take);
+    if (s.pending.size() < kFrame) break;
+    feedFrame(s.pending.data());
+    s.pending.clear();
+  }
+  s.pos += n;
+  out.consumed = static_cast<uint32_t>(n);
+  if (w.flush) {
+    if (!s.pending.empty()) {
+      if (s.inUtt) s.utt.insert(s.utt.end(), s.pending.begin(), s.pending.end());
+      s.framePos += static_cast<int64_t>(s.pending.size());
+      s.pending.clear();
+    }
+    if (s.inUtt) endUtterance(false);
+    out.flushed = true;
+  }
+}
+
+void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
+  // Batches: one job each, or (rows independent: base) jobs of equal length.
+  std::vector<std::vector<size_t>> batches;
+  std::vector<size_t> todo;
+  for (size_t k = 0; k < jobs.size(); k++)
+    if (jobs[k].predicted >= 0) todo.push_back(k);
+  std::stable_sort(todo.begin(), todo.end(), [&](size_t a, size_t b) { return jobs[a].predicted > jobs[b].predicted; });
+  const size_t B = static_cast<size_t>(std::max(1, settings_.maxBatch));
+  for (size_t k : todo) {
+    bool placed = false;
+    if (model_->rowsIndependent()) {
+      for (auto& b : batches) {
+        if (b.size() < B && jobs[b.front()].audio.size() == jobs[k].audio.size()) {
+          b.push_back(k);
+          placed = true;
+          break;
+        }
+      }
+    }
+    if (!placed) batches.push_back({k});
+  }
+  std::vector<std::function<void()>> tasks;
+  for (auto& b : batches) {
+    tasks.emplace_back([this, &jobs, &b] {
+      try {
+        std::vector<const std::vector<float>*> rows;
+        for (size_t k : b) rows.push_back(&jobs[k].audio);
+        auto rs = model_->transcribe(rows, settings_.decode);
+        for (size_t i = 0; i < b.size(); i++) jobs[b[i]].result = std::move(rs[i]);
+      } catch (const std::bad_alloc&) {
+        for (size_t k : b) jobs[k].error = "out of memory (std::bad_alloc)";
+      } catch (const std::exception& e) {
+        for (size_t k : b) jobs[k].error = e.what();
+      } catch (...) {
+        for (size_t k : b) jobs[k].error = "unknown exception in the Moonshine model";
+      }
+    });
+  }
+  parallel(tasks);
+  for (auto& b : batches)
+    if (jobs[b.front()].error.empty()) learn(jobs[b.front()].result, jobs[b.front()].audio.size(), b.size());
+
+  const auto now = Clock::now();
+  for (Job& j : jobs) {
+    Stream& s = *j.stream;
+    if (!j.error.empty()) {
+      j.out->error = ErrorCode::kDecodeFailed;
+      j.out->errorMessage = "Moonshine: " + j.error;
+      continue;
+    }
+    const std::string text = hasWords(j.result.text) ? j.result.text : std::string();
+    if (j.kind == Job::kFinal) {
+      Utterance& u = j.out->finals[j.finalIndex];
+      u.text = text;
+      if (text.empty()) continue;
+      // Word times: the utterance's loud part (or all of it) shared out by
+      // word length; Moonshine gives no timestamps. Confidence: the mean
+      // probability of the utterance's tokens.
+      const auto words = splitWords(text);
+      const size_t a = std::min(j.wordsFrom, j.span), b = std::min(j.span, std::max(j.wordsTo, a + kFrame));
+      size_t chars = 0;
+      for (auto& w : words) chars += w.size() + 1;
+      const double t0 = static_cast<double>(a) / kRate, t1 = static_cast<double>(b) / kRate;
+      double t = t0;
+      const float conf = static_cast<float>(std::min(1.0, std::max(0.0, j.result.meanProb)));
+      for (auto& w : words) {
+        const double d = (t1 - t0) * static_cast<double>(w.size() + 1) / static_cast<double>(std::max<size_t>(1, chars));
+        Word wd;
+        wd.text = w;
+        wd.startFrame = static_cast<int32_t>(std::lround(t * 100));
+        wd.endFrame = std::max(wd.startFrame, static_cast<int32_t>(std::lround((t + d) * 100)) - 1);
+        wd.confidence = conf;
+        u.words.push_back(std::move(wd));
+        t += d;
+      }
+      continue;
+    }
+    // A speculative final or a partial: the open utterance's hypothesis.
+    if (j.kind == Job::kSpec) {
+      s.specEnd = j.span;
+      s.spec = j.result;
+    }
+    if (!s.inUtt) continue;
+    j.out->hasPartial = true;
+    j.out->partial = text;
+    j.out->partialStart = s.uttStart;
+    j.out->partialEnd = s.uttStart + static_cast<int64_t>(j.span);
+    s.lastPartialLen = std::max(s.lastPartialLen, j.span);
+    s.lastPartialAt = now;
+    s.lastPartialMs = j.result.encodeMs + j.result.decodeMs;
+  }
+}
+
+}  // namespace captiongate::moonshine

@@ -1,0 +1,117 @@
+// Moonshine as a recognizer of the engine base. Captions from an encoder
+// whose cost grows with the audio (no 30 s window), so the open utterance
+// can be re-decoded often:
+//
+//   windows ──► per-stream VAD + loudness ──► utterance audio (from onset − preroll)
+//                 │ a pause of tailMs after the last loud frame: speculative final
+//                 │ every partialIntervalMs (wall, adapting to load) with new audio: partial
+//                 │ at the endpoint / flush / max length: final (the speculative one if it matches)
+//                 ▼
+//   one decode() call = one round: the jobs of every ready stream, run batch-1
+//   (tiny), or in batches of equal length (base), on `threads` threads.
+//
+// Finals are decoded once, from a span of the utterance fixed by the audio
+// alone, and never revised; an utterance that decodes to nothing, or to
+// punctuation only, ends with an empty final. Partials are tentative and
+// give way first: a round runs every final (and speculative final) and only
+// the partials that fit beside them in about roundMs.
+//
+// The final's span. At a VAD endpoint the utterance audio ends
+// `vad.endMs` after the speech; the span kept is [onset − preroll,
+// last loud frame + tailMs] (loud: 12 dB over the stream's noise floor), or
+// the whole utterance if no loud frame was seen. The moment a pause reaches
+// tailMs, that span is known, and it is decoded at once (a speculative
+// final; its text is shown as a partial). If the endpoint comes with no loud
+// frame since, the final is that result: no decode is left after the
+// endpoint. If speech resumes, the speculative result was only a partial.
+// Either way the span, and so the final, depends on the audio only, never
+// on load or timing: finals of a stream do not depend on its batch-mates.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../audio/vad.h"
+#include "../base/recognizer.h"
+#include "model.h"
+
+namespace captiongate::moonshine {
+
+struct MoonshineSettings {
+  ModelSettings model;
+  DecodeOptions decode;
+  int threads = 2;   // inference threads (engine.threads); each ORT run uses model.intraOpThreads
+  int maxBatch = 8;  // rows per batch where rows are independent (base, equal lengths)
+  VadSettings vad;
+  bool vadEnabled = true;
+  int prerollSamples = 4800;
+  int maxUtteranceSamples = 16000 * 15;
+  int partialIntervalMs = 200;
+  int tailSamples = 3200;  // 200 ms
+  int roundMs = 100;
+  double loudDb = 12;  // a frame is loud this far over the noise floor
+};
+
+// Text with no letter or digit (empty, or punctuation only) is no caption.
+bool hasWords(const std::string& text);
+
+class MoonshineRecognizer : public Recognizer {
+ public:
+  explicit MoonshineRecognizer(MoonshineSettings settings);
+  ~MoonshineRecognizer() override;
+
+  void load(RecognizerHost& host) override;
+  // One base thread runs each round; inside it, the round's jobs run on
+  // `threads` threads (that one plus threads − 1 helpers), never more.
+  int workers() const override { return 1; }
+  size_t maxStreamsPerDecode() const override { return 0; }
+  std::unique_ptr<RecognizerStream> createStream(uint32_t stream) override;
+  void decode(const std::vector<DecodeJob>& jobs) override;
+  void closeStream(RecognizerStream& state, uint32_t stream) noexcept override;
+  RecognizerStats stats() const override;
+
+  const Model* model() const { return model_.get(); }
+
+ private:
+  struct Stream;
+  struct Job;
+  void processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs);
+  void runJobs(std::vector<Job>& jobs);
+  void parallel(std::vector<std::function<void()>>& tasks);
+  void helperMain();
+  double predictMs(size_t samples) const;
+  void learn(const Transcript& t, size_t samples, size_t rows);
+
+  const MoonshineSettings settings_;
+  std::unique_ptr<Model> model_;  // set once by load(), then only read
+
+  // Helper threads of a round: they claim tasks by index with the caller.
+  std::mutex poolMu_;
+  std::condition_variable poolCv_;
+  std::condition_variable poolDone_;
+  std::vector<std::thread> helpers_;
+  std::vector<std::function<void()>>* tasks_ = nullptr;  // under poolMu_
+  size_t next_ = 0;                                      // under poolMu_
+  size_t running_ = 0;                                   // under poolMu_
+  uint64_t round_ = 0;                                   // under poolMu_
+  bool stop_ = false;                                    // under poolMu_
+
+  // Cost model (only the round's thread touches it): encoder ms per audio
+  // second and ms per decoder step, learned from every run.
+  double encMsPerSecond_ = 10;
+  double stepMs_ = 5;
+
+  std::atomic<int> inUtterance_{0};
+  std::atomic<uint64_t> samplesDecoded_{0};
+  std::atomic<bool> loaded_{false};
+  std::atomic<double> modelBytes_{0};
+};
+
+}  // namespace captiongate::moonshine
