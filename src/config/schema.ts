@@ -87,7 +87,7 @@ export const configSchema = z
       .strict(),
     engine: z
       .object({
-        kind: z.enum(['pocketsphinx', 'whisper', 'overhead'], { error: 'must be "pocketsphinx" or "whisper"' }),
+        kind: z.enum(['pocketsphinx', 'whisper', 'moonshine', 'overhead'], { error: 'must be "pocketsphinx", "whisper" or "moonshine"' }),
         threads: int(1, 256),
         decoders: int(1, 1024),
         windowMs: int(10, 1000),
@@ -122,6 +122,17 @@ export const configSchema = z
             noSpeechThreshold: num(0, 1),
             logprobThreshold: num(-100, 0),
             selfTest: bool(),
+          })
+          .strict(),
+        moonshine: z
+          .object({
+            model: z.enum(['tiny', 'base'], { error: 'must be "tiny" or "base"' }),
+            modelsDir: str(),
+            partialIntervalMs: int(10, 10_000),
+            tailMs: int(0, 2000),
+            maxUtteranceSeconds: num(1, 60),
+            maxTokensPerSecond: num(1, 50),
+            maxBatch: int(1, 64),
           })
           .strict(),
         vad: z

@@ -57,6 +57,32 @@ export interface NativeWhisperEngineOptions {
   selfTest: boolean;
 }
 
+export interface NativeMoonshineEngineOptions {
+  kind: 'moonshine';
+  /** Folder with encoder_model.ort, decoder_model_merged.ort and tokenizer.bin. */
+  modelDir: string;
+  /** libonnxruntime.so.1 (onnxruntime-node's), dlopen()ed at load. */
+  ortLibrary: string;
+  /** Inference threads of a round (engine.threads). */
+  threads: number;
+  /** ORT threads inside one run (1: the threads run separate windows). */
+  intraOpThreads: number;
+  /** Load the model through ONNX so ORT folds the weight dequantization (base). */
+  foldWeights: boolean;
+  maxBatch: number;
+  maxTokensPerSecond: number;
+  maxRepeats: number;
+  vadEnabled: boolean;
+  vadThreshold: number;
+  vadStartFrames: number;
+  vadEndFrames: number;
+  prerollSamples: number;
+  maxUtteranceSamples: number;
+  partialIntervalMs: number;
+  tailSamples: number;
+  roundMs: number;
+}
+
 /** The null recognizer: consumes every window, decodes nothing (measures the native boundary). */
 export interface NativeNullEngineOptions {
   kind: 'null';
@@ -64,7 +90,7 @@ export interface NativeNullEngineOptions {
   threads?: number;
 }
 
-export type AnyNativeEngineOptions = NativeEngineOptions | NativeWhisperEngineOptions | NativeNullEngineOptions;
+export type AnyNativeEngineOptions = NativeEngineOptions | NativeWhisperEngineOptions | NativeMoonshineEngineOptions | NativeNullEngineOptions;
 
 export interface WhisperDecodeResult {
   text: string;
@@ -83,6 +109,36 @@ export interface NativeWhisper {
   encode(mels: Float32Array[], frames: number): Promise<Float32Array>;
   decode(enc: Float32Array, batch: number, ctx: number): Promise<WhisperDecodeResult[]>;
   transcribe(audios: Float32Array[], frames?: number): Promise<WhisperDecodeResult[]>;
+}
+
+export interface MoonshineTranscript {
+  text: string;
+  /** Generated tokens (not the start token), EOS included when reached. */
+  tokens: number[];
+  /** Mean probability of the text tokens. */
+  meanProb: number;
+  repetitionCut: boolean;
+  hitMaxTokens: boolean;
+  /** Decoder runs of the batch. */
+  steps: number;
+  /** Wall time of the batch's encoder run and decoder loop. */
+  encodeMs: number;
+  decodeMs: number;
+}
+
+/** The Moonshine model on its own (tests, the reference comparison, benchmarks). */
+export interface NativeMoonshine {
+  load(): Promise<void>;
+  info(): { ortVersion: string; fileBytes: number; takesMask: boolean; rowsIndependent: boolean; layers: number; hidden: number };
+  /** One batch: rows of 16 kHz audio (different lengths are padded and masked: tiny only). */
+  transcribe(rows: Float32Array[], options?: { maxTokensPerSecond?: number; maxRepeats?: number }): Promise<MoonshineTranscript[]>;
+}
+
+export interface NativeMoonshineOptions {
+  modelDir: string;
+  ortLibrary: string;
+  intraOpThreads?: number;
+  foldWeights?: boolean;
 }
 
 export interface NativeWindow {
@@ -133,6 +189,9 @@ interface Addon {
   /** Test hook: the repetition guard's cut for a token sequence. */
   whisperRepeatedTail(tokens: number[], repeats?: number): number;
   NativeAudioConverter: new (options: NativeAudioConverterOptions) => NativeAudioConverter;
+  NativeMoonshine: new (options: NativeMoonshineOptions) => NativeMoonshine;
+  /** Test hook: the Moonshine repetition guard's cut for a token sequence. */
+  moonshineRepeatedTail(tokens: number[], repeats?: number): number;
   abiVersion: number;
 }
 

@@ -2,11 +2,13 @@
 import type { Config } from '../config/schema.js';
 import { createPocketSphinxEngine } from './pocketsphinx.js';
 import { createWhisperEngine } from './whisper.js';
+import { createMoonshineEngine } from './moonshine.js';
 import { EngineError, type Engine } from './types.js';
 
 export * from './types.js';
 export { checkPocketSphinxModel, createPocketSphinxEngine } from './pocketsphinx.js';
 export { checkWhisperModel, createWhisperEngine, loadWhisperModel } from './whisper.js';
+export { checkMoonshineModel, createMoonshineEngine, loadMoonshineModel } from './moonshine.js';
 
 export async function createEngine(config: Readonly<Config>): Promise<Engine> {
   switch (config.engine.kind) {
@@ -14,6 +16,8 @@ export async function createEngine(config: Readonly<Config>): Promise<Engine> {
       return createPocketSphinxEngine(config.engine);
     case 'whisper':
       return createWhisperEngine(config.engine);
+    case 'moonshine':
+      return createMoonshineEngine(config.engine);
     case 'overhead': {
       // The overhead-measurement engine does no decoding; it exists so
       // bench/ and test/ can isolate the gateway's own cost.

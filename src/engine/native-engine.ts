@@ -1,9 +1,9 @@
 /**
  * An Engine over the addon's NativeEngine, whichever backend it runs
- * (PocketSphinx or Whisper): argument checks, open-stream bookkeeping, and
+ * (PocketSphinx, Whisper or Moonshine): argument checks, open-stream bookkeeping, and
  * the ready listeners. The backends differ only in options and EngineInfo.
  */
-import { loadAddon, type NativeEngine, type NativeEngineOptions, type NativeWhisperEngineOptions } from './addon.js';
+import { loadAddon, type NativeEngine, type NativeEngineOptions, type NativeMoonshineEngineOptions, type NativeWhisperEngineOptions } from './addon.js';
 import {
   EngineError,
   type Engine,
@@ -91,7 +91,7 @@ type ReadyListener = (ids: readonly StreamId[]) => void;
 
 /** Creates the addon's engine for these options and loads its models off the main thread. */
 export async function loadNativeEngine(
-  options: NativeEngineOptions | NativeWhisperEngineOptions,
+  options: NativeEngineOptions | NativeWhisperEngineOptions | NativeMoonshineEngineOptions,
 ): Promise<{ native: NativeEngine; listeners: ReadyListener[] }> {
   const { NativeEngine } = loadAddon();
   const listeners: ReadyListener[] = [];

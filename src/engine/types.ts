@@ -42,6 +42,8 @@ export interface WindowPolicy {
 
 export interface EngineInfo {
   readonly name: string;
+  /** Which model of the engine, where it has several (Moonshine: 'tiny' or 'base'). */
+  readonly model?: string;
   readonly version: string;
   readonly sampleRate: typeof ENGINE_SAMPLE_RATE;
   readonly policy: WindowPolicy;
