@@ -35,7 +35,7 @@ const HELP: Record<string, string> = {
   'rateLimits.opensPerMinutePerAddress': 'Session/viewer opens per client address per minute (burst of the same size).',
   'rateLimits.opensPerMinutePerToken': 'Opens per token identity (`sub`) per minute.',
   'pool.slabs': 'Session slabs allocated at startup = maximum concurrent sessions.',
-  'pool.slabSeconds': 'Audio backlog one slab holds (16 kHz float32).',
+  'pool.slabSeconds': 'Audio backlog one slab holds (16 kHz, 16-bit samples).',
   'audio.resampleQuality': 'Speex resampler quality (0-10).',
   'limits.maxSessionSeconds': 'Audio seconds per session; then finals, `end` (max_duration), close 4003.',
   'limits.idleTimeoutSeconds': 'No message for this long: finals, `end` (idle_timeout), close 4004.',

@@ -1,10 +1,13 @@
 /**
  * Per-session input conversion: s16le/f32le, 8-48 kHz, mono/stereo in,
- * 16 kHz mono float out. Conversion runs on the main thread, per frame:
- * - 16 kHz input needs no resampling, so it is converted here in JS, with
- *   the same arithmetic as the native path (every result is exact in
- *   float32), saving a native call per frame;
- * - everything else goes through the native Speex resampler.
+ * 16 kHz mono 16-bit samples out (what the session's ring holds and every
+ * recognizer decodes). Conversion runs on the main thread, per frame:
+ * - 16 kHz s16le needs no resampling: mono is copied as it is, stereo
+ *   averaged, here in JS, with the native path's exact arithmetic (tested),
+ *   saving a native call per frame;
+ * - everything else goes through the native Speex resampler, whose float
+ *   output is quantized the way the engines always quantized float input
+ *   (round to nearest, ties to even, of x × 32768, clamped).
  */
 import { loadAddon, type NativeAudioConverter } from '../engine/addon.js';
 import { ENGINE_SAMPLE_RATE } from '../engine/types.js';
@@ -23,9 +26,15 @@ export function bytesPerFrame(f: AudioFormat): number {
   return f.channels * (f.encoding === 's16le' ? 2 : 4);
 }
 
-/** 16 kHz s16le (mono or stereo) or f32le mono: a plain loop gives the native path's exact output. */
-function convertsInJs(f: AudioFormat): boolean {
-  return f.sampleRate === ENGINE_SAMPLE_RATE && (f.encoding === 's16le' || f.channels === 1);
+/** Float samples in [-1, 1] to 16 bits, as the native side does: lrintf(x × 32768) clamped (ties to even). */
+export function floatToS16(src: Float32Array, out: Int16Array = new Int16Array(src.length)): Int16Array {
+  for (let i = 0; i < src.length; i++) {
+    const x = Math.max(-32768, Math.min(32767, src[i]! * 32768));
+    let r = Math.round(x);
+    if (r - x === 0.5 && (r & 1) !== 0) r -= 1; // Math.round sends ties up; lrintf sends them to even
+    out[i] = r;
+  }
+  return out;
 }
 
 export class AudioConverter {
@@ -45,7 +54,7 @@ export class AudioConverter {
     }
     this.format = format;
     this.bytesPerFrame = bytesPerFrame(format);
-    if (!convertsInJs(format)) {
+    if (format.sampleRate !== ENGINE_SAMPLE_RATE || format.encoding !== 's16le') {
       const { NativeAudioConverter } = loadAddon();
       this.#native = new NativeAudioConverter({ ...format, quality });
     }
@@ -57,34 +66,33 @@ export class AudioConverter {
   }
 
   /** Converts whole frames into `out`; returns the number of samples written. */
-  convert(bytes: Uint8Array, out: Float32Array): number {
+  convert(bytes: Uint8Array, out: Int16Array): number {
     if (this.#native) return this.#native.convert(bytes, out);
     const frames = bytes.byteLength / this.bytesPerFrame;
     if (!Number.isInteger(frames)) throw new RangeError(`Expected whole sample frames of ${this.bytesPerFrame} bytes but received ${bytes.byteLength} bytes`);
     if (frames > out.length) throw new RangeError('output buffer too small');
-    const { encoding, channels } = this.format;
-    // Aligned input (every WebSocket message is) is read through a typed view; otherwise through a DataView.
-    if (encoding === 's16le') {
-      if (bytes.byteOffset % 2 === 0) {
-        const s = new Int16Array(bytes.buffer, bytes.byteOffset, frames * channels);
-        if (channels === 1) for (let i = 0; i < frames; i++) out[i] = s[i]! * (1 / 32768);
-        else for (let i = 0; i < frames; i++) out[i] = (s[2 * i]! + s[2 * i + 1]!) * (0.5 / 32768);
-      } else {
-        const d = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-        if (channels === 1) for (let i = 0; i < frames; i++) out[i] = d.getInt16(2 * i, true) * (1 / 32768);
-        else for (let i = 0; i < frames; i++) out[i] = (d.getInt16(4 * i, true) + d.getInt16(4 * i + 2, true)) * (0.5 / 32768);
-      }
-    } else if (bytes.byteOffset % 4 === 0) {
-      out.set(new Float32Array(bytes.buffer, bytes.byteOffset, frames));
+    const mono = this.format.channels === 1;
+    if (bytes.byteOffset % 2 === 0) {
+      // Every WebSocket message is aligned; read it through a 16-bit view.
+      const s = new Int16Array(bytes.buffer, bytes.byteOffset, frames * this.format.channels);
+      if (mono) out.set(s);
+      else for (let i = 0; i < frames; i++) out[i] = halfToEven(s[2 * i]! + s[2 * i + 1]!);
     } else {
       const d = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      for (let i = 0; i < frames; i++) out[i] = d.getFloat32(4 * i, true);
+      if (mono) for (let i = 0; i < frames; i++) out[i] = d.getInt16(2 * i, true);
+      else for (let i = 0; i < frames; i++) out[i] = halfToEven(d.getInt16(4 * i, true) + d.getInt16(4 * i + 2, true));
     }
     return frames;
   }
 
   /** Drains the resampler so total output matches total input duration. */
-  flush(out: Float32Array): number {
+  flush(out: Int16Array): number {
     return this.#native ? this.#native.flush(out) : 0;
   }
+}
+
+/** (l + r) / 2 rounded to nearest, ties to even: the native path's lrintf of the float average. */
+function halfToEven(sum: number): number {
+  const q = sum >> 1; // floor
+  return q + (sum & 1 & q);
 }

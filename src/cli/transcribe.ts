@@ -4,7 +4,7 @@
  * change and each final with its word times. No server involved.
  */
 import { readWav } from '../audio/wav.js';
-import { wavTo16kFloat } from '../audio/decode.js';
+import { wavTo16k } from '../audio/decode.js';
 import { loadConfig } from '../config/load.js';
 import { createEngine } from '../engine/index.js';
 import { ENGINE_SAMPLE_RATE } from '../engine/types.js';
@@ -23,7 +23,7 @@ const fmt = (s: number) => s.toFixed(2).padStart(6);
 export async function runTranscribe(args: TranscribeArgs, out = process.stdout): Promise<void> {
   const config = loadConfig();
   const wav = readWav(args.file);
-  const pcm = wavTo16kFloat(wav, config.audio.resampleQuality);
+  const pcm = wavTo16k(wav, config.audio.resampleQuality);
   const t0 = performance.now();
   const engine = await createEngine(config);
   const loadMs = performance.now() - t0;

@@ -7,7 +7,8 @@
 import { ENGINE_SAMPLE_RATE, type WindowPolicy } from '../engine/types.js';
 import type { Config } from './schema.js';
 
-export const BYTES_PER_ENGINE_SAMPLE = Float32Array.BYTES_PER_ELEMENT; // ring holds float32
+/** Rings hold 16-bit samples: what every recognizer decodes from, and half the memory of float32. */
+export const BYTES_PER_ENGINE_SAMPLE = Int16Array.BYTES_PER_ELEMENT;
 
 export interface Shapes {
   /** Ring capacity per session (samples of backlog a slab holds). */

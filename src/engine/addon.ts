@@ -178,8 +178,8 @@ export interface NativeAudioConverterOptions {
 }
 
 export interface NativeAudioConverter {
-  convert(bytes: Uint8Array, out: Float32Array): number;
-  flush(out: Float32Array): number;
+  convert(bytes: Uint8Array, out: Int16Array): number;
+  flush(out: Int16Array): number;
   maxOutput(bytes: number): number;
 }
 

@@ -232,7 +232,7 @@ function logStartup(log: Logger, config: Readonly<Config>, shapes: Shapes, engin
       },
     },
     `memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +
-      `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror at 16 kHz float32)`,
+      `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror of 16 kHz 16-bit samples)`,
   );
   const modelBytes = engine.stats().modelBytes;
   log.info(

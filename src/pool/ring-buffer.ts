@@ -10,7 +10,7 @@ import type { Slab } from './slab-pool.js';
 export class RingBuffer {
   readonly capacity: number;
   readonly mirror: number;
-  #data: Float32Array;
+  #data: Int16Array;
   #readPos = 0;
   #writePos = 0;
 
@@ -39,7 +39,7 @@ export class RingBuffer {
   }
 
   /** Appends the first `n` samples of `src`; the caller checks `free` first. */
-  write(src: Float32Array, n = src.length): void {
+  write(src: Int16Array, n = src.length): void {
     if (n > this.free) throw new RangeError(`ring overflow: ${n} samples into ${this.free} free`);
     const cap = this.capacity;
     let idx = this.#writePos % cap;
@@ -66,7 +66,7 @@ export class RingBuffer {
   }
 
   /** Contiguous view of [start, start + length); valid until the next write. */
-  view(start: number, length: number): Float32Array {
+  view(start: number, length: number): Int16Array {
     if (start < this.#readPos || start + length > this.#writePos) {
       throw new RangeError(`view [${start}, ${start + length}) outside backlog [${this.#readPos}, ${this.#writePos})`);
     }

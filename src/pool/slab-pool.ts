@@ -1,12 +1,12 @@
 /**
- * A fixed number of fixed-size float32 slabs, allocated (and touched) once
- * at startup. Acquire and release are O(1) (a free-index stack). The pool
+ * A fixed number of fixed-size slabs of 16-bit samples, allocated (and
+ * touched) once at startup. Acquire and release are O(1) (a free-index stack). The pool
  * never grows: when it is empty a new session is refused up front.
  */
 
 export interface Slab {
   readonly index: number;
-  readonly samples: Float32Array;
+  readonly samples: Int16Array;
 }
 
 export interface SlabPoolStats {
@@ -36,11 +36,11 @@ export class SlabPool {
       throw new RangeError(`Expected slabSamples >= 1 but received ${slabSamples}`);
     }
     this.slabSamples = slabSamples;
-    this.slabBytes = slabSamples * Float32Array.BYTES_PER_ELEMENT;
+    this.slabBytes = slabSamples * Int16Array.BYTES_PER_ELEMENT;
     this.totalBytes = this.slabBytes * slabs;
     this.#slabs = [];
     for (let i = 0; i < slabs; i++) {
-      const samples = new Float32Array(slabSamples);
+      const samples = new Int16Array(slabSamples);
       // Touch every page now so the budget is resident from startup, not
       // discovered under load.
       samples.fill(0);

@@ -35,13 +35,13 @@ function schedulerFor(engine: Engine): Scheduler {
   return s;
 }
 
-export async function transcribePcm(engine: Engine, pcm: Float32Array | Int16Array, opts: TranscribeOptions = {}): Promise<TranscribeResult> {
+export async function transcribePcm(engine: Engine, pcm: Int16Array, opts: TranscribeOptions = {}): Promise<TranscribeResult> {
   const policy = engine.info.policy;
   const size = Math.max(1, Math.min(opts.windowSamples ?? policy.minSamples, policy.maxSamples));
   const scheduler = schedulerFor(engine);
   // A private ring: room for two windows, mirrored so any window is contiguous.
   const capacity = 2 * policy.maxSamples;
-  const ring = new RingBuffer({ index: -1, samples: new Float32Array(capacity + policy.maxSamples) }, capacity, policy.maxSamples);
+  const ring = new RingBuffer({ index: -1, samples: new Int16Array(capacity + policy.maxSamples) }, capacity, policy.maxSamples);
   const finals: Utterance[] = [];
   let windows = 0;
   let decoderWaitMs = 0;
@@ -81,7 +81,6 @@ export async function transcribePcm(engine: Engine, pcm: Float32Array | Int16Arr
     while (!failure && !done()) await new Promise<void>((r) => (wakeUp = r));
     if (failure) throw failure;
   };
-  const chunk = new Float32Array(size);
   const t0 = performance.now();
   try {
     for (let pos = 0; pos < pcm.length; pos += size) {
@@ -90,12 +89,7 @@ export async function transcribePcm(engine: Engine, pcm: Float32Array | Int16Arr
         const wait = t0 + (end / ENGINE_SAMPLE_RATE) * 1000 - performance.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
-      const n = end - pos;
-      if (pcm instanceof Float32Array) ring.write(pcm.subarray(pos, end), n);
-      else {
-        for (let i = 0; i < n; i++) chunk[i] = pcm[pos + i]! / 32768;
-        ring.write(chunk, n);
-      }
+      ring.write(pcm.subarray(pos, end));
       stream.wake();
       // One window per chunk: wait until this one has been taken (or less
       // than a window is left, which the final flush takes).

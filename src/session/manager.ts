@@ -49,7 +49,7 @@ export class SessionManager {
   #perAddress = new Map<string, number>();
   #perIdentity = new Map<string, number>();
   #identityOf = new WeakMap<Session, string>();
-  #scratch: Float32Array;
+  #scratch: Int16Array;
   #sweep: NodeJS.Timeout;
   #shuttingDown = false;
   #engineLag = 0;
@@ -60,7 +60,7 @@ export class SessionManager {
     this.#deps = deps;
     // Largest conversion output of one frame: 1 s of audio at 16 kHz, plus
     // the resampler's filter tail.
-    this.#scratch = new Float32Array(MAX_FRAME_OUTPUT);
+    this.#scratch = new Int16Array(MAX_FRAME_OUTPUT);
     this.#sweep = setInterval(() => this.#tick(), SWEEP_MS);
     this.#sweep.unref();
   }

@@ -62,7 +62,7 @@ export interface SessionDeps {
   published?(s: Session, ev: CaptionEvent): void;
   readonly faults?: FaultHooks | undefined;
   /** Scratch for conversion output, shared: the main thread is single-threaded. */
-  readonly scratch: Float32Array;
+  readonly scratch: Int16Array;
 }
 
 export type SessionState = 'active' | 'finishing' | 'ended';

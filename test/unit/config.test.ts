@@ -70,8 +70,8 @@ describe('config', () => {
     expect(s.ringSamples).toBe(480_000);
     expect(s.mirrorSamples).toBe(16_000);
     expect(s.slabSamples).toBe(496_000);
-    expect(s.slabBytes).toBe(496_000 * 4);
-    expect(s.poolBytes).toBe(10 * 496_000 * 4);
+    expect(s.slabBytes).toBe(496_000 * 2); // 16-bit samples
+    expect(s.poolBytes).toBe(10 * 496_000 * 2);
     expect(s.lagMaxSamples).toBe(c.limits.lagMaxSeconds * 16_000);
     expect(s.lagWarnSamples).toBe(c.limits.lagWarnSeconds * 16_000);
     // Session length does not size any buffer.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { AudioConverter } from '../../src/audio/converter.js';
+import { AudioConverter, floatToS16 } from '../../src/audio/converter.js';
 
 /** Power of a single frequency (Goertzel), normalized by length. */
 function power(x: Float32Array, freq: number, rate: number): number {
@@ -21,16 +21,17 @@ function tone(freq: number, rate: number, seconds: number, amp = 0.5): Float32Ar
   return Float32Array.from({ length: n }, (_, i) => amp * Math.sin((2 * Math.PI * freq * i) / rate));
 }
 
+/** Converts in frames (as a session does) and returns the 16-bit output as floats for analysis. */
 function convertAll(conv: AudioConverter, bytes: Uint8Array, frameBytes: number): Float32Array {
   const out: number[] = [];
-  const scratch = new Float32Array(conv.maxOutput(frameBytes) + 2048);
+  const scratch = new Int16Array(conv.maxOutput(frameBytes) + 2048);
   for (let off = 0; off < bytes.length; off += frameBytes) {
     const n = conv.convert(bytes.subarray(off, Math.min(bytes.length, off + frameBytes)), scratch);
     out.push(...scratch.subarray(0, n));
   }
   const n = conv.flush(scratch);
   out.push(...scratch.subarray(0, n));
-  return Float32Array.from(out);
+  return Float32Array.from(out, (v) => v / 32768);
 }
 
 const f32bytes = (x: Float32Array) => new Uint8Array(x.buffer);
@@ -75,10 +76,10 @@ describe('AudioConverter (Speex resampler)', () => {
 
   it('passes 16 kHz mono s16le straight through', () => {
     const conv = new AudioConverter({ sampleRate: 16000, channels: 1, encoding: 's16le' });
-    const x = Int16Array.from([0, 16384, -16384, 32767]);
-    const out = new Float32Array(8);
-    expect(conv.convert(new Uint8Array(x.buffer), out)).toBe(4);
-    expect(Array.from(out.subarray(0, 4))).toEqual([0, 0.5, -0.5, 32767 / 32768]);
+    const x = Int16Array.from([0, 16384, -16384, 32767, -32768]);
+    const out = new Int16Array(8);
+    expect(conv.convert(new Uint8Array(x.buffer), out)).toBe(5);
+    expect(Array.from(out.subarray(0, 5))).toEqual([0, 16384, -16384, 32767, -32768]);
   });
 
   it('refuses unsupported formats and partial sample frames', () => {
@@ -86,35 +87,43 @@ describe('AudioConverter (Speex resampler)', () => {
     expect(() => new AudioConverter({ sampleRate: 16000, channels: 3, encoding: 's16le' })).toThrow(RangeError);
     expect(() => new AudioConverter({ sampleRate: 16000, channels: 1, encoding: 'mulaw' as never })).toThrow(RangeError);
     const conv = new AudioConverter({ sampleRate: 16000, channels: 2, encoding: 's16le' });
-    expect(() => conv.convert(new Uint8Array(6), new Float32Array(16))).toThrow(/whole sample frames of 4 bytes/);
+    expect(() => conv.convert(new Uint8Array(6), new Int16Array(16))).toThrow(/whole sample frames of 4 bytes/);
   });
 });
 
-describe('AudioConverter at 16 kHz (converted in JS, no native call)', () => {
-  it('gives exactly the native converter\'s output: s16le mono and stereo, f32le mono, aligned and not', async () => {
+describe('AudioConverter at 16 kHz s16le (converted in JS, no native call)', () => {
+  it("gives exactly the native converter's output, mono and stereo (ties to even), aligned and not", async () => {
     const { loadAddon } = await import('../../src/engine/addon.js');
     const { NativeAudioConverter } = loadAddon();
     let seed = 7;
     const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
-    for (const [encoding, channels] of [['s16le', 1], ['s16le', 2], ['f32le', 1]] as const) {
-      const format = { sampleRate: 16000, channels, encoding } as const;
+    for (const channels of [1, 2]) {
+      const format = { sampleRate: 16000, channels, encoding: 's16le' } as const;
       const frames = 1600;
-      const bytes = new Uint8Array(frames * channels * (encoding === 's16le' ? 2 : 4) + 1);
+      const bytes = new Uint8Array(frames * channels * 2 + 1);
       const view = new DataView(bytes.buffer);
-      for (let i = 0; i < frames * channels; i++) {
-        if (encoding === 's16le') view.setInt16(1 + 2 * i, Math.round(rnd() * 32767), true);
-        else view.setFloat32(1 + 4 * i, rnd(), true);
-      }
+      // Extremes and odd sums (ties) included.
+      const edge = [32767, 32767, -32768, -32768, 1, 0, -1, 0, 3, 0, -3, 0];
+      for (let i = 0; i < frames * channels; i++) view.setInt16(1 + 2 * i, i < edge.length ? edge[i]! : Math.round(rnd() * 32767), true);
       const unaligned = bytes.subarray(1);
       const aligned = new Uint8Array(unaligned); // a copy at offset 0
       const native = new NativeAudioConverter({ ...format, quality: 5 });
-      const want = new Float32Array(frames);
+      const want = new Int16Array(frames);
       expect(native.convert(aligned, want)).toBe(frames);
       for (const input of [aligned, unaligned]) {
-        const got = new Float32Array(frames);
+        const got = new Int16Array(frames);
         expect(new AudioConverter(format).convert(input, got)).toBe(frames);
         expect(Array.from(got)).toEqual(Array.from(want));
       }
     }
+  });
+
+  it('floatToS16 quantizes float audio exactly as the native side does (lrintf, ties to even, clamped)', async () => {
+    const { loadAddon } = await import('../../src/engine/addon.js');
+    const native = new (loadAddon().NativeAudioConverter)({ sampleRate: 16000, channels: 1, encoding: 'f32le', quality: 5 });
+    const x = Float32Array.from([0, 0.5, -0.5, 1, -1, 1.5, 2.5 / 32768, -2.5 / 32768, 3.5 / 32768, -0.5 / 32768, 0.3, -0.7, 0.123456]);
+    const want = new Int16Array(x.length);
+    expect(native.convert(new Uint8Array(x.buffer), want)).toBe(x.length);
+    expect(Array.from(floatToS16(x))).toEqual(Array.from(want));
   });
 });

@@ -7,7 +7,7 @@ import { SlabPool } from '../../src/pool/slab-pool.js';
 describe('SlabPool', () => {
   it('hands out a fixed number of slabs, refuses when empty, and counts high water and refusals', () => {
     const pool = new SlabPool({ slabs: 3, slabSamples: 100 });
-    expect(pool.totalBytes).toBe(3 * 100 * 4);
+    expect(pool.totalBytes).toBe(3 * 100 * 2); // 16-bit samples
     const a = pool.acquire()!;
     const b = pool.acquire()!;
     const c = pool.acquire()!;
@@ -59,9 +59,9 @@ describe('RingBuffer', () => {
 
   it('views are contiguous across the wrap thanks to the mirror', () => {
     const r = make(10, 4);
-    r.write(Float32Array.from([0, 1, 2, 3, 4, 5, 6, 7]));
+    r.write(Int16Array.from([0, 1, 2, 3, 4, 5, 6, 7]));
     r.consume(7);
-    r.write(Float32Array.from([8, 9, 10, 11, 12]));
+    r.write(Int16Array.from([8, 9, 10, 11, 12]));
     // Positions 7..12 live at indices 7,8,9,0,1,2.
     expect(Array.from(r.view(9, 4))).toEqual([9, 10, 11, 12]);
     expect(r.available).toBe(6);
@@ -70,8 +70,8 @@ describe('RingBuffer', () => {
 
   it('refuses overflow, reads outside the backlog, and over-consumption', () => {
     const r = make(8, 4);
-    r.write(new Float32Array(8));
-    expect(() => r.write(new Float32Array(1))).toThrow(/overflow/);
+    r.write(new Int16Array(8));
+    expect(() => r.write(new Int16Array(1))).toThrow(/overflow/);
     expect(() => r.view(0, 5)).toThrow(/mirror/);
     expect(() => r.view(6, 3)).toThrow(/outside/);
     expect(() => r.consume(9)).toThrow(RangeError);
@@ -92,7 +92,7 @@ describe('RingBuffer', () => {
           let readPos = 0;
           for (const [w, v, c] of ops) {
             const n = Math.min(w, r.free);
-            const chunk = Float32Array.from({ length: n }, () => next++);
+            const chunk = Int16Array.from({ length: n }, () => next++);
             r.write(chunk);
             model.push(...chunk);
             const len = Math.min(v % (mirror + 1), r.available);

@@ -64,7 +64,7 @@ class Owner implements StreamSink {
     this.stream = scheduler.open(this.ring, this);
   }
   write(n: number) {
-    this.ring.write(new Float32Array(n));
+    this.ring.write(new Int16Array(n));
     this.stream.wake();
   }
   onResult(r: EngineResult): void {

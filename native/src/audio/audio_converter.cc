@@ -1,5 +1,7 @@
 #include "audio_converter.h"
 
+#include <cmath>
+
 #include <speex/speex_resampler.h>
 
 #include <algorithm>
@@ -9,7 +11,7 @@ namespace captiongate {
 
 AudioConverter::AudioConverter(AudioConverter&& other) noexcept
     : inRate_(other.inRate_), channels_(other.channels_), enc_(other.enc_), st_(other.st_),
-      mono_(std::move(other.mono_)), totalIn_(other.totalIn_), totalOut_(other.totalOut_) {
+      mono_(std::move(other.mono_)), staged_(std::move(other.staged_)), totalIn_(other.totalIn_), totalOut_(other.totalOut_) {
   other.st_ = nullptr;
 }
 
@@ -21,6 +23,7 @@ AudioConverter& AudioConverter::operator=(AudioConverter&& other) noexcept {
     enc_ = other.enc_;
     st_ = other.st_;
     mono_ = std::move(other.mono_);
+    staged_ = std::move(other.staged_);
     totalIn_ = other.totalIn_;
     totalOut_ = other.totalOut_;
     other.st_ = nullptr;
@@ -129,6 +132,32 @@ size_t AudioConverter::flush(float* out, size_t outCap) {
   speex_resampler_process_float(st_, 0, zeros.data(), &inLen, out, &outLen);
   totalOut_ += outLen;
   return outLen;
+}
+
+namespace {
+// The quantization every recognizer applied to float input: lrintf (round to
+// nearest, ties to even) of x × 32768, clamped to int16.
+void quantize(const float* in, size_t n, int16_t* out) {
+  for (size_t i = 0; i < n; ++i) {
+    float x = in[i] * 32768.f;
+    x = x > 32767.f ? 32767.f : (x < -32768.f ? -32768.f : x);
+    out[i] = static_cast<int16_t>(std::lrintf(x));
+  }
+}
+}  // namespace
+
+size_t AudioConverter::convert(const uint8_t* bytes, size_t nbytes, int16_t* out, size_t outCap) {
+  staged_.resize(outCap);
+  const size_t n = convert(bytes, nbytes, staged_.data(), outCap);
+  quantize(staged_.data(), n, out);
+  return n;
+}
+
+size_t AudioConverter::flush(int16_t* out, size_t outCap) {
+  staged_.resize(outCap);
+  const size_t n = flush(staged_.data(), outCap);
+  quantize(staged_.data(), n, out);
+  return n;
 }
 
 }  // namespace captiongate

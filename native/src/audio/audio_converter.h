@@ -1,5 +1,6 @@
 // Input conversion for one session: s16le/f32le, 8-48 kHz, mono/stereo in;
-// 16 kHz mono float out. Resampling is the Speex resampler (speexdsp), a
+// 16 kHz mono out, as float or as 16-bit samples (what the session's ring
+// holds, and what every recognizer decodes from). Resampling is the Speex resampler (speexdsp), a
 // streaming windowed-sinc resampler with state carried between frames.
 #pragma once
 
@@ -35,6 +36,9 @@ class AudioConverter {
   size_t convert(const uint8_t* bytes, size_t nbytes, float* out, size_t outCap);
   // Emits the resampler's tail so total output matches total input duration.
   size_t flush(float* out, size_t outCap);
+  // The same, as 16-bit samples: round(x × 32768) to nearest even, clamped.
+  size_t convert(const uint8_t* bytes, size_t nbytes, int16_t* out, size_t outCap);
+  size_t flush(int16_t* out, size_t outCap);
   int inputLatency() const;
 
  private:
@@ -43,6 +47,7 @@ class AudioConverter {
   Encoding enc_ = Encoding::kS16le;
   SpeexResamplerState_* st_ = nullptr;
   std::vector<float> mono_;
+  std::vector<float> staged_;  // float output before quantizing to 16 bits
   uint64_t totalIn_ = 0;   // input frames
   uint64_t totalOut_ = 0;  // output samples
 };

@@ -1,5 +1,6 @@
 // NativeAudioConverter: the N-API face of audio/audio_converter (one per
-// session; s16le/f32le, 8-48 kHz, mono/stereo in, 16 kHz mono float out).
+// session; s16le/f32le, 8-48 kHz, mono/stereo in, 16 kHz mono 16-bit out:
+// the samples a session's ring holds).
 #include <napi.h>
 
 #include "../audio/audio_converter.h"
@@ -38,16 +39,16 @@ class NativeAudioConverter : public Napi::ObjectWrap<NativeAudioConverter> {
   }
 
  private:
-  // convert(bytes: Uint8Array, out: Float32Array): number
+  // convert(bytes: Uint8Array, out: Int16Array): number
   Napi::Value Convert(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guard(env, "convert", [&]() -> Napi::Value {
       if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray() ||
           info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-          info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-        throw Napi::TypeError::New(env, "convert(bytes: Uint8Array, out: Float32Array)");
+          info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int16_array)
+        throw Napi::TypeError::New(env, "convert(bytes: Uint8Array, out: Int16Array)");
       auto in = info[0].As<Napi::Uint8Array>();
-      auto out = info[1].As<Napi::Float32Array>();
+      auto out = info[1].As<Napi::Int16Array>();
       const size_t frameBytes = static_cast<size_t>(conv_.bytesPerFrame());
       if (in.ByteLength() % frameBytes != 0)
         throw Napi::RangeError::New(env, "Expected whole sample frames of " + std::to_string(frameBytes) +
@@ -59,14 +60,14 @@ class NativeAudioConverter : public Napi::ObjectWrap<NativeAudioConverter> {
     });
   }
 
-  // flush(out: Float32Array): number
+  // flush(out: Int16Array): number
   Napi::Value Flush(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guard(env, "flush", [&]() -> Napi::Value {
       if (info.Length() < 1 || !info[0].IsTypedArray() ||
-          info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-        throw Napi::TypeError::New(env, "flush(out: Float32Array)");
-      auto out = info[0].As<Napi::Float32Array>();
+          info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int16_array)
+        throw Napi::TypeError::New(env, "flush(out: Int16Array)");
+      auto out = info[0].As<Napi::Int16Array>();
       return Napi::Number::New(env, static_cast<double>(conv_.flush(out.Data(), out.ElementLength())));
     });
   }
