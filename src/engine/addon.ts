@@ -81,6 +81,8 @@ export interface NativeMoonshineEngineOptions {
   partialIntervalMs: number;
   tailSamples: number;
   roundMs: number;
+  /** Text from a decode whose tokens' mean probability is below this is dropped (noise). */
+  minMeanProb: number;
 }
 
 /** The null recognizer: consumes every window, decodes nothing (measures the native boundary). */
@@ -117,6 +119,8 @@ export interface MoonshineTranscript {
   tokens: number[];
   /** Mean probability of the text tokens. */
   meanProb: number;
+  /** Probability of ending at once (EOS at the first step). */
+  firstEosProb: number;
   repetitionCut: boolean;
   hitMaxTokens: boolean;
   /** Decoder runs of the batch. */

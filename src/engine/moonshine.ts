@@ -92,6 +92,7 @@ export function moonshineNativeOptions(o: MoonshineOptions): NativeMoonshineEngi
     partialIntervalMs: m.partialIntervalMs,
     tailSamples: Math.round((m.tailMs * RATE) / 1000),
     roundMs: 100,
+    minMeanProb: 0.25,
   };
 }
 

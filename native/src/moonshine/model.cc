@@ -273,6 +273,11 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
       const float* row = lg + (b * S + (S - 1)) * V;
       const int64_t best = std::max_element(row, row + V) - row;
       Transcript& r = res[b];
+      if (step == 0) {
+        double z = 0;
+        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v] - row[best]));
+        r.firstEosProb = std::exp(static_cast<double>(row[kEosToken] - row[best])) / z;
+      }
       r.tokens.push_back(best);
       if (best == kEosToken) {
         done[b] = true;

@@ -46,6 +46,7 @@ struct Transcript {
   std::vector<int64_t> tokens;  // generated tokens (not the start token), EOS included when reached
   std::string text;
   double meanProb = 0;       // mean probability of the text tokens (softmax of the chosen logit), 0 if none
+  double firstEosProb = 0;   // probability of ending at once (EOS at the first step)
   bool repetitionCut = false;
   bool hitMaxTokens = false;
   int steps = 0;             // decoder runs

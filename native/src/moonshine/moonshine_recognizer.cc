@@ -51,6 +51,13 @@ bool hasWords(const std::string& text) {
   return std::any_of(text.begin(), text.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; });
 }
 
+bool plausible(const std::string& text, double meanProb, double minMeanProb, double unfinishedMinProb) {
+  if (!hasWords(text) || meanProb < minMeanProb) return false;
+  const char last = text.back();
+  const bool finished = last == '.' || last == ',' || last == '?' || last == '!' || last == ';' || last == ':' || last == '"' || last == '\'';
+  return finished || meanProb >= unfinishedMinProb;
+}
+
 struct MoonshineRecognizer::Stream : RecognizerStream {
   Vad vad;
   int64_t pos = 0;       // samples taken so far
@@ -89,6 +96,7 @@ struct MoonshineRecognizer::Job {
   Transcript result;
   std::string error;
   double predicted = 0;
+  bool done = false;  // the result is already there (a matching speculative final)
 };
 
 MoonshineRecognizer::MoonshineRecognizer(MoonshineSettings settings) : settings_(std::move(settings)) {}
@@ -240,11 +248,12 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   std::vector<double> load(W, 0.0);
   std::vector<size_t> order(jobs.size());
   for (size_t k = 0; k < jobs.size(); k++) {
-    jobs[k].predicted = predictMs(jobs[k].audio.size());
+    jobs[k].predicted = jobs[k].done ? 0 : predictMs(jobs[k].audio.size());
     order[k] = k;
   }
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return jobs[a].predicted > jobs[b].predicted; });
-  for (size_t k : order) *std::min_element(load.begin(), load.end()) += jobs[k].predicted;
+  for (size_t k : order)
+    if (!jobs[k].done) *std::min_element(load.begin(), load.end()) += jobs[k].predicted;
   const double round = std::max<double>(settings_.roundMs, *std::max_element(load.begin(), load.end()));
   const auto now = Clock::now();
   std::vector<std::pair<Stream*, WindowOut*>> due;
@@ -315,7 +324,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
       if (s.specEnd == span) {
         // The speculative final decoded exactly this span: it is the final.
         j.result = std::move(s.spec);
-        j.predicted = -1;  // nothing to run
+        j.done = true;
       } else {
         j.audio = toFloat(s.utt, span);
       }
@@ -420,7 +429,7 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
   std::vector<std::vector<size_t>> batches;
   std::vector<size_t> todo;
   for (size_t k = 0; k < jobs.size(); k++)
-    if (jobs[k].predicted >= 0) todo.push_back(k);
+    if (!jobs[k].done) todo.push_back(k);
   std::stable_sort(todo.begin(), todo.end(), [&](size_t a, size_t b) { return jobs[a].predicted > jobs[b].predicted; });
   const size_t B = static_cast<size_t>(std::max(1, settings_.maxBatch));
   for (size_t k : todo) {
@@ -465,7 +474,8 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
       j.out->errorMessage = "Moonshine: " + j.error;
       continue;
     }
-    const std::string text = hasWords(j.result.text) ? j.result.text : std::string();
+    const bool show = plausible(j.result.text, j.result.meanProb, settings_.minMeanProb, settings_.unfinishedMinProb);
+    const std::string text = show ? j.result.text : std::string();
     if (j.kind == Job::kFinal) {
       Utterance& u = j.out->finals[j.finalIndex];
       u.text = text;

@@ -57,7 +57,18 @@ struct MoonshineSettings {
   int tailSamples = 3200;  // 200 ms
   int roundMs = 100;
   double loudDb = 12;  // a frame is loud this far over the noise floor
+  // A decode whose text tokens have a mean probability below minMeanProb
+  // gives no text, nor one below unfinishedMinProb that does not end in
+  // punctuation: tiny reads noise bursts as an unsure, unpunctuated word or
+  // three ("So", "You" at 0.16-0.23, "I'm gonna go" at 0.37), where short
+  // real words score 0.25 and up and end in punctuation, and unpunctuated
+  // ones score 0.77 and up (docs/moonshine.md).
+  double minMeanProb = 0.25;
+  double unfinishedMinProb = 0.5;
 };
+
+// The noise rule above: true if the decode's text may be shown.
+bool plausible(const std::string& text, double meanProb, double minMeanProb, double unfinishedMinProb);
 
 // Text with no letter or digit (empty, or punctuation only) is no caption.
 bool hasWords(const std::string& text);

@@ -62,6 +62,7 @@ Napi::Object transcriptToJs(Napi::Env env, const Transcript& t) {
   for (size_t i = 0; i < t.tokens.size(); i++) toks.Set(static_cast<uint32_t>(i), static_cast<double>(t.tokens[i]));
   o.Set("tokens", toks);
   o.Set("meanProb", t.meanProb);
+  o.Set("firstEosProb", t.firstEosProb);
   o.Set("repetitionCut", t.repetitionCut);
   o.Set("hitMaxTokens", t.hitMaxTokens);
   o.Set("steps", t.steps);
