@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -178,6 +179,9 @@ Model::Model(const ModelSettings& s) {
   if (static_cast<int>(all.size()) != 1 + 4 * layers_) throw std::runtime_error(s.dir + ": decoder outputs do not cover the KV cache");
   decOutAll_.set(all);
   decOutStep_.set(step);
+  // Loading (and, for base, the round trip through ONNX and the constant
+  // folding) leaves freed heap behind; hand it back to the system.
+  malloc_trim(0);
 }
 
 Transcript Model::transcribe(const std::vector<float>& audio, const DecodeOptions& o) const {

@@ -263,7 +263,9 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     bool specThisRound = false;
     for (const Job& x : jobs) specThisRound = specThisRound || (x.kind == Job::kSpec && x.stream == s);
     if (specThisRound) continue;
-    const double waitMs = std::max<double>(settings_.partialIntervalMs, s->lastPartialMs);
+    // At most every partialIntervalMs, and a stream spends at most a third
+    // of a thread on its partials (they grow with the utterance).
+    const double waitMs = std::max<double>(settings_.partialIntervalMs, 2 * s->lastPartialMs);
     if (std::chrono::duration<double, std::milli>(now - s->lastPartialAt).count() < waitMs) continue;
     due.emplace_back(s, &j.out);
   }
@@ -306,9 +308,10 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
   auto endUtterance = [&](bool endpoint) {
     size_t span = s.utt.size();
     if (endpoint && s.lastLoudEnd > 0) span = std::min(span, s.lastLoudEnd + tail);
+    // The utterance runs to the endpoint; its text comes from `span`.
     Utterance u;
     u.startSample = s.uttStart;
-    u.endSample = s.uttStart + static_cast<int64_t>(span);
+    u.endSample = s.uttStart + static_cast<int64_t>(s.utt.size());
     s.lastFinalEnd = u.endSample;
     const size_t index = out.finals.size();
     out.finals.push_back(std::move(u));
@@ -348,7 +351,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.uttStart = start;
     s.lastPartialLen = 0;
     s.lastPartialMs = 0;
-    s.lastPartialAt = Clock::now();
+    s.lastPartialAt = Clock::time_point();  // the first partial may come at once
     s.firstLoud = 0;
     s.lastLoudEnd = 0;
     for (size_t k = 0; k + kFrame <= s.utt.size(); k += kFrame) {

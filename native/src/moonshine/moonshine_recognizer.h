@@ -4,7 +4,7 @@
 //
 //   windows ──► per-stream VAD + loudness ──► utterance audio (from onset − preroll)
 //                 │ a pause of tailMs after the last loud frame: speculative final
-//                 │ every partialIntervalMs (wall, adapting to load) with new audio: partial
+//                 │ every partialIntervalMs (wall; longer as partials grow, and under load) with new audio: partial
 //                 │ at the endpoint / flush / max length: final (the speculative one if it matches)
 //                 ▼
 //   one decode() call = one round: the jobs of every ready stream, run batch-1
@@ -53,7 +53,7 @@ struct MoonshineSettings {
   bool vadEnabled = true;
   int prerollSamples = 4800;
   int maxUtteranceSamples = 16000 * 15;
-  int partialIntervalMs = 200;
+  int partialIntervalMs = 100;
   int tailSamples = 3200;  // 200 ms
   int roundMs = 100;
   double loudDb = 12;  // a frame is loud this far over the noise floor
