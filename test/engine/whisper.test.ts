@@ -200,6 +200,17 @@ describe('Whisper base: streaming engine', () => {
     }
   });
 
+  it('gives no text, not even punctuation, from 30 s of white noise at ±1000', async () => {
+    const pcm = new Int16Array(30 * 16000);
+    let s = 7;
+    for (let i = 0; i < pcm.length; i++) {
+      s = (s * 1103515245 + 12345) & 0x7fffffff;
+      pcm[i] = Math.round(((s / 0x7fffffff) * 2 - 1) * 1000);
+    }
+    const r = await transcribePcm(engine, pcm, { windowSamples: 16000 });
+    expect(r.finals.filter((f) => f.text !== '')).toEqual([]);
+  });
+
   it('fails closed when the device disagrees with the CPU reference, and passes the same check on CPU', async () => {
     await expect(createWhisperEngine(whisperOptions({ device: 'perturbed' }))).rejects.toThrow(/self-test failed.*cosine similarity/);
     const checked = await createWhisperEngine(whisperOptions({ selfTest: true }));

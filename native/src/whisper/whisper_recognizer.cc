@@ -1,6 +1,7 @@
 #include "whisper_recognizer.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -307,7 +308,9 @@ void WhisperRecognizer::runJobs(std::vector<Job>& jobs) {
     const double seconds = static_cast<double>(j.audio.size()) / kSampleRate;
     // Whisper's own silence rule: likely no speech and an unsure decode.
     const bool silent = r.noSpeechProb > settings_.noSpeechThreshold && r.avgLogprob < settings_.logprobThreshold;
-    const std::string text = silent ? std::string() : trim(r.text);
+    // Text that is only punctuation ("." on white noise) is no caption.
+    std::string text = silent ? std::string() : trim(r.text);
+    if (std::none_of(text.begin(), text.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; })) text.clear();
     if (!j.final) {
       j.out->hasPartial = true;
       j.out->partial = text;
