@@ -55,7 +55,7 @@ describe.each(MODELS)('Moonshine %s: the model against the upstream runtime', (m
   it('batches only where rows are independent: base rows of equal length give the tokens of single runs', async () => {
     const n = Math.min(...pcmF32.slice(0, 3).map((a) => a.length));
     const rows = pcmF32.slice(0, 3).map((a) => a.slice(0, n));
-    const singles = [];
+    const singles: number[][] = [];
     for (const r of rows) singles.push((await m.transcribe([r]))[0]!.tokens);
     const batched = (await m.transcribe(rows)).map((r) => r.tokens);
     const same = batched.filter((t, i) => JSON.stringify(t) === JSON.stringify(singles[i])).length;
@@ -129,7 +129,7 @@ describe.each(MODELS)('Moonshine %s: streaming engine', (model) => {
     expect(text).toMatch(/[.,]/);
   });
 
-  it('captions nothing from 60 s of silence or of noise', async () => {
+  it('captions nothing from 60 s of silence or of noise bursts, nor from 30 s of white noise', async () => {
     const n = 60 * 16000;
     const silence = new Int16Array(n);
     const noise = new Int16Array(n);
@@ -141,7 +141,13 @@ describe.each(MODELS)('Moonshine %s: streaming engine', (model) => {
       const on = i % 40000 < 24000 ? 1 : 0.02;
       noise[i] = Math.round(on * (((s / 0x7fffffff) * 2 - 1) * 8000 + 1500 * Math.sin((2 * Math.PI * 50 * i) / 16000)));
     }
-    for (const [name, pcm] of [['silence', silence], ['noise', noise]] as const) {
+    // And 30 s of steady white noise at ±1000 (Whisper once gave "." for it).
+    const white = new Int16Array(30 * 16000);
+    for (let i = 0; i < white.length; i++) {
+      s = (s * 1103515245 + 12345) & 0x7fffffff;
+      white[i] = Math.round(((s / 0x7fffffff) * 2 - 1) * 1000);
+    }
+    for (const [name, pcm] of [['silence', silence], ['noise', noise], ['white noise', white]] as const) {
       const texts: string[] = [];
       const before = engine.stats().samplesDecoded;
       const r = await transcribePcm(engine, pcm, { windowSamples: 16000, onPartial: (h) => h.text && texts.push(h.text) });

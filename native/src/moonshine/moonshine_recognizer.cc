@@ -22,7 +22,7 @@ constexpr size_t kPartialMinSamples = 6400;  // 0.4 s
 constexpr size_t kPartialNewSamples = 1600;  // 0.1 s
 // A thread with no final to run takes a partial predicted to cost up to this
 // much even beyond the round's length.
-constexpr double kPartialCapMs = 300;
+constexpr double kPartialCapMs = 250;
 
 double frameDb(const int16_t* f) {
   double e = 0;
@@ -101,14 +101,7 @@ struct MoonshineRecognizer::Job {
 
 MoonshineRecognizer::MoonshineRecognizer(MoonshineSettings settings) : settings_(std::move(settings)) {}
 
-MoonshineRecognizer::~MoonshineRecognizer() {
-  {
-    std::lock_guard<std::mutex> lk(poolMu_);
-    stop_ = true;
-  }
-  poolCv_.notify_all();
-  for (auto& t : helpers_) t.join();
-}
+MoonshineRecognizer::~MoonshineRecognizer() = default;
 
 static long rssKb() {
   FILE* f = std::fopen("/proc/self/statm", "r");
@@ -131,13 +124,12 @@ void MoonshineRecognizer::load(RecognizerHost&) {
   }
   for (int k = 0; k < 2; k++) {
     const Transcript t = model->transcribe(chirp, settings_.decode);
-    encMsPerSecond_ = t.encodeMs / 2.0;
-    stepMs_ = t.decodeMs / std::max(1, t.steps);
+    encMsPerSecond_.store(t.encodeMs / 2.0);
+    stepMs_.store(t.decodeMs / std::max(1, t.steps));
   }
   const long after = rssKb();
   modelBytes_.store(std::max(model->fileBytes(), static_cast<double>(after - before) * 1024.0));
   model_ = std::move(model);
-  for (int i = 1; i < std::max(1, settings_.threads); i++) helpers_.emplace_back([this] { helperMain(); });
   loaded_.store(true);
 }
 
@@ -163,64 +155,18 @@ RecognizerStats MoonshineRecognizer::stats() const {
   return r;
 }
 
-// ---------------------------------------------------------------- threads
-
-void MoonshineRecognizer::helperMain() {
-  uint64_t seen = 0;
-  std::unique_lock<std::mutex> lk(poolMu_);
-  for (;;) {
-    poolCv_.wait(lk, [&] { return stop_ || (tasks_ && round_ != seen); });
-    if (stop_) return;
-    seen = round_;
-    while (tasks_ && next_ < tasks_->size()) {
-      auto* tasks = tasks_;
-      const size_t i = next_++;
-      running_++;
-      lk.unlock();
-      (*tasks)[i]();
-      lk.lock();
-      running_--;
-    }
-    poolDone_.notify_all();
-  }
-}
-
-// Runs every task once, on this thread and the helpers; tasks do not throw.
-void MoonshineRecognizer::parallel(std::vector<std::function<void()>>& tasks) {
-  if (tasks.size() <= 1 || helpers_.empty()) {
-    for (auto& t : tasks) t();
-    return;
-  }
-  std::unique_lock<std::mutex> lk(poolMu_);
-  tasks_ = &tasks;
-  next_ = 0;
-  running_ = 0;
-  round_++;
-  poolCv_.notify_all();
-  while (next_ < tasks.size()) {
-    const size_t i = next_++;
-    running_++;
-    lk.unlock();
-    tasks[i]();
-    lk.lock();
-    running_--;
-  }
-  poolDone_.wait(lk, [&] { return running_ == 0; });
-  tasks_ = nullptr;
-}
-
 // ---------------------------------------------------------------- cost model
 
 double MoonshineRecognizer::predictMs(size_t samples) const {
   const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate;
   const double tokens = std::min(std::ceil(sec * settings_.decode.maxTokensPerSecond), 4.5 * sec + 2);
-  return encMsPerSecond_ * sec + stepMs_ * (tokens + 1);
+  return encMsPerSecond_.load(std::memory_order_relaxed) * sec + stepMs_.load(std::memory_order_relaxed) * (tokens + 1);
 }
 
 void MoonshineRecognizer::learn(const Transcript& t, size_t samples, size_t rows) {
   const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate * static_cast<double>(rows);
-  if (sec > 0.2) encMsPerSecond_ = 0.8 * encMsPerSecond_ + 0.2 * (t.encodeMs / sec);
-  if (t.steps > 0) stepMs_ = 0.8 * stepMs_ + 0.2 * (t.decodeMs / t.steps);
+  if (sec > 0.2) encMsPerSecond_.store(0.8 * encMsPerSecond_.load(std::memory_order_relaxed) + 0.2 * (t.encodeMs / sec), std::memory_order_relaxed);
+  if (t.steps > 0) stepMs_.store(0.8 * stepMs_.load(std::memory_order_relaxed) + 0.2 * (t.decodeMs / t.steps), std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------- a round
@@ -241,20 +187,14 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     jobs.push_back(std::move(job));
     s.specWanted = 0;
   }
-  // Every final and speculative final runs; partials fill the threads up to
-  // the round's length (the longest of those, at least roundMs). A thread
-  // with nothing else takes one partial of up to kPartialCapMs.
-  const size_t W = static_cast<size_t>(std::max(1, settings_.threads));
-  std::vector<double> load(W, 0.0);
-  std::vector<size_t> order(jobs.size());
-  for (size_t k = 0; k < jobs.size(); k++) {
-    jobs[k].predicted = jobs[k].done ? 0 : predictMs(jobs[k].audio.size());
-    order[k] = k;
+  // Every final and speculative final runs. Partials fill the round up to
+  // roundMs of predicted work (the stalest first); a round with nothing
+  // else takes one partial predicted to cost up to kPartialCapMs.
+  double load = 0;
+  for (Job& j : jobs) {
+    j.predicted = j.done ? 0 : predictMs(j.audio.size());
+    load += j.predicted;
   }
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return jobs[a].predicted > jobs[b].predicted; });
-  for (size_t k : order)
-    if (!jobs[k].done) *std::min_element(load.begin(), load.end()) += jobs[k].predicted;
-  const double round = std::max<double>(settings_.roundMs, *std::max_element(load.begin(), load.end()));
   const auto now = Clock::now();
   std::vector<std::pair<Stream*, WindowOut*>> due;
   for (const DecodeJob& j : in) {
@@ -269,13 +209,11 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     if (std::chrono::duration<double, std::milli>(now - s->lastPartialAt).count() < waitMs) continue;
     due.emplace_back(s, &j.out);
   }
-  // The stalest first.
   std::stable_sort(due.begin(), due.end(), [](auto& a, auto& b) { return a.first->lastPartialAt < b.first->lastPartialAt; });
   for (auto& [s, out] : due) {
     const double c = predictMs(s->utt.size());
-    auto it = std::min_element(load.begin(), load.end());
-    if (!(*it + c <= round || (*it == 0 && c <= std::max(round, kPartialCapMs)))) continue;
-    *it += c;
+    if (!(load + c <= settings_.roundMs || (load == 0 && c <= kPartialCapMs))) continue;
+    load += c;
     Job job;
     job.kind = Job::kPartial;
     job.stream = s;
@@ -433,7 +371,6 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
   std::vector<size_t> todo;
   for (size_t k = 0; k < jobs.size(); k++)
     if (!jobs[k].done) todo.push_back(k);
-  std::stable_sort(todo.begin(), todo.end(), [&](size_t a, size_t b) { return jobs[a].predicted > jobs[b].predicted; });
   const size_t B = static_cast<size_t>(std::max(1, settings_.maxBatch));
   for (size_t k : todo) {
     bool placed = false;
@@ -448,24 +385,22 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
     }
     if (!placed) batches.push_back({k});
   }
-  std::vector<std::function<void()>> tasks;
+  // A failed run (Ort::Exception is a std::exception) fails the windows of
+  // its jobs only; nothing is thrown out of the round.
   for (auto& b : batches) {
-    tasks.emplace_back([this, &jobs, &b] {
-      try {
-        std::vector<const std::vector<float>*> rows;
-        for (size_t k : b) rows.push_back(&jobs[k].audio);
-        auto rs = model_->transcribe(rows, settings_.decode);
-        for (size_t i = 0; i < b.size(); i++) jobs[b[i]].result = std::move(rs[i]);
-      } catch (const std::bad_alloc&) {
-        for (size_t k : b) jobs[k].error = "out of memory (std::bad_alloc)";
-      } catch (const std::exception& e) {
-        for (size_t k : b) jobs[k].error = e.what();
-      } catch (...) {
-        for (size_t k : b) jobs[k].error = "unknown exception in the Moonshine model";
-      }
-    });
+    try {
+      std::vector<const std::vector<float>*> rows;
+      for (size_t k : b) rows.push_back(&jobs[k].audio);
+      auto rs = model_->transcribe(rows, settings_.decode);
+      for (size_t i = 0; i < b.size(); i++) jobs[b[i]].result = std::move(rs[i]);
+    } catch (const std::bad_alloc&) {
+      for (size_t k : b) jobs[k].error = "out of memory (std::bad_alloc)";
+    } catch (const std::exception& e) {
+      for (size_t k : b) jobs[k].error = e.what();
+    } catch (...) {
+      for (size_t k : b) jobs[k].error = "unknown exception in the Moonshine model";
+    }
   }
-  parallel(tasks);
   for (auto& b : batches)
     if (jobs[b.front()].error.empty()) learn(jobs[b.front()].result, jobs[b.front()].audio.size(), b.size());
 

@@ -7,8 +7,11 @@
 //                 │ every partialIntervalMs (wall; longer as partials grow, and under load) with new audio: partial
 //                 │ at the endpoint / flush / max length: final (the speculative one if it matches)
 //                 ▼
-//   one decode() call = one round: the jobs of every ready stream, run batch-1
-//   (tiny), or in batches of equal length (base), on `threads` threads.
+//   one decode() call = one round on one thread: the jobs of every stream in
+//   the call, run batch-1 (tiny) or in batches of equal length (base).
+//   `threads` base workers run rounds side by side, each ORT run on its
+//   worker's thread (intra-op threads: 1), so a long final on one worker
+//   never holds up the windows of the streams the others take.
 //
 // Finals are decoded once, from a span of the utterance fixed by the audio
 // alone, and never revised; an utterance that decodes to nothing, or to
@@ -30,12 +33,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <functional>
 #include <memory>
-#include <mutex>
+#include <algorithm>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "../audio/vad.h"
@@ -47,7 +47,7 @@ namespace captiongate::moonshine {
 struct MoonshineSettings {
   ModelSettings model;
   DecodeOptions decode;
-  int threads = 2;   // inference threads (engine.threads); each ORT run uses model.intraOpThreads
+  int threads = 2;   // base workers (engine.threads); each ORT run uses model.intraOpThreads
   int maxBatch = 8;  // rows per batch where rows are independent (base, equal lengths)
   VadSettings vad;
   bool vadEnabled = true;
@@ -79,9 +79,8 @@ class MoonshineRecognizer : public Recognizer {
   ~MoonshineRecognizer() override;
 
   void load(RecognizerHost& host) override;
-  // One base thread runs each round; inside it, the round's jobs run on
-  // `threads` threads (that one plus threads − 1 helpers), never more.
-  int workers() const override { return 1; }
+  // `threads` rounds at once, each on its base worker (no other threads).
+  int workers() const override { return std::max(1, settings_.threads); }
   size_t maxStreamsPerDecode() const override { return 0; }
   std::unique_ptr<RecognizerStream> createStream(uint32_t stream) override;
   void decode(const std::vector<DecodeJob>& jobs) override;
@@ -95,29 +94,16 @@ class MoonshineRecognizer : public Recognizer {
   struct Job;
   void processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs);
   void runJobs(std::vector<Job>& jobs);
-  void parallel(std::vector<std::function<void()>>& tasks);
-  void helperMain();
   double predictMs(size_t samples) const;
   void learn(const Transcript& t, size_t samples, size_t rows);
 
   const MoonshineSettings settings_;
   std::unique_ptr<Model> model_;  // set once by load(), then only read
 
-  // Helper threads of a round: they claim tasks by index with the caller.
-  std::mutex poolMu_;
-  std::condition_variable poolCv_;
-  std::condition_variable poolDone_;
-  std::vector<std::thread> helpers_;
-  std::vector<std::function<void()>>* tasks_ = nullptr;  // under poolMu_
-  size_t next_ = 0;                                      // under poolMu_
-  size_t running_ = 0;                                   // under poolMu_
-  uint64_t round_ = 0;                                   // under poolMu_
-  bool stop_ = false;                                    // under poolMu_
-
-  // Cost model (only the round's thread touches it): encoder ms per audio
-  // second and ms per decoder step, learned from every run.
-  double encMsPerSecond_ = 10;
-  double stepMs_ = 5;
+  // Cost model: encoder ms per audio second and ms per decoder step,
+  // learned from every run (workers update it without ordering: an estimate).
+  std::atomic<double> encMsPerSecond_{10};
+  std::atomic<double> stepMs_{5};
 
   std::atomic<int> inUtterance_{0};
   std::atomic<uint64_t> samplesDecoded_{0};
