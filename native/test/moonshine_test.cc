@@ -1,0 +1,177 @@
+// The Moonshine recognizer on the engine base, with the real tiny model on
+// ONNX Runtime (onnxruntime-node's library, dlopen()ed) and real speech:
+// several talkers from several threads on two workers give the finals of
+// sequential decoding, bit for bit; shutdown mid-speech from two threads; a
+// fault fails its stream only; a missing model is a clear error. Skipped
+// when the model or the library is not installed (scripts/setup.sh).
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "moonshine/moonshine_recognizer.h"
+#include "test_util.h"
+
+namespace captiongate::test {
+namespace {
+
+using moonshine::MoonshineRecognizer;
+using moonshine::MoonshineSettings;
+
+bool installed() {
+  return access(CAPTIONGATE_MOONSHINE_TINY "/encoder_model.ort", R_OK) == 0 && access(CAPTIONGATE_ORT_LIBRARY, R_OK) == 0;
+}
+
+MoonshineSettings settings(int threads, const std::string& dir = CAPTIONGATE_MOONSHINE_TINY) {
+  MoonshineSettings s;
+  s.model.dir = dir;
+  s.model.ortLibrary = CAPTIONGATE_ORT_LIBRARY;
+  s.threads = threads;
+  s.vad.startSpeechFrames = 10;  // the gateway's defaults (config/default.json)
+  s.vad.postSpeechFrames = 50;
+  return s;
+}
+
+const std::vector<std::vector<int16_t>>& clips() {
+  static const std::vector<std::vector<int16_t>> all = [] {
+    std::vector<std::string> files;
+    if (DIR* d = opendir(CAPTIONGATE_PS_SPEECH)) {
+      while (dirent* e = readdir(d)) {
+        std::string n = e->d_name;
+        if (n.size() > 4 && n.substr(n.size() - 4) == ".wav") files.push_back(std::string(CAPTIONGATE_PS_SPEECH) + "/" + n);
+      }
+      closedir(d);
+    }
+    std::sort(files.begin(), files.end());
+    std::vector<std::vector<int16_t>> v;
+    for (auto& f : files) v.push_back(readWav(f));
+    return v;
+  }();
+  return all;
+}
+
+// Half a second of silence around the clip, so the VAD opens and ends the utterance.
+std::vector<int16_t> padded(const std::vector<int16_t>& c) {
+  std::vector<int16_t> p(8000, 0);
+  p.insert(p.end(), c.begin(), c.end());
+  p.insert(p.end(), 8000, 0);
+  return p;
+}
+
+std::vector<Utterance> transcribe(Harness& h, const std::vector<int16_t>& pcm, size_t win = 1600) {
+  std::vector<Utterance> finals;
+  const uint32_t id = h.engine().openStream();
+  for (size_t pos = 0; pos < pcm.size();) {
+    const size_t end = std::min(pcm.size(), pos + win);
+    WindowIn w;
+    w.stream = id;
+    w.start = static_cast<int64_t>(pos);
+    w.pcm.assign(pcm.begin() + static_cast<std::ptrdiff_t>(pos), pcm.begin() + static_cast<std::ptrdiff_t>(end));
+    w.flush = end == pcm.size();
+    auto out = h.run({std::move(w)});
+    if (out.empty()) break;
+    EXPECT_EQ(out[0].error, ErrorCode::kNone) << out[0].errorMessage;
+    EXPECT_FALSE(out[0].waiting);
+    for (auto& u : out[0].finals) finals.push_back(u);
+    pos += out[0].consumed;
+  }
+  h.engine().closeStream(id);
+  return finals;
+}
+
+void waitIdle(EngineBase& e) {
+  for (int i = 0; i < 400; ++i) {
+    const EngineStats s = e.stats();
+    if (s.decodersInUse == 0 && s.streams == 0) return;
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+TEST(Moonshine, TalkersFromManyThreadsOnTwoWorkersGetTheFinalsOfSequentialDecoding) {
+  if (!installed()) GTEST_SKIP() << "Moonshine tiny or the ONNX Runtime library is not installed";
+  ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
+  Harness h(std::make_unique<MoonshineRecognizer>(settings(2)));
+  h.engine().load();
+  std::vector<std::vector<Utterance>> sequential;
+  for (auto& c : clips()) sequential.push_back(transcribe(h, padded(c)));
+  std::vector<std::vector<Utterance>> parallel(clips().size());
+  std::vector<std::thread> talkers;
+  for (size_t i = 0; i < clips().size(); ++i) talkers.emplace_back([&, i] { parallel[i] = transcribe(h, padded(clips()[i])); });
+  for (auto& t : talkers) t.join();
+  for (size_t i = 0; i < clips().size(); ++i) {
+    SCOPED_TRACE("clip " + std::to_string(i));
+    ASSERT_EQ(parallel[i].size(), sequential[i].size());
+    for (size_t k = 0; k < parallel[i].size(); ++k) {
+      EXPECT_EQ(parallel[i][k].text, sequential[i][k].text);
+      EXPECT_EQ(parallel[i][k].startSample, sequential[i][k].startSample);
+      EXPECT_EQ(parallel[i][k].endSample, sequential[i][k].endSample);
+      ASSERT_EQ(parallel[i][k].words.size(), sequential[i][k].words.size());
+      for (size_t w = 0; w < parallel[i][k].words.size(); ++w) EXPECT_EQ(parallel[i][k].words[w].confidence, sequential[i][k].words[w].confidence);
+    }
+  }
+  std::string text;
+  for (auto& u : sequential[1]) text += u.text;
+  EXPECT_NE(text.find("young man"), std::string::npos) << text;
+  waitIdle(h.engine());
+  EXPECT_EQ(h.engine().stats().decodersInUse, 0);
+  EXPECT_EQ(h.engine().stats().streams, 0);
+}
+
+TEST(Moonshine, ShutdownMidSpeechFromTwoThreads) {
+  if (!installed()) GTEST_SKIP() << "Moonshine tiny or the ONNX Runtime library is not installed";
+  Harness h(std::make_unique<MoonshineRecognizer>(settings(2)));
+  h.engine().load();
+  std::vector<uint32_t> ids;
+  std::vector<uint64_t> batches;
+  for (int s = 0; s < 3; ++s) {
+    const uint32_t id = h.engine().openStream();
+    ids.push_back(id);
+    std::vector<WindowIn> ws;
+    for (size_t pos = 0; pos + 1600 <= 40000; pos += 1600) {
+      WindowIn w;
+      w.stream = id;
+      w.start = static_cast<int64_t>(pos);
+      w.pcm.assign(clips()[s].begin() + static_cast<std::ptrdiff_t>(pos), clips()[s].begin() + static_cast<std::ptrdiff_t>(pos + 1600));
+      ws.push_back(std::move(w));
+    }
+    batches.push_back(h.submit(std::move(ws)));
+  }
+  std::thread a([&] { h.engine().shutdown(); });
+  std::thread b([&] { h.engine().shutdown(); });
+  a.join();
+  b.join();
+  for (uint64_t id : batches) {
+    auto r = h.wait(id);
+    for (auto& w : r->out) EXPECT_TRUE(w.error == ErrorCode::kNone || w.error == ErrorCode::kShutdown) << w.errorMessage;
+  }
+  EXPECT_EQ(h.engine().stats().decodersInUse, 0);
+}
+
+TEST(Moonshine, AFaultFailsItsStreamOnly) {
+  if (!installed()) GTEST_SKIP() << "Moonshine tiny or the ONNX Runtime library is not installed";
+  Harness h(std::make_unique<MoonshineRecognizer>(settings(2)));
+  h.engine().load();
+  const uint32_t bad = h.engine().openStream();
+  ASSERT_TRUE(h.engine().injectFault(bad, EngineBase::Fault::kThrow));
+  WindowIn w = window(bad, 0, 1600, false);
+  auto r = h.run({std::move(w)})[0];
+  EXPECT_EQ(r.error, ErrorCode::kDecodeFailed);
+  h.engine().closeStream(bad);
+  auto good = transcribe(h, padded(clips()[4]));
+  ASSERT_FALSE(good.empty());
+  EXPECT_FALSE(good[0].text.empty());
+}
+
+TEST(Moonshine, AMissingModelIsAClearError) {
+  if (!installed()) GTEST_SKIP() << "Moonshine tiny or the ONNX Runtime library is not installed";
+  Harness h(std::make_unique<MoonshineRecognizer>(settings(1, "/nonexistent/moonshine-tiny")));
+  try {
+    h.engine().load();
+    FAIL() << "load succeeded";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/moonshine-tiny/tokenizer.bin"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace captiongate::test
