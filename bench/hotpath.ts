@@ -38,11 +38,12 @@ async function main() {
   const gw = await createGateway({ config, engine, logger });
   // The connection handler the transport would call.
   const { ListenConnection } = await import('../src/gateway/listen-connection.js');
+  const { ConnectionCounter } = await import('../src/gateway/connections.js');
   const { startFromQuery } = await import('../src/protocol/query.js');
   const conns: ConnectionHandler[] = [];
   for (let i = 0; i < SESSIONS; i++) {
     conns.push(
-      new ListenConnection({ config, manager: gw.manager, metrics: gw.metrics, log: logger }, new NullConn(), {
+      new ListenConnection({ config, manager: gw.manager, metrics: gw.metrics, log: logger, connections: new ConnectionCounter(SESSIONS) }, new NullConn(), {
         kind: 'listen',
         mode: 'json',
         start: startFromQuery(new URLSearchParams('sampleRate=16000&channels=1&encoding=s16le')),

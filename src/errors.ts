@@ -19,6 +19,7 @@ export const CloseCode = {
   ENGINE_OVERLOAD: 4007,
   SLOW_READER: 4008,
   ENGINE_FAILURE: 4009,
+  START_TIMEOUT: 4010,
   INTERNAL_ERROR: 4011,
 } as const;
 
@@ -28,7 +29,6 @@ export const CloseCode = {
  * feature lands; none is sent today.
  */
 export const RESERVED_CLOSE_CODES = {
-  START_TIMEOUT: 4010,
   RESUME_REFUSED: 4012,
   /** The session was taken over by a resume on another connection. */
   TAKEN_OVER: 4013,
@@ -76,6 +76,30 @@ export const ERRORS = {
     fatal: true,
     close: CloseCode.CAPACITY,
     status: 503,
+  },
+  CAP_ERR_TOO_MANY_CONNECTIONS: {
+    summary:
+      'This client address already has limits.maxConnectionsPerAddress open connections (sessions, viewers and connections that have not started), ' +
+      'or a token or address holds too many viewer places (meetings.maxViewersPerToken, maxWaitingViewersPerAddress/PerToken). Retry after `retryAfterMs`.',
+    fatal: true,
+    close: CloseCode.CAPACITY,
+    status: 429,
+  },
+  CAP_ERR_START_TIMEOUT: {
+    summary: 'No `start` (or start parameters in the URL) within limits.startTimeoutSeconds of connecting.',
+    fatal: true,
+    close: CloseCode.START_TIMEOUT,
+  },
+  CAP_ERR_MAX_WALL_TIME: {
+    summary: 'The session was open for limits.maxSessionWallSeconds of wall-clock time. Finals follow, then `end`.',
+    fatal: true,
+    close: CloseCode.MAX_DURATION,
+  },
+  CAP_ERR_MAX_SILENCE: {
+    summary:
+      'No speech for limits.maxSilentSeconds (audio without speech, or wall-clock time with no audio at all, keepalives included). Finals follow, then `end`.',
+    fatal: true,
+    close: CloseCode.IDLE_TIMEOUT,
   },
   CAP_ERR_TOO_MANY_SESSIONS: {
     summary: 'This client address already has limits.maxSessionsPerAddress sessions. Retry after `retryAfterMs`.',
@@ -176,6 +200,9 @@ export const END_REASONS = {
   engine_error: 'Decoding failed; undecoded audio was dropped and counted.',
   protocol_violation: 'Too many protocol errors.',
   slow_reader: 'The client stopped reading; the connection was closed.',
+  max_wall_time: 'limits.maxSessionWallSeconds of wall-clock time passed; audio received was decoded.',
+  max_silence: 'No speech for limits.maxSilentSeconds; audio received was decoded.',
+  client_gone: 'The connection dropped; the audio already received was decoded and its finals kept (nothing more can be sent).',
   internal_error: 'An internal error ended this session (CAP_ERR_INTERNAL); undecoded audio was dropped and counted.',
 } as const;
 export type EndReason = keyof typeof END_REASONS;

@@ -10,6 +10,9 @@ import path from 'node:path';
 import { packageRoot } from '../util/paths.js';
 import { configSchema, type Config } from './schema.js';
 
+/** Shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as long as the hash (256 bits). */
+export const MIN_SECRET_BYTES = 32;
+
 export class ConfigError extends Error {
   readonly problems: readonly string[];
   constructor(problems: readonly string[]) {
@@ -167,6 +170,13 @@ export function validateConfig(raw: unknown): Readonly<Config> {
     );
   }
   if (c.engine.decoders < 1) problems.push('engine.decoders: must be at least 1');
+  const secretBytes = Buffer.byteLength(c.auth.secret, 'utf8');
+  if (secretBytes > 0 && secretBytes < MIN_SECRET_BYTES) {
+    problems.push(
+      `auth.secret: a secret of ${secretBytes} bytes is too short to sign tokens safely; use at least ${MIN_SECRET_BYTES} random bytes ` +
+        '(for example: openssl rand -base64 48), or leave it empty to turn auth off',
+    );
+  }
   if (problems.length) throw new ConfigError(problems);
   return deepFreeze(c);
 }

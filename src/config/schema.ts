@@ -42,6 +42,7 @@ export const configSchema = z
         issuer: z.string({ error: 'must be a string' }),
         audience: z.string({ error: 'must be a string' }),
         clockToleranceSeconds: num(0, 600),
+        maxTokenLifetimeSeconds: num(60, 366 * 24 * 3600),
       })
       .strict(),
     rateLimits: z
@@ -71,6 +72,10 @@ export const configSchema = z
         maxErrorsPerSession: int(1, 100_000),
         lagWarnSeconds: num(0.1, 600),
         lagMaxSeconds: num(0.2, 600),
+        startTimeoutSeconds: num(0.1, 3600),
+        maxConnectionsPerAddress: int(1, 1_000_000),
+        maxSessionWallSeconds: num(1, 7 * 24 * 3600),
+        maxSilentSeconds: num(1, 7 * 24 * 3600),
       })
       .strict(),
     scheduler: z
@@ -150,17 +155,27 @@ export const configSchema = z
     captions: z
       .object({
         interim: bool(),
-        retainFinals: int(1, 1_000_000),
-        keepEndedSessions: int(0, 100_000),
+        maxBytesPerSession: int(4096, 1 << 30),
         keepEndedSeconds: num(0, 86_400),
+        maxEndedBytesPerOwner: int(0, 1 << 30),
+        maxEndedOwners: int(0, 1_000_000),
       })
       .strict(),
     meetings: z
       .object({
         maxMeetings: int(1, 100_000),
         maxViewersPerMeeting: int(1, 100_000),
-        maxReplayFinals: int(1, 1_000_000),
+        maxViewersPerToken: int(1, 100_000),
+        maxWaitingViewersPerAddress: int(0, 100_000),
+        maxWaitingViewersPerToken: int(0, 100_000),
+        maxReplayBytes: int(1024, 1 << 30),
         retentionSeconds: num(0, 86_400),
+      })
+      .strict(),
+    metrics: z
+      .object({
+        host: z.string({ error: 'must be a string (empty: /metrics on the main port)' }),
+        port: int(0, 65535),
       })
       .strict(),
     log: z

@@ -10,6 +10,8 @@
  *                                                        │ result
  *                                                     Session ─► CaptionStabilizer ─► Outbox ─► transport
  */
+import http from 'node:http';
+
 import type { Logger } from 'pino';
 
 import { CaptionArchive } from '../captions/archive.js';
@@ -30,7 +32,8 @@ import type { FaultHooks, Session } from '../session/session.js';
 import type { Transport, TransportHandlers, WsConnection } from '../transport/types.js';
 import { createUwsTransport } from '../transport/uws.js';
 import { createWsTransport } from '../transport/ws.js';
-import { createHttpRoutes } from './http-routes.js';
+import { createHttpRoutes, metricsResponse } from './http-routes.js';
+import { ConnectionCounter, refusedConnection } from './connections.js';
 import { Lifecycle } from './lifecycle.js';
 import { ListenConnection } from './listen-connection.js';
 import { createUpgradePolicy, type ConnectionContext } from './upgrade.js';
@@ -61,6 +64,8 @@ export interface Gateway {
   readonly log: Logger;
   /** The port actually bound (after listen). */
   readonly port: number;
+  /** The metrics listener's port, when metrics.host gives /metrics a listener of its own (after listen). */
+  readonly metricsPort: number | null;
   listen(): Promise<number>;
   /** Every internal count a leak would show in (all zero when idle, except bookkeeping noted). */
   diagnostics(): Record<string, number>;
@@ -114,10 +119,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     metrics,
     log,
     faults: options.faults,
+    idKept: (id) => archive.has(id),
     started: (s) => {
-      archive.started(s.id);
       const m = meetingOf(s);
-      if (m) hub.joined(m, { sessionId: s.id, speaker: s.meta.speaker ?? s.id, startedAt: s.startedAt });
+      // Eviction of ended files is per owner; with auth off, per client address.
+      archive.started(s.id, { owner: s.owner, group: s.owner ?? `addr:${s.remoteAddress}`, meetingId: m });
+      if (m) {
+        const unavailable = hub.joined(m, { sessionId: s.id, speaker: s.meta.speaker ?? 'speaker', startedAt: s.startedAt, owner: s.owner });
+        if (unavailable) s.warn('meeting_unavailable', unavailable.message);
+      }
     },
     published: (s, ev) => {
       if (ev.type === 'final') archive.record(s.id, { ...ev, seq: 0 });
@@ -137,14 +147,20 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   const gatekeeper = new Gatekeeper(config);
   lifecycle.onClose('gatekeeper', () => gatekeeper.close());
+  const connections = new ConnectionCounter(config.limits.maxConnectionsPerAddress);
 
   const handlers: TransportHandlers<ConnectionContext> = {
-    upgrade: createUpgradePolicy({ gatekeeper, metrics, shuttingDown: () => sessions.shuttingDown }),
+    upgrade: createUpgradePolicy({ gatekeeper, connections, metrics, shuttingDown: () => sessions.shuttingDown }),
     open(conn, ctx) {
-      if (ctx.kind === 'viewer') return new ViewerConnection({ hub, config, metrics, log }, conn, ctx);
-      return new ListenConnection({ config, manager: sessions, metrics, log }, conn, ctx);
+      const refused = connections.open(ctx.remoteAddress);
+      if (refused) {
+        metrics.errors.inc({ code: refused.code });
+        return refusedConnection(conn, ctx.mode, refused);
+      }
+      if (ctx.kind === 'viewer') return new ViewerConnection({ hub, config, metrics, log, connections }, conn, ctx);
+      return new ListenConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx);
     },
-    http: createHttpRoutes({ manager: sessions, pool, metrics, archive }),
+    http: createHttpRoutes({ manager: sessions, pool, metrics, archive, gatekeeper, serveMetrics: config.metrics.host === '' }),
   };
   const transportOptions = {
     // Frames above maxFrameBytes get CAP_ERR_FRAME_TOO_LARGE and the session
@@ -167,7 +183,27 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     await transport.close();
   });
 
-  logStartup(log, config, shapes, engine, transport, sessions.scratchBytes);
+  // /metrics on a listener of its own, so it need not face the internet.
+  let metricsServer: http.Server | null = null;
+  let metricsPort: number | null = null;
+  if (config.metrics.host !== '') {
+    metricsServer = http.createServer((req, res) => {
+      if (req.url?.split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('only /metrics is served here\n');
+        return;
+      }
+      metricsResponse(metrics).then(
+        (r) => res.writeHead(r.status, r.headers as http.OutgoingHttpHeaders).end(r.body),
+        (err: unknown) => res.writeHead(500).end(String(err)),
+      );
+    });
+    lifecycle.onClose('metrics listener', () => new Promise<void>((r) => metricsServer!.close(() => r())));
+  }
+
+  logStartup(log, config, shapes, engine, transport, sessions.scratchBytes, {
+    captions: archive.budgetBytes(shapes.slabs),
+    replays: hub.budgetBytes(),
+  });
 
   let port = 0;
   return {
@@ -184,6 +220,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     log,
     get port() {
       return port;
+    },
+    get metricsPort() {
+      return metricsPort;
     },
     diagnostics() {
       const e = engine.stats();
@@ -206,6 +245,17 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     async listen() {
       port = await transport.listen(config.server.host, config.server.port);
       log.info({ host: config.server.host, port }, `listening on ${config.server.host}:${port}`);
+      if (metricsServer) {
+        const server = metricsServer;
+        metricsPort = await new Promise<number>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(config.metrics.port, config.metrics.host, () => {
+            const a = server.address();
+            resolve(typeof a === 'object' && a ? a.port : config.metrics.port);
+          });
+        });
+        log.info({ host: config.metrics.host, port: metricsPort }, `metrics on http://${config.metrics.host}:${metricsPort}/metrics`);
+      }
       return port;
     },
     async shutdown() {
@@ -216,10 +266,20 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   };
 }
 
-function logStartup(log: Logger, config: Readonly<Config>, shapes: Shapes, engine: Engine, transport: Transport, scratchBytes: number): void {
+function logStartup(
+  log: Logger,
+  config: Readonly<Config>,
+  shapes: Shapes,
+  engine: Engine,
+  transport: Transport,
+  scratchBytes: number,
+  captions: { captions: number; replays: number },
+): void {
   log.info(
     {
       budget: {
+        captionFilesBytes: captions.captions,
+        meetingReplayBytes: captions.replays,
         slabs: shapes.slabs,
         slabSeconds: config.pool.slabSeconds,
         slabSamples: shapes.slabSamples,
@@ -232,7 +292,8 @@ function logStartup(log: Logger, config: Readonly<Config>, shapes: Shapes, engin
       },
     },
     `memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +
-      `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror of 16 kHz 16-bit samples)`,
+      `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror of 16 kHz 16-bit samples); ` +
+      `captions at most ${formatBytes(captions.captions)} (caption files) + ${formatBytes(captions.replays)} (meeting replays)`,
   );
   const modelBytes = engine.stats().modelBytes;
   log.info(

@@ -20,6 +20,7 @@ import type { SessionManager } from '../session/manager.js';
 import { Outbox } from '../session/outbox.js';
 import type { Session } from '../session/session.js';
 import type { ConnectionHandler, WsConnection } from '../transport/types.js';
+import type { ConnectionCounter } from './connections.js';
 
 export interface ListenContext {
   readonly kind: 'listen';
@@ -38,24 +39,27 @@ export interface ListenDeps {
   readonly manager: SessionManager;
   readonly metrics: GatewayMetrics;
   readonly log: Logger;
+  readonly connections: ConnectionCounter;
 }
 
 /**
  * Applies the token to a start message: a token bound to a meeting puts
  * the session in that meeting (and no other); with auth on, a session may
- * only name a meeting its token allows.
+ * only name a meeting its token allows; a token's `name` is the speaker.
  */
 export function authorizeStart(ctx: ListenContext, start: StartMessage): StartMessage | GatewayError {
   const wanted = start.meta?.meetingId;
-  const allowed = ctx.identity?.meetingId;
-  if (allowed !== undefined) {
-    if (wanted !== undefined && wanted !== allowed) return new GatewayError('CAP_ERR_FORBIDDEN', `this token does not allow meeting ${wanted}`);
-    return { ...start, meta: { ...(start.meta ?? {}), meetingId: allowed } };
-  }
-  if (ctx.authEnabled && wanted !== undefined) {
+  const id = ctx.identity;
+  let meta = start.meta ?? {};
+  if (id?.meetingId !== undefined) {
+    if (wanted !== undefined && wanted !== id.meetingId) return new GatewayError('CAP_ERR_FORBIDDEN', `this token does not allow meeting ${wanted}`);
+    meta = { ...meta, meetingId: id.meetingId };
+  } else if (ctx.authEnabled && wanted !== undefined) {
     return new GatewayError('CAP_ERR_FORBIDDEN', `this token does not allow meeting ${wanted} (no meetingId claim)`);
   }
-  return start;
+  // The token says who speaks; the client cannot override it.
+  if (id?.name !== undefined) meta = { ...meta, speaker: id.name };
+  return meta === start.meta ? start : { ...start, meta };
 }
 
 export class ListenConnection implements ConnectionHandler {
@@ -68,6 +72,7 @@ export class ListenConnection implements ConnectionHandler {
   /** Binary frames in JSON mode are audio as they are: no decoding step. */
   #rawAudio: boolean;
   #maxControlBytes: number;
+  #startTimer: NodeJS.Timeout | null = null;
 
   constructor(deps: ListenDeps, conn: WsConnection, ctx: ListenContext) {
     this.#deps = deps;
@@ -86,6 +91,16 @@ export class ListenConnection implements ConnectionHandler {
         if (ev.kind === 'control' && ev.message.type === 'start') this.#start(ev.message);
         else if (ev.kind === 'error') this.#fatal('CAP_ERR_BAD_PARAMETER', `invalid session parameters in the URL: ${ev.message}`);
       });
+    }
+    // A connection may not sit here without starting a session.
+    if (!this.#session && !this.#closed) {
+      this.#startTimer = setTimeout(() => {
+        this.#startTimer = null;
+        if (!this.#session && !this.#closed) {
+          this.#fatal('CAP_ERR_START_TIMEOUT', `no "start" within limits.startTimeoutSeconds (${limits.startTimeoutSeconds} s) of connecting`);
+        }
+      }, limits.startTimeoutSeconds * 1000);
+      this.#startTimer.unref();
     }
   }
 
@@ -162,6 +177,7 @@ export class ListenConnection implements ConnectionHandler {
     const r = this.#deps.manager.open(start, this.#outbox, this.#errors, this.#ctx.remoteAddress, {
       maxSessionSeconds: id?.maxSessionSeconds,
       identity: id?.key,
+      sub: id?.sub,
       maxSessions: id?.maxSessions,
     });
     if (r instanceof GatewayError) {
@@ -171,6 +187,10 @@ export class ListenConnection implements ConnectionHandler {
       return;
     }
     this.#session = r;
+    if (this.#startTimer) {
+      clearTimeout(this.#startTimer);
+      this.#startTimer = null;
+    }
   }
 
   /** Pre-session, non-fatal error; too many become a protocol violation. */
@@ -193,6 +213,11 @@ export class ListenConnection implements ConnectionHandler {
 
   closed(): void {
     this.#closed = true;
+    this.#deps.connections.closed(this.#ctx.remoteAddress);
+    if (this.#startTimer) {
+      clearTimeout(this.#startTimer);
+      this.#startTimer = null;
+    }
     this.#outbox.markClosed();
     const s = this.#session;
     if (s && !s.ended) {

@@ -10,6 +10,7 @@ import { ID_CHARS, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, type WireMode } from '
 import { startFromQuery } from '../protocol/query.js';
 import type { Gatekeeper } from '../security/gatekeeper.js';
 import type { UpgradeDecision, UpgradeRequest } from '../transport/types.js';
+import type { ConnectionCounter } from './connections.js';
 import type { ListenContext } from './listen-connection.js';
 import type { ViewerContext } from './viewer-connection.js';
 
@@ -32,6 +33,7 @@ function refuse(e: GatewayError): UpgradeDecision<ConnectionContext> {
 
 export interface UpgradeDeps {
   readonly gatekeeper: Gatekeeper;
+  readonly connections: ConnectionCounter;
   readonly metrics: GatewayMetrics;
   /** The server is draining: new connections are refused. */
   shuttingDown(): boolean;
@@ -52,15 +54,22 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
       protocol = pick;
       mode = pick === SUBPROTOCOL_MSGPACK ? 'msgpack' : 'json';
     }
-    // Origin, rate limits and the token, before anything is allocated.
+    // Origin, rate limits, the token and the connection count, before anything is allocated.
+    const counted = (e: GatewayError) => {
+      deps.metrics.errors.inc({ code: e.code });
+      deps.metrics.sessionsRefused.inc({ code: e.code });
+      return refuse(e);
+    };
     const admitted = await deps.gatekeeper.admit(req, meeting ? meeting[1]! : null);
-    if (admitted instanceof GatewayError) {
-      deps.metrics.errors.inc({ code: admitted.code });
-      deps.metrics.sessionsRefused.inc({ code: admitted.code });
-      return refuse(admitted);
-    }
+    if (admitted instanceof GatewayError) return counted(admitted);
+    const tooMany = deps.connections.check(admitted.remoteAddress);
+    if (tooMany) return counted(tooMany);
     if (meeting) {
-      return { accept: true, protocol, context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: admitted.remoteAddress } };
+      return {
+        accept: true,
+        protocol,
+        context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: admitted.remoteAddress, identity: admitted.identity },
+      };
     }
     return {
       accept: true,

@@ -11,15 +11,19 @@ import type { MeetingHub } from '../meetings/hub.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { decodeClientFrame } from '../protocol/codec.js';
 import type { WireMode } from '../protocol/messages.js';
+import type { Identity } from '../security/gatekeeper.js';
 import { ErrorReporter } from '../session/error-reporter.js';
 import { Outbox } from '../session/outbox.js';
 import type { ConnectionHandler, WsConnection } from '../transport/types.js';
+import type { ConnectionCounter } from './connections.js';
 
 export interface ViewerContext {
   readonly kind: 'viewer';
   readonly mode: WireMode;
   readonly meetingId: string;
   readonly remoteAddress: string;
+  /** The verified token, when auth is on. */
+  readonly identity: Identity | null;
 }
 
 export interface ViewerDeps {
@@ -27,6 +31,7 @@ export interface ViewerDeps {
   readonly config: Readonly<Config>;
   readonly metrics: GatewayMetrics;
   readonly log: Logger;
+  readonly connections: ConnectionCounter;
 }
 
 export class ViewerConnection implements ConnectionHandler {
@@ -41,7 +46,13 @@ export class ViewerConnection implements ConnectionHandler {
     const { server, limits } = deps.config;
     this.#outbox = new Outbox(conn, ctx.mode, { maxBufferedBytes: server.maxBackpressureBytes, maxQueuedBytes: server.maxBackpressureBytes });
     this.#errors = new ErrorReporter(this.#outbox, deps.metrics, limits.maxErrorsPerSession);
-    const refused = deps.hub.addViewer(ctx.meetingId, this.#outbox);
+    const identity = ctx.identity;
+    const refused = deps.hub.addViewer(ctx.meetingId, this.#outbox, {
+      address: ctx.remoteAddress,
+      token: identity?.key ?? null,
+      // A session's id is a handle on its caption file: shown only to viewers who may read that file anyway.
+      canRead: (owner) => identity === null || (owner !== null && owner === identity.key),
+    });
     if (refused) this.#end(refused.code, refused.message, refused.retryAfterMs);
   }
 
@@ -74,5 +85,6 @@ export class ViewerConnection implements ConnectionHandler {
   closed(): void {
     this.#outbox.markClosed();
     this.#deps.hub.removeViewer(this.#ctx.meetingId, this.#outbox);
+    this.#deps.connections.closed(this.#ctx.remoteAddress);
   }
 }

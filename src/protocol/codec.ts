@@ -80,7 +80,18 @@ export function decodeClientFrame(data: Uint8Array, isBinary: boolean, mode: Wir
     }
     return decodeControlObject(obj);
   }
-  // msgpack mode: every binary frame is one msgpack message.
+  // msgpack mode: every binary frame is one msgpack message. Its size is
+  // judged before anything is unpacked: audio is read straight out of its
+  // envelope, and anything else larger than a control message is refused.
+  const audio = audioEnvelope(data);
+  if (audio) return { kind: 'audio', data: audio };
+  if (data.byteLength > limits.maxControlBytes) {
+    return {
+      kind: 'error',
+      code: 'CAP_ERR_CONTROL_TOO_LARGE',
+      message: `control message of ${data.byteLength} bytes exceeds limits.maxControlBytes (${limits.maxControlBytes}); only audio frames may be larger`,
+    };
+  }
   let obj: unknown;
   try {
     obj = unpackr.unpack(data);
@@ -88,24 +99,50 @@ export function decodeClientFrame(data: Uint8Array, isBinary: boolean, mode: Wir
     return { kind: 'error', code: 'CAP_ERR_INVALID_MESSAGE', message: `binary frame is not valid msgpack: ${(err as Error).message.slice(0, 120)}` };
   }
   if (isRecord(obj) && obj.type === 'audio') {
-    const keys = Object.keys(obj);
-    const payload = obj.data;
-    if (!(payload instanceof Uint8Array) || keys.some((k) => k !== 'type' && k !== 'data')) {
-      return { kind: 'error', code: 'CAP_ERR_INVALID_MESSAGE', message: 'invalid "audio" message: expected {type:"audio", data:<bin>}' };
-    }
-    return { kind: 'audio', data: payload };
-  }
-  if (isRecord(obj) && obj.type !== 'audio') {
-    const { byteLength } = data;
-    if (byteLength > limits.maxControlBytes) {
-      return {
-        kind: 'error',
-        code: 'CAP_ERR_CONTROL_TOO_LARGE',
-        message: `control message of ${byteLength} bytes exceeds limits.maxControlBytes (${limits.maxControlBytes})`,
-      };
-    }
+    return { kind: 'error', code: 'CAP_ERR_INVALID_MESSAGE', message: 'invalid "audio" message: expected {type:"audio", data:<bin>}' };
   }
   return decodeControlObject(obj);
+}
+
+const TYPE = [0xa4, 0x74, 0x79, 0x70, 0x65]; // fixstr "type"
+const AUDIO = [0xa5, 0x61, 0x75, 0x64, 0x69, 0x6f]; // fixstr "audio"
+const DATA = [0xa4, 0x64, 0x61, 0x74, 0x61]; // fixstr "data"
+
+/**
+ * The payload of a msgpack `{type:"audio", data:<bin>}` (either key order),
+ * read from its header, as a view of the frame; null if the frame is
+ * anything else. The payload's size is then checked like a JSON-mode audio
+ * frame's, by the session, without msgpack ever touching it.
+ */
+export function audioEnvelope(b: Uint8Array): Uint8Array | null {
+  const at = (o: number, bytes: number[]) => bytes.every((x, i) => b[o + i] === x);
+  // A map of two entries: fixmap, map16 (what msgpackr writes) or map32.
+  let o: number;
+  if (at(0, [0x82])) o = 1;
+  else if (at(0, [0xde, 0x00, 0x02])) o = 3;
+  else if (at(0, [0xdf, 0x00, 0x00, 0x00, 0x02])) o = 5;
+  else return null;
+  let typeSeen = false;
+  let payload: Uint8Array | null = null;
+  for (let k = 0; k < 2; k++) {
+    if (at(o, TYPE) && at(o + TYPE.length, AUDIO)) {
+      o += TYPE.length + AUDIO.length;
+      typeSeen = true;
+    } else if (at(o, DATA)) {
+      o += DATA.length;
+      const tag = b[o];
+      let len: number;
+      let head: number;
+      if (tag === 0xc4) [len, head] = [b[o + 1] ?? -1, 2];
+      else if (tag === 0xc5) [len, head] = [((b[o + 1] ?? 0) << 8) | (b[o + 2] ?? 0), 3];
+      else if (tag === 0xc6) [len, head] = [((b[o + 1] ?? 0) * 2 ** 24) + (((b[o + 2] ?? 0) << 16) | ((b[o + 3] ?? 0) << 8) | (b[o + 4] ?? 0)), 5];
+      else return null;
+      if (len < 0 || o + head + len > b.byteLength) return null;
+      payload = b.subarray(o + head, o + head + len);
+      o += head + len;
+    } else return null;
+  }
+  return typeSeen && payload && o === b.byteLength ? payload : null;
 }
 
 export function encodeServerMessage(msg: ServerMessage, mode: WireMode): string | Uint8Array {

@@ -100,7 +100,9 @@ export interface PartialMessage {
   start: number;
   end: number;
   speaker?: string;
-  /** Meeting viewers only: which participant. */
+  /** Meeting viewers only: which participant (opaque, per meeting). */
+  participant?: string;
+  /** Meeting viewers only, and only for sessions whose caption file the viewer may read. */
   sessionId?: string;
 }
 
@@ -113,7 +115,9 @@ export interface FinalMessage {
   end: number;
   words: WordOut[];
   speaker?: string;
-  /** Meeting viewers only: which participant. */
+  /** Meeting viewers only: which participant (opaque, per meeting). */
+  participant?: string;
+  /** Meeting viewers only, and only for sessions whose caption file the viewer may read. */
   sessionId?: string;
 }
 
@@ -122,10 +126,11 @@ export interface ViewerReadyMessage {
   type: 'viewer_ready';
   seq: number;
   meetingId: string;
-  participants: { sessionId: string; speaker: string }[];
+  /** Speaking now. `sessionId` only where this viewer may read that session's captions. */
+  participants: { participant: string; speaker: string; sessionId?: string }[];
   /** Finals replayed next. */
   replay: number;
-  /** Older finals no longer kept (meetings.maxReplayFinals). */
+  /** Older finals no longer kept (meetings.maxReplayBytes). */
   truncated: number;
 }
 
@@ -134,16 +139,20 @@ export interface ParticipantMessage {
   type: 'participant';
   seq: number;
   event: 'joined' | 'left';
-  sessionId: string;
+  participant: string;
   speaker: string;
+  /** Only where this viewer may read that session's captions. */
+  sessionId?: string;
 }
 
 export interface WarningMessage {
   type: 'warning';
   seq: number;
-  code: 'lagging';
+  /** lagging: captions are behind the audio. meeting_unavailable: this session's captions are not shared with its meeting's viewers. */
+  code: 'lagging' | 'meeting_unavailable';
   message: string;
-  lagSeconds: number;
+  /** lagging only. */
+  lagSeconds?: number;
 }
 
 export interface ErrorMessage {

@@ -42,6 +42,8 @@ export interface ScheduledStream {
   flush(): void;
   /** Samples the engine has taken so far: counted here, where they leave the ring, before the sink hears of it. */
   readonly consumed: number;
+  /** Waiting for the engine to free a decoder (not engine lag). */
+  readonly parked: boolean;
   /** Nothing in flight, no flush pending, nothing left in the ring. */
   readonly settled: boolean;
   /** Nothing will happen until more audio or a flush: not in flight, not parked, less than a window left. */

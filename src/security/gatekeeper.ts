@@ -1,11 +1,18 @@
 /**
  * Everything checked at upgrade time, before anything is allocated for the
  * connection: Origin allowlist, per-address open rate, token (HS256 JWT via
- * jose), per-token open rate. A refusal carries its code and HTTP status.
+ * jose), per-token open rate, and what the token may do on this route. A
+ * refusal carries its code and HTTP status. Caption files are checked here
+ * too (`authorizeRead`).
  *
- * Token claims (all optional except exp):
- *   exp                 required; expired tokens are refused
- *   sub                 identity for per-token limits (else a hash of the token)
+ * Auth is on when auth.secret is set (config refuses a secret under 32
+ * bytes). Token claims (all optional except exp):
+ *   exp                 required, and at most auth.maxTokenLifetimeSeconds ahead
+ *   sub                 the identity: owns the sessions it opens (else a hash of the token)
+ *   scope               "listen" (send audio), "view" (watch a meeting), or both: a
+ *                       space-separated string ("listen view") or an array. Without
+ *                       the claim a token may do both, as before scopes existed.
+ *   name                the speaker's name in captions; the client cannot override it
  *   maxSessionSeconds   caps the session below the server's limit (never above)
  *   maxSessions         concurrent sessions this token may hold
  *   meetingId           the only meeting this token may speak in or view
@@ -16,12 +23,21 @@ import { errors as joseErrors, jwtVerify } from 'jose';
 
 import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
+import { ID_PATTERN } from '../protocol/messages.js';
 import type { UpgradeRequest } from '../transport/types.js';
 import { RateLimiter } from './rate-limit.js';
 
+export type Scope = 'listen' | 'view';
+export const SCOPES: readonly Scope[] = ['listen', 'view'];
+
 export interface Identity {
-  /** Stable key for per-token limits. */
+  /** Stable key: `sub:<sub>`, or `tok:<hash>` for a token without sub. Owns what it opens. */
   readonly key: string;
+  /** The token's sub claim, for logs. */
+  readonly sub: string | null;
+  readonly scopes: ReadonlySet<Scope>;
+  /** The speaker's name from the token (the client cannot override it). */
+  readonly name?: string;
   readonly maxSessionSeconds?: number;
   readonly maxSessions?: number;
   readonly meetingId?: string;
@@ -62,6 +78,7 @@ export class Gatekeeper {
     return req.remoteAddress;
   }
 
+  /** Upgrade of `/v1/listen` (scope listen) or a meeting's captions (scope view). */
   async admit(req: UpgradeRequest, meetingId: string | null): Promise<Admitted | GatewayError> {
     const origin = req.headers.origin;
     if (origin !== undefined && this.#origins.size > 0 && !this.#origins.has(origin.replace(/\/$/, '').toLowerCase())) {
@@ -74,13 +91,29 @@ export class Gatekeeper {
     }
     if (!this.#secret) return { remoteAddress, identity: null };
 
-    const token = bearer(req);
+    const identity = await this.verify(bearer(req));
+    if (identity instanceof GatewayError) return identity;
+    const need: Scope = meetingId !== null ? 'view' : 'listen';
+    if (!identity.scopes.has(need)) {
+      return new GatewayError('CAP_ERR_FORBIDDEN', `this token's scope does not include "${need}" (it has: ${[...identity.scopes].join(' ') || 'none'})`);
+    }
+    if (meetingId !== null && identity.meetingId !== meetingId) {
+      return new GatewayError('CAP_ERR_FORBIDDEN', `this token does not allow meeting ${meetingId}`);
+    }
+    const waitT = this.#byToken.take(identity.key);
+    if (waitT > 0) return new GatewayError('CAP_ERR_RATE_LIMITED', 'too many session opens with this token', waitT);
+    return { remoteAddress, identity };
+  }
+
+  /** Verifies a token (auth on). A missing token is CAP_ERR_UNAUTHORIZED. */
+  async verify(token: string | null): Promise<Identity | GatewayError> {
+    if (!this.#secret) return new GatewayError('CAP_ERR_UNAUTHORIZED', 'auth is off: there are no tokens');
     if (!token) {
       return new GatewayError('CAP_ERR_UNAUTHORIZED', 'a token is required: Authorization: Bearer <jwt> or ?token=<jwt>');
     }
     let payload: Record<string, unknown>;
+    const { auth } = this.#config;
     try {
-      const { auth } = this.#config;
       const r = await jwtVerify(token, this.#secret, {
         algorithms: ['HS256'],
         requiredClaims: ['exp'],
@@ -100,14 +133,30 @@ export class Gatekeeper {
               : 'the token is malformed or uses an unsupported algorithm (HS256 required)';
       return new GatewayError('CAP_ERR_UNAUTHORIZED', why);
     }
-    const identity = parseClaims(payload, token);
-    if (identity instanceof GatewayError) return identity;
-    if (meetingId !== null && identity.meetingId !== meetingId) {
-      return new GatewayError('CAP_ERR_FORBIDDEN', `this token does not allow meeting ${meetingId}`);
+    const exp = payload.exp as number;
+    const lifetime = exp - Date.now() / 1000;
+    if (lifetime > auth.maxTokenLifetimeSeconds + auth.clockToleranceSeconds) {
+      return new GatewayError(
+        'CAP_ERR_UNAUTHORIZED',
+        `the token expires ${Math.round(lifetime)} s from now; this server accepts at most auth.maxTokenLifetimeSeconds (${auth.maxTokenLifetimeSeconds})`,
+      );
     }
-    const waitT = this.#byToken.take(identity.key);
-    if (waitT > 0) return new GatewayError('CAP_ERR_RATE_LIMITED', 'too many session opens with this token', waitT);
-    return { remoteAddress, identity };
+    return parseClaims(payload, token);
+  }
+
+  /**
+   * May this request read a session's caption file? With auth off, yes.
+   * With auth on: a token whose identity owns the session, or whose
+   * meeting claim covers the session's meeting (401 without a token, 403
+   * with one that does not).
+   */
+  async authorizeRead(req: { headers: Readonly<Record<string, string>>; query: URLSearchParams }, file: { owner: string | null; meetingId: string | null }): Promise<GatewayError | null> {
+    if (!this.#secret) return null;
+    const identity = await this.verify(bearer(req));
+    if (identity instanceof GatewayError) return identity;
+    if (file.owner !== null && file.owner === identity.key) return null;
+    if (file.meetingId !== null && identity.meetingId === file.meetingId && identity.scopes.has('view')) return null;
+    return new GatewayError('CAP_ERR_FORBIDDEN', "this token may not read this session's captions (it neither owns the session nor views its meeting)");
   }
 
   close(): void {
@@ -116,7 +165,8 @@ export class Gatekeeper {
   }
 }
 
-function bearer(req: UpgradeRequest): string | null {
+/** A bearer token from `Authorization: Bearer`, or `?token=` / `?access_token=` (browsers cannot set headers). */
+export function bearer(req: { headers: Readonly<Record<string, string>>; query: URLSearchParams }): string | null {
   const h = req.headers.authorization;
   if (h) {
     const m = /^Bearer\s+(\S+)$/i.exec(h.trim());
@@ -127,9 +177,23 @@ function bearer(req: UpgradeRequest): string | null {
 
 function parseClaims(p: Record<string, unknown>, token: string): Identity | GatewayError {
   const bad = (claim: string, want: string) => new GatewayError('CAP_ERR_UNAUTHORIZED', `token claim ${claim} must be ${want}`);
-  const id: { key: string; maxSessionSeconds?: number; maxSessions?: number; meetingId?: string } = {
-    key: typeof p.sub === 'string' && p.sub ? `sub:${p.sub}` : `tok:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`,
+  const sub = typeof p.sub === 'string' && p.sub ? p.sub : null;
+  let scopes: Set<Scope>;
+  if (p.scope === undefined) scopes = new Set(SCOPES);
+  else {
+    const list = typeof p.scope === 'string' ? p.scope.split(/\s+/).filter(Boolean) : Array.isArray(p.scope) ? p.scope : null;
+    if (!list || !list.every((s): s is string => typeof s === 'string')) return bad('scope', 'a space-separated string or an array of strings');
+    scopes = new Set(list.filter((s): s is Scope => (SCOPES as readonly string[]).includes(s)));
+  }
+  const id: { -readonly [K in keyof Identity]: Identity[K] } = {
+    key: sub !== null ? `sub:${sub}` : `tok:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`,
+    sub,
+    scopes,
   };
+  if (p.name !== undefined) {
+    if (typeof p.name !== 'string' || p.name.length < 1 || p.name.length > 128) return bad('name', 'a string of 1-128 characters');
+    id.name = p.name;
+  }
   if (p.maxSessionSeconds !== undefined) {
     if (typeof p.maxSessionSeconds !== 'number' || !(p.maxSessionSeconds > 0)) return bad('maxSessionSeconds', 'a positive number');
     id.maxSessionSeconds = p.maxSessionSeconds;
@@ -139,7 +203,7 @@ function parseClaims(p: Record<string, unknown>, token: string): Identity | Gate
     id.maxSessions = p.maxSessions;
   }
   if (p.meetingId !== undefined) {
-    if (typeof p.meetingId !== 'string' || !/^[A-Za-z0-9._-]{1,128}$/.test(p.meetingId)) return bad('meetingId', 'a meeting id');
+    if (typeof p.meetingId !== 'string' || !ID_PATTERN.test(p.meetingId)) return bad('meetingId', 'a meeting id');
     id.meetingId = p.meetingId;
   }
   return id;

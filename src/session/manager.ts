@@ -6,6 +6,8 @@
  * slab from the pool. A refused client gets an `error` with `retryAfterMs`
  * and a close; it is never accepted and failed later.
  */
+import { randomBytes } from 'node:crypto';
+
 import type { Logger } from 'pino';
 
 import type { CaptionEvent } from '../captions/stabilizer.js';
@@ -39,6 +41,8 @@ export interface SessionManagerDeps {
   readonly log: Logger;
   readonly faults?: FaultHooks | undefined;
   readonly published?: (s: Session, ev: CaptionEvent) => void;
+  /** Is this id taken by a session that ended but whose captions are still kept? */
+  readonly idKept?: (id: string) => boolean;
   readonly started?: (s: Session) => void;
   readonly ended?: (s: Session) => void;
 }
@@ -53,7 +57,6 @@ export class SessionManager {
   #sweep: NodeJS.Timeout;
   #shuttingDown = false;
   #engineLag = 0;
-  #nextId = 1;
   #idWaiters: (() => void)[] = [];
 
   constructor(deps: SessionManagerDeps) {
@@ -121,7 +124,13 @@ export class SessionManager {
     outbox: Outbox,
     errors: ErrorReporter,
     remoteAddress: string,
-    limits: { readonly maxSessionSeconds?: number | undefined; readonly identity?: string | undefined; readonly maxSessions?: number | undefined } = {},
+    limits: {
+      readonly maxSessionSeconds?: number | undefined;
+      /** The token's identity: owns the session, and counts against its maxSessions. */
+      readonly identity?: string | undefined;
+      readonly sub?: string | null | undefined;
+      readonly maxSessions?: number | undefined;
+    } = {},
   ): Session | GatewayError {
     const refused = this.admissible(remoteAddress);
     if (refused) return this.#refuse(refused);
@@ -133,8 +142,10 @@ export class SessionManager {
         );
       }
     }
+    // A client-chosen id never takes over, hides or replaces another session,
+    // live or ended while its captions are kept: it is refused instead.
     let id = start.sessionId;
-    if (id !== undefined && this.#byId.has(id)) {
+    if (id !== undefined && (this.#byId.has(id) || this.#deps.idKept?.(id))) {
       return this.#refuse(new GatewayError('CAP_ERR_BAD_PARAMETER', `sessionId "${id}" is already in use`));
     }
     id ??= this.#newId();
@@ -161,7 +172,7 @@ export class SessionManager {
           released: (s) => this.#released(s),
           ...(this.#deps.published ? { published: this.#deps.published } : {}),
         },
-        { id, start, slab, ring, outbox, errors, remoteAddress, maxSessionSeconds: limits.maxSessionSeconds },
+        { id, start, slab, ring, outbox, errors, remoteAddress, owner: limits.identity ?? null, sub: limits.sub ?? null, maxSessionSeconds: limits.maxSessionSeconds },
       );
     } catch (err) {
       this.#deps.pool.release(slab);
@@ -185,8 +196,12 @@ export class SessionManager {
     return e;
   }
 
+  /** 128 random bits from the CSPRNG, as 22 characters of [A-Za-z0-9_-]: unguessable, and nothing else in it. */
   #newId(): string {
-    return `s${Date.now().toString(36)}${(this.#nextId++).toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+    for (;;) {
+      const id = randomBytes(16).toString('base64url');
+      if (!this.#byId.has(id) && !this.#deps.idKept?.(id)) return id;
+    }
   }
 
   #released(s: Session): void {
@@ -213,13 +228,28 @@ export class SessionManager {
   #tick(): void {
     const now = Date.now();
     const { config } = this.#deps;
-    const idleMs = config.limits.idleTimeoutSeconds * 1000;
+    const { limits } = config;
+    const idleMs = limits.idleTimeoutSeconds * 1000;
+    const wallMs = limits.maxSessionWallSeconds * 1000;
     const stallMs = config.server.stalledReaderSeconds * 1000;
     for (const s of [...this.#byId.values()]) {
       if (s.state === 'active' && now - s.lastActivity > idleMs) {
-        s.finish('idle_timeout', CloseCode.IDLE_TIMEOUT, `no message for ${config.limits.idleTimeoutSeconds} s`, {
+        s.finish('idle_timeout', CloseCode.IDLE_TIMEOUT, `no message for ${limits.idleTimeoutSeconds} s`, {
           code: 'CAP_ERR_IDLE_TIMEOUT',
-          message: `no message for limits.idleTimeoutSeconds (${config.limits.idleTimeoutSeconds} s); finishing the session`,
+          message: `no message for limits.idleTimeoutSeconds (${limits.idleTimeoutSeconds} s); finishing the session`,
+        });
+      }
+      // Keepalives keep a connection open, but not a session forever.
+      if (s.state === 'active' && now - s.startedAt > wallMs) {
+        s.finish('max_wall_time', CloseCode.MAX_DURATION, `open for limits.maxSessionWallSeconds (${limits.maxSessionWallSeconds} s)`, {
+          code: 'CAP_ERR_MAX_WALL_TIME',
+          message: `the session has been open for limits.maxSessionWallSeconds (${limits.maxSessionWallSeconds} s); finishing it`,
+        });
+      }
+      if (s.state === 'active' && s.silentSeconds(now) > limits.maxSilentSeconds) {
+        s.finish('max_silence', CloseCode.IDLE_TIMEOUT, `no speech for limits.maxSilentSeconds (${limits.maxSilentSeconds} s)`, {
+          code: 'CAP_ERR_MAX_SILENCE',
+          message: `no speech for limits.maxSilentSeconds (${limits.maxSilentSeconds} s); finishing the session`,
         });
       }
       if (!s.ended && (s.outbox.congestedFor(now) > stallMs || s.outbox.overflowed)) {

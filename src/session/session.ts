@@ -77,6 +77,8 @@ const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 export class Session implements StreamSink {
   readonly id: string;
+  /** The identity that opened it (a token's identity key); null with auth off. */
+  readonly owner: string | null;
   readonly remoteAddress: string;
   readonly meta: SessionMeta;
   readonly format: { sampleRate: number; channels: number; encoding: 's16le' | 'f32le' };
@@ -87,6 +89,9 @@ export class Session implements StreamSink {
   #received = 0;
   #dropped = 0;
   #lastActivity = Date.now();
+  /** The last speech: wall-clock time, and where in the audio (received samples). */
+  #lastSpeechAt = Date.now();
+  #lastSpeechSample = 0;
   #deps: SessionDeps;
   #slab: Slab;
   #ring: RingBuffer;
@@ -122,12 +127,16 @@ export class Session implements StreamSink {
       outbox: Outbox;
       errors: ErrorReporter;
       remoteAddress: string;
+      /** The token's identity and sub (auth on). */
+      owner?: string | null;
+      sub?: string | null;
       /** Lower than the server's limit when a token says so. */
       maxSessionSeconds?: number | undefined;
     },
   ) {
     this.#deps = deps;
     this.id = init.id;
+    this.owner = init.owner ?? null;
     this.remoteAddress = init.remoteAddress;
     this.meta = init.start.meta ?? {};
     this.format = { sampleRate: init.start.sampleRate, channels: init.start.channels, encoding: init.start.encoding };
@@ -135,7 +144,7 @@ export class Session implements StreamSink {
     this.#ring = init.ring;
     this.#outbox = init.outbox;
     this.#errors = init.errors;
-    this.log = deps.log.child({ session: this.id });
+    this.log = deps.log.child(init.sub ? { session: this.id, sub: init.sub } : { session: this.id });
     const { limits, captions, audio, admission } = deps.config;
     this.#arrivals = new ArrivalLog(Math.max(limits.lagMaxSeconds, admission.maxEngineLagSeconds));
     this.#converter = new AudioConverter(this.format, audio.resampleQuality);
@@ -197,12 +206,22 @@ export class Session implements StreamSink {
     return { received: this.#received, decoded: this.#decoded, dropped: this.#dropped };
   }
   /**
+   * How long the session has gone without speech, seconds: the longer of
+   * the audio received since the last speech and the wall-clock time since
+   * it (which keeps counting while no audio arrives at all).
+   */
+  silentSeconds(now = Date.now()): number {
+    return Math.max((this.#received - this.#lastSpeechSample) / RATE, (now - this.#lastSpeechAt) / 1000);
+  }
+  /**
    * How long the oldest undecoded audio has waited, seconds. Unlike the
    * backlog, a burst from a client catching up does not inflate it: only
-   * an engine that cannot keep up (or a stream waiting for a decoder) does.
+   * an engine that cannot keep up does.
    */
   waitingSeconds(now = performance.now()): number {
-    if (this.#ring.available === 0) return 0;
+    // Waiting for a decoder is not engine lag: the engine hands decoders on
+    // (PocketSphinx's bounded hold), and the wait says nothing about the CPU.
+    if (this.#ring.available === 0 || this.#stream.parked) return 0;
     return Math.max(0, (now - this.#arrivals.timeOf(this.#ring.readPos)) / 1000);
   }
 
@@ -354,6 +373,10 @@ export class Session implements StreamSink {
     const now = performance.now();
     const { metrics } = this.#deps;
     for (const ev of this.#stabilizer.accept(r)) {
+      if (ev.text) {
+        this.#lastSpeechAt = Date.now();
+        this.#lastSpeechSample = Math.max(this.#lastSpeechSample, Math.round(ev.end * RATE));
+      }
       if (ev.type === 'partial') {
         metrics.partialRevisions.inc();
         if (ev.text && !this.#firstPartialAt.has(ev.segment)) this.#firstPartialAt.set(ev.segment, now);
@@ -477,16 +500,22 @@ export class Session implements StreamSink {
     }
   }
 
-  /** The client went away: no messages, just release everything. */
+  /**
+   * The connection dropped. Nothing more can reach the client, but nothing
+   * it sent is lost: the audio already received is decoded, the open
+   * utterance ends with a final, and the finals go to the caption file and
+   * the meeting's viewers, as at any end.
+   */
   disconnected(): void {
     if (this.#state === 'ended') return;
     this.#outbox.markClosed();
-    const dropped = this.#ring.discard();
-    this.#dropped += dropped;
-    this.#deps.metrics.samplesDropped.inc(dropped);
-    this.log.info({ dropped }, 'client disconnected');
-    this.#ending = { reason: 'client_stop', close: CloseCode.NORMAL, message: 'client disconnected' };
-    this.#teardown('client_disconnect');
+    this.log.info({ backlogSeconds: round3(this.#ring.available / RATE) }, 'client disconnected: decoding what it sent');
+    this.finish('client_gone', CloseCode.NORMAL, 'the connection dropped');
+  }
+
+  /** A warning that is not about lag (see WarningMessage). */
+  warn(code: 'meeting_unavailable', message: string): void {
+    this.#send({ type: 'warning', code, message });
   }
 
   #end(): void {

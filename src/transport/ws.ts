@@ -95,6 +95,9 @@ export function createWsTransport<C>(handlers: TransportHandlers<C>, opts: Trans
     maxPayload: opts.maxPayloadBytes,
     perMessageDeflate: false,
     clientTracking: false,
+    // Text frames are validated by the protocol codec, which answers invalid
+    // UTF-8 with CAP_ERR_INVALID_JSON instead of a bare 1007 close.
+    skipUTF8Validation: true,
     handleProtocols: (_protocols, req) => chosen.get(req) ?? false,
   });
 

@@ -20,6 +20,8 @@ import type { FinalMessage } from '../../src/protocol/messages.js';
 import { testConfig } from '../helpers/config.js';
 import { metric, RawClient, settled, startGateway, streamPcm, type Harness, type TransportKind } from '../helpers/gateway.js';
 import { StalledClient } from '../helpers/raw-socket.js';
+import { slowEngine } from '../helpers/slow-engine.js';
+import { createOverheadEngine } from '../../src/engine/overhead.js';
 
 const clips = librivoxClips();
 const clipPcm = clips.map((c) => wavToInt16(readWav(c.file)));
@@ -265,7 +267,9 @@ export function gatewaySuite(transport: TransportKind, engine: EngineKind = 'poc
           c.terminate();
         }),
       );
-      await settled(h.gw);
+      // A vanished client's audio is still decoded (40 s of speech here, 6 decoders):
+      // that takes a while on a loaded machine, and then everything goes back.
+      await settled(h.gw, 120_000);
       expect(await metric(h.http, 'captiongate_slabs_in_use')).toBe(0);
       expect(await metric(h.http, 'captiongate_decoders_in_use')).toBe(0);
       expect(await metric(h.http, 'captiongate_sessions_active')).toBe(0);
@@ -392,14 +396,14 @@ export function gatewaySuite(transport: TransportKind, engine: EngineKind = 'poc
     });
 
     it.skipIf(engine !== 'pocketsphinx')('warns a session the engine cannot keep up with, ends it past the hard bound with exact counts, and refuses new sessions meanwhile', async () => {
-      // One decoder, three people talking at once: two must wait, their backlog grows.
-      const h2 = await startGw(transport, {
-        engine: { decoders: 1, threads: 1 },
-        limits: { lagWarnSeconds: 0.5, lagMaxSeconds: 2 },
-        admission: { maxEngineLagSeconds: 0.4 },
-      });
+      // An engine that decodes at half real-time speed: two talkers fall behind, steadily.
+      const h2 = await startGw(
+        transport,
+        { limits: { lagWarnSeconds: 0.5, lagMaxSeconds: 2 }, admission: { maxEngineLagSeconds: 0.4 } },
+        slowEngine(createOverheadEngine({ windowMs: 100 }), 1),
+      );
       try {
-        const talkers = [0, 2, 3].map((i) => {
+        const talkers = [0, 2].map((i) => {
           const c = new RawClient(`${h2.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
           const pcm = clipPcm[i]!;
           const done = (async () => {
@@ -437,8 +441,6 @@ export function gatewaySuite(transport: TransportKind, engine: EngineKind = 'poc
           // Exact: everything accepted is either decoded or reported dropped.
           expect(end.audio.receivedSamples).toBe(end.audio.decodedSamples + end.audio.droppedSamples);
         }
-        // The talker that held the decoder was served to the end.
-        expect(talkers.some((t) => t.c.closeCode === 1000)).toBe(true);
         expect(await metric(h2.http, 'captiongate_samples_dropped_total')).toBeGreaterThan(0);
         await settled(h2.gw);
       } finally {

@@ -24,7 +24,7 @@ describe.each(['uws', 'ws'] as const)('stalled reader over %s', (transport) => {
     h = await startGateway(transport, {
       engine: { decoders: 2, threads: 2 },
       server: { maxBackpressureBytes: BOUND, stalledReaderSeconds: 1 },
-      meetings: { maxReplayFinals: 4000 },
+      meetings: { maxReplayBytes: 32 * 1024 * 1024 },
     });
   });
   afterAll(async () => {
@@ -34,7 +34,7 @@ describe.each(['uws', 'ws'] as const)('stalled reader over %s', (transport) => {
   it('is dropped with bounded memory while a speaker and a reading viewer are served normally', async () => {
     // A meeting with ~12 MB of finals so far (injected straight into the hub).
     const words = Array.from({ length: 60 }, (_, i) => ({ word: `word${i}`, start: i * 0.1, end: i * 0.1 + 0.1, confidence: 0.9 }));
-    h.gw.hub.joined('big', { sessionId: 'earlier', speaker: 'earlier', startedAt: Date.now() });
+    h.gw.hub.joined('big', { sessionId: 'earlier', speaker: 'earlier', startedAt: Date.now(), owner: null });
     for (let i = 0; i < 4000; i++) {
       h.gw.hub.publish('big', 'earlier', { type: 'final', segment: i, text: words.map((w) => w.word).join(' '), start: i * 6, end: i * 6 + 6, words });
     }

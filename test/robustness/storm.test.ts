@@ -42,7 +42,7 @@ describe.each(['uws', 'ws'] as const)('disconnect storm over %s', (transport) =>
     h = await startGateway(transport, {
       engine: { decoders: 4, threads: 2 },
       pool: { slabs: 128 },
-      captions: { keepEndedSessions: 0 },
+      captions: { maxEndedOwners: 0 },
       // Not under test here: 1,000 opens from one address in under a minute.
       rateLimits: { opensPerMinutePerAddress: 100_000 },
       limits: { maxSessionsPerAddress: 1000 },
