@@ -105,6 +105,8 @@ function handle(m) {
     case 'ready':
       state.ready = true;
       $('session-id').textContent = m.sessionId;
+      // Which recognizer is captioning: name, and model where it has several.
+      $('engine').textContent = m.engine ? [m.engine.name, m.engine.model].filter(Boolean).join(' ') : '–';
       setStatus(viewMeeting ? `Connected to meeting ${viewMeeting}. Waiting for captions…` : 'Connected. Captioning: speak now.');
       clearAlert();
       break;

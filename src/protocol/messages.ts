@@ -88,7 +88,8 @@ export interface ReadyMessage {
     minFrameMs: number;
     maxFrameMs: number;
   };
-  engine: { name: string; version: string };
+  /** The recognizer: its name, and its model where it has several (Moonshine: tiny or base). */
+  engine: { name: string; version: string; model?: string };
 }
 
 export interface PartialMessage {

@@ -173,7 +173,7 @@ export class Session implements StreamSink {
         minFrameMs: MIN_FRAME_MS,
         maxFrameMs: MAX_FRAME_MS,
       },
-      engine: { name: deps.engine.name, version: deps.engine.version },
+      engine: { name: deps.engine.name, version: deps.engine.version, ...(deps.engine.model !== undefined ? { model: deps.engine.model } : {}) },
     });
     this.log.info({ format: this.format, meta: this.meta, remote: this.remoteAddress }, 'session started');
   }

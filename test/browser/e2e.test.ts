@@ -92,6 +92,9 @@ describe('web demo in Chromium', () => {
     expect(captions.split(' ').length).toBeGreaterThan(40);
     expect(browserWer.wer).toBeLessThanOrEqual(gatewayWer.wer + 8);
     expect(latency).toMatch(/s behind live/);
+    // The page says which engine (and model) is captioning.
+    const info = h.gw.engine.info;
+    expect(await page.getByTestId('engine').innerText()).toBe([info.name, info.model].filter(Boolean).join(' '));
     expect(consoleErrors).toEqual([]);
     await page.close();
   });
