@@ -23,6 +23,9 @@ constexpr size_t kPartialNewSamples = 1600;  // 0.1 s
 // A thread with no final to run takes a partial predicted to cost up to this
 // much even beyond the round's length.
 constexpr double kPartialCapMs = 250;
+constexpr size_t kNoiseFrames = 150;  // 1.5 s
+constexpr size_t kEndpointHold = 1600;      // one 100 ms window
+constexpr size_t kEndpointHoldMax = 16000;  // 1 s
 
 double frameDb(const int16_t* f) {
   double e = 0;
@@ -70,11 +73,14 @@ struct MoonshineRecognizer::Stream : RecognizerStream {
   int64_t lastFinalEnd = 0;  // stream position where the last final's span ended
   std::vector<int16_t> utt;
   // Loudness (frames over the noise floor), in samples of `utt`.
-  double noiseDb = 0;
-  bool noiseSet = false;
+  // Noise floor: the quietest 10 ms frame of the last 1.5 s (minimum
+  // statistics), never below -70 dBFS (digital silence is no room's floor).
+  std::deque<double> recentDb;
+  double noiseDb = -70;
   size_t firstLoud = 0;    // start of the first loud frame
   size_t lastLoudEnd = 0;  // end of the last loud frame; 0: none yet
   // Speculative final: the span [0, specEnd) decoded while the pause lasts.
+  size_t vadEndedAt = 0;   // where the VAD left speech, while the endpoint is held (0: in speech)
   size_t specWanted = 0;   // a pause reached tailSamples: decode this span this round
   size_t specEnd = 0;      // span of `spec` (0: none)
   Transcript spec;
@@ -240,7 +246,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
 void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs) {
   const int64_t n = static_cast<int64_t>(w.pcm.size());
   const size_t tail = static_cast<size_t>(std::max(0, settings_.tailSamples));
-  auto isLoud = [&](double db) { return db >= std::max(s.noiseDb + settings_.loudDb, -70.0); };
+  auto isLoud = [&](double db) { return db >= s.noiseDb + settings_.loudDb; };
   // Ends the open utterance. At a VAD endpoint the span stops `tail` after
   // the last loud frame; at a flush or a length cut it is all the audio.
   auto endUtterance = [&](bool endpoint) {
@@ -282,6 +288,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.specWanted = 0;
     s.specEnd = 0;
     s.spec = Transcript();
+    s.vadEndedAt = 0;
   };
   auto openUtterance = [&](int64_t start, const std::vector<int16_t>& audio) {
     s.inUtt = true;
@@ -292,6 +299,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.lastPartialAt = Clock::time_point();  // the first partial may come at once
     s.firstLoud = 0;
     s.lastLoudEnd = 0;
+    s.vadEndedAt = 0;
     for (size_t k = 0; k + kFrame <= s.utt.size(); k += kFrame) {
       if (!isLoud(frameDb(s.utt.data() + k))) continue;
       if (s.lastLoudEnd == 0) s.firstLoud = k;
@@ -300,16 +308,10 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
   };
   auto feedFrame = [&](const int16_t* f) {
     const double db = frameDb(f);
-    const bool loud = s.noiseSet && isLoud(db);
-    // The noise floor follows quiet frames outside utterances, and falls inside them.
-    if (!s.noiseSet) {
-      s.noiseDb = db;
-      s.noiseSet = true;
-    } else if (!s.inUtt && !loud) {
-      s.noiseDb += (db < s.noiseDb ? 0.5 : 0.05) * (db - s.noiseDb);
-    } else if (db < s.noiseDb) {
-      s.noiseDb += 0.05 * (db - s.noiseDb);
-    }
+    s.recentDb.push_back(db);
+    if (s.recentDb.size() > kNoiseFrames) s.recentDb.pop_front();
+    s.noiseDb = std::max(-70.0, *std::min_element(s.recentDb.begin(), s.recentDb.end()));
+    const bool loud = isLoud(db);
     bool speech = true;
     if (settings_.vadEnabled) speech = s.vad.process(f, kFrame);
     if (!s.inUtt && speech) {
@@ -332,7 +334,15 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
         if (s.lastLoudEnd == 0) s.firstLoud = s.utt.size() - kFrame;
         s.lastLoudEnd = s.utt.size();
       }
-      if (!speech) {
+      if (speech) s.vadEndedAt = 0;
+      else if (s.vadEndedAt == 0) s.vadEndedAt = s.utt.size();
+      // The VAD's endpoint, held until the pause after the last loud frame
+      // is tail + one window long (at most 1 s): the speculative final for
+      // that span then runs a window before the endpoint. The fe VAD often
+      // calls a soft sentence ending silence 200-300 ms before it is.
+      const bool held = s.lastLoudEnd > 0 && s.utt.size() < s.lastLoudEnd + tail + kEndpointHold &&
+                        s.utt.size() < s.vadEndedAt + kEndpointHoldMax;
+      if (!speech && !held) {
         endUtterance(true);
       } else if (s.utt.size() >= static_cast<size_t>(settings_.maxUtteranceSamples)) {
         endUtterance(false);
