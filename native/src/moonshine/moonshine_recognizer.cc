@@ -206,6 +206,10 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   for (const DecodeJob& j : in) {
     Stream* s = &static_cast<Stream&>(j.state);
     if (!s->inUtt || s->utt.size() < kPartialMinSamples || s->utt.size() < s->lastPartialLen + kPartialNewSamples) continue;
+    // Only with speech the last partial has not seen: a pause re-decoded
+    // says nothing new (its speculative final does), and a partial running
+    // when the endpoint comes would hold up the final.
+    if (s->lastLoudEnd <= s->lastPartialLen) continue;
     bool specThisRound = false;
     for (const Job& x : jobs) specThisRound = specThisRound || (x.kind == Job::kSpec && x.stream == s);
     if (specThisRound) continue;
