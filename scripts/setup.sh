@@ -50,6 +50,9 @@ node scripts/fetch-moonshine-model.mjs --headers
 # onnxruntime-node's own install script is skipped (.npmrc): it would fetch
 # GPU providers; the engine uses its bundled CPU library only.
 export ONNXRUNTIME_NODE_INSTALL=skip
+# better-sqlite3 (the durable caption store) builds from source: give its
+# node-gyp the headers next to the node binary, never a download.
+export npm_config_nodedir="${npm_config_nodedir:-$(node -p 'require("path").resolve(process.execPath, "..", "..")')}"
 if [[ -f package-lock.json ]]; then
   npm ci --no-audit --no-fund
 else

@@ -3,7 +3,8 @@
  * another process), and reads its CPU and RSS from /proc.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import { packageRoot } from '../../src/util/paths.js';
@@ -24,8 +25,10 @@ export interface ServerProcess {
 const CLK_TCK = 100;
 
 export async function startServer(env: Record<string, string>, entry = 'dist/src/main.js'): Promise<ServerProcess> {
+  // The caption store (SQLite, the default) in a fresh temporary folder.
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-bench-'));
   const child = spawn(process.execPath, [path.join(packageRoot(), entry)], {
-    env: { ...process.env, PORT: '0', CAPTIONGATE_SERVER_HOST: '127.0.0.1', CAPTIONGATE_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, PORT: '0', CAPTIONGATE_SERVER_HOST: '127.0.0.1', CAPTIONGATE_LOG_LEVEL: 'warn', CAPTIONGATE_STORE_PATH: path.join(dir, 'captions.db'), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -67,11 +70,15 @@ export async function startServer(env: Record<string, string>, entry = 'dist/src
     log: () => out,
     stop() {
       return new Promise((resolve) => {
+        const done = (code: number | null) => {
+          rmSync(dir, { recursive: true, force: true });
+          resolve(code);
+        };
         if (child.exitCode !== null) {
-          resolve(child.exitCode);
+          done(child.exitCode);
           return;
         }
-        child.once('exit', (code) => resolve(code));
+        child.once('exit', (code) => done(code));
         child.kill('SIGTERM');
       });
     },

@@ -126,6 +126,13 @@ export class CaptionArchive {
     return e ? { finals: e.finals, dropped: e.dropped, live: e.endedAt === null, owner: e.owner, meetingId: e.meetingId } : undefined;
   }
 
+  /** Drops a session's file from memory (deleted by its owner). */
+  forget(sessionId: string): void {
+    this.#live.delete(sessionId);
+    const e = this.#ended.get(sessionId);
+    if (e) this.#forget(sessionId, e);
+  }
+
   #forget(id: string, e: Entry): void {
     this.#ended.delete(id);
     const g = this.#groups.get(e.group);

@@ -172,6 +172,16 @@ export const configSchema = z
         retentionSeconds: num(0, 86_400),
       })
       .strict(),
+    store: z
+      .object({
+        kind: z.enum(['sqlite', 'memory'], { error: 'must be "sqlite" or "memory"' }),
+        path: str(),
+        flushMs: int(10, 5000),
+        retentionDays: num(0, 36_500),
+        maxSessionsPerOwner: int(1, 100_000_000),
+        busyTimeoutMs: int(0, 600_000),
+      })
+      .strict(),
     metrics: z
       .object({
         host: z.string({ error: 'must be a string (empty: /metrics on the main port)' }),

@@ -22,6 +22,7 @@ import { createEngine } from '../engine/index.js';
 import { ENGINE_SAMPLE_RATE, type Engine } from '../engine/types.js';
 import { closeCode } from '../errors.js';
 import { createLogger } from '../log.js';
+import { openStore, type Store } from '../store/index.js';
 import { MeetingHub } from '../meetings/hub.js';
 import { GatewayMetrics } from '../metrics/metrics.js';
 import { SlabPool } from '../pool/slab-pool.js';
@@ -61,6 +62,7 @@ export interface Gateway {
   readonly transport: Transport;
   readonly hub: MeetingHub;
   readonly archive: CaptionArchive;
+  readonly store: Store;
   readonly log: Logger;
   /** The port actually bound (after listen). */
   readonly port: number;
@@ -80,6 +82,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   const engine = options.engine ?? (await createEngine(config));
   lifecycle.onClose('engine', () => engine.shutdown());
+  // Closed after everything that writes to it (sessions end in the drain phase).
+  const store = await openStore(config, log).catch(async (err: unknown) => {
+    await engine.shutdown();
+    throw err;
+  });
+  lifecycle.onClose('store', () => store.close());
   const shapes = deriveShapes(config, engine.info.policy);
   const pool = new SlabPool({ slabs: shapes.slabs, slabSamples: shapes.slabSamples });
 
@@ -122,6 +130,19 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     idKept: (id) => archive.has(id),
     started: (s) => {
       const m = meetingOf(s);
+      store.sessionStarted({
+        id: s.id,
+        owner: s.owner,
+        meetingId: m,
+        speaker: s.meta.speaker ?? null,
+        startedAt: s.startedAt,
+        endedAt: null,
+        endReason: null,
+        receivedSamples: 0,
+        decodedSamples: 0,
+        droppedSamples: 0,
+      });
+      if (m) store.meetingStarted(m, s.startedAt);
       // Eviction of ended files is per owner; with auth off, per client address.
       archive.started(s.id, { owner: s.owner, group: s.owner ?? `addr:${s.remoteAddress}`, meetingId: m });
       if (m) {
@@ -130,13 +151,19 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       }
     },
     published: (s, ev) => {
-      if (ev.type === 'final') archive.record(s.id, { ...ev, seq: 0 });
+      if (ev.type === 'final') {
+        const f = { ...ev, seq: 0 };
+        archive.record(s.id, f);
+        if (f.text) store.final(s.id, f);
+      }
       const m = meetingOf(s);
       if (m) hub.publish(m, s.id, ev);
       options.onCaption?.(s, ev);
     },
     ended: (s) => {
       archive.ended(s.id);
+      const a = s.audio;
+      store.sessionEnded(s.id, { endedAt: Date.now(), reason: s.endReason ?? 'unknown', receivedSamples: a.received, decodedSamples: a.decoded, droppedSamples: a.dropped });
       const m = meetingOf(s);
       if (m) hub.left(m, s.id);
     },
@@ -160,7 +187,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       if (ctx.kind === 'viewer') return new ViewerConnection({ hub, config, metrics, log, connections }, conn, ctx);
       return new ListenConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx);
     },
-    http: createHttpRoutes({ manager: sessions, pool, metrics, archive, gatekeeper, serveMetrics: config.metrics.host === '' }),
+    http: createHttpRoutes({ manager: sessions, pool, metrics, archive, hub, store, gatekeeper, serveMetrics: config.metrics.host === '' }),
   };
   const transportOptions = {
     // Frames above maxFrameBytes get CAP_ERR_FRAME_TOO_LARGE and the session
@@ -217,6 +244,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     transport,
     hub,
     archive,
+    store,
     log,
     get port() {
       return port;

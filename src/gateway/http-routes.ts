@@ -1,25 +1,32 @@
 /**
  * The HTTP side of the gateway: health and readiness probes (always open),
  * Prometheus metrics (here, or on a listener of their own: metrics.host),
- * caption files (only to who may read them, when auth is on), and the web
+ * caption files of sessions and meetings (only to who may read them, when
+ * auth is on; live ones from memory, the rest from the store, so they
+ * survive a restart), the caller's session list and deletion, and the web
  * demo's static files.
  */
 import path from 'node:path';
 
 import type { CaptionArchive } from '../captions/archive.js';
-import { buildCues, toSrt, toWebVTT } from '../captions/cues.js';
+import { buildCues, toSrt, toWebVTT, type CueSource } from '../captions/cues.js';
+import { GatewayError, httpStatus } from '../errors.js';
+import type { MeetingHub } from '../meetings/hub.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import type { SlabPool } from '../pool/slab-pool.js';
 import { ID_CHARS } from '../protocol/messages.js';
-import { httpStatus } from '../errors.js';
 import type { Gatekeeper } from '../security/gatekeeper.js';
 import type { SessionManager } from '../session/manager.js';
+import type { SessionRecord, Store } from '../store/index.js';
 import type { HttpRequest, HttpResponse } from '../transport/types.js';
 import { packageRoot } from '../util/paths.js';
 import { StaticFiles } from './static-files.js';
 import { errorBody } from './upgrade.js';
 
-const CAPTION_FILE_ROUTE = new RegExp(`^/v1/sessions/(${ID_CHARS})/captions\\.(vtt|srt)$`);
+const SESSION_FILE = new RegExp(`^/v1/sessions/(${ID_CHARS})/captions\\.(vtt|srt|json)$`);
+const MEETING_FILE = new RegExp(`^/v1/meetings/(${ID_CHARS})/captions\\.(vtt|srt|json)$`);
+const SESSION = new RegExp(`^/v1/sessions/(${ID_CHARS})$`);
+const LIST_LIMIT = 100;
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponse {
   return { status, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) };
@@ -30,6 +37,8 @@ export interface HttpRouteDeps {
   readonly pool: SlabPool;
   readonly metrics: GatewayMetrics;
   readonly archive: CaptionArchive;
+  readonly hub: MeetingHub;
+  readonly store: Store;
   readonly gatekeeper: Gatekeeper;
   /** /metrics on this port (false when it has its own listener). */
   readonly serveMetrics: boolean;
@@ -40,36 +49,116 @@ export async function metricsResponse(metrics: GatewayMetrics): Promise<HttpResp
   return { status: 200, headers: { 'content-type': metrics.contentType }, body: await metrics.text() };
 }
 
+function captionBody(format: string, finals: readonly CueSource[], extra: Record<string, unknown>): HttpResponse {
+  if (format === 'json') return json(200, { ...extra, finals }, { 'cache-control': 'no-store' });
+  const cues = buildCues(finals);
+  const vtt = format === 'vtt';
+  return {
+    status: 200,
+    headers: { 'content-type': vtt ? 'text/vtt; charset=utf-8' : 'application/x-subrip; charset=utf-8', 'cache-control': 'no-store' },
+    body: vtt ? toWebVTT(cues) : toSrt(cues),
+  };
+}
+
+const sessionJson = (r: SessionRecord) => ({
+  sessionId: r.id,
+  meetingId: r.meetingId,
+  speaker: r.speaker,
+  startedAt: new Date(r.startedAt).toISOString(),
+  endedAt: r.endedAt === null ? null : new Date(r.endedAt).toISOString(),
+  endReason: r.endReason,
+  audio: { receivedSamples: r.receivedSamples, decodedSamples: r.decodedSamples, droppedSamples: r.droppedSamples },
+});
+
 export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Promise<HttpResponse> {
-  const { manager, pool, metrics, archive, gatekeeper } = deps;
+  const { manager, pool, metrics, archive, hub, store, gatekeeper } = deps;
   const staticFiles = new StaticFiles(path.join(packageRoot(), 'web-demo'));
   const cuesModule = new StaticFiles(path.join(packageRoot(), 'dist', 'src', 'captions'));
 
-  const captionFile = async (req: HttpRequest, id: string, format: string): Promise<HttpResponse> => {
-    const got = archive.get(id);
-    // Who asks is checked before whether the file exists, so a stranger learns nothing.
-    const denied = await gatekeeper.authorizeRead(req, got ?? { owner: null, meetingId: null });
-    if (denied && (denied.code === 'CAP_ERR_UNAUTHORIZED' || got)) {
-      metrics.errors.inc({ code: denied.code });
-      return json(httpStatus(denied.code), errorBody(denied.code, denied.message));
+  const refuse = (e: GatewayError): HttpResponse => {
+    metrics.errors.inc({ code: e.code });
+    return json(httpStatus(e.code), errorBody(e.code, e.message, e.retryAfterMs));
+  };
+  const notFound = (what: string) => json(404, errorBody('CAP_ERR_NOT_FOUND', what));
+
+  /** Who a session belongs to, from memory (live or recently ended) or the store. */
+  const sessionOf = async (id: string) => {
+    const live = archive.get(id);
+    if (live) return { owner: live.owner, meetingId: live.meetingId, live };
+    const rec = await store.getSession(id);
+    return rec ? { owner: rec.owner, meetingId: rec.meetingId, rec } : null;
+  };
+
+  /** A stranger learns nothing: who asks is checked before whether the thing exists. */
+  const authorize = async (req: HttpRequest, of: { owner: string | null; meetingId: string | null } | null): Promise<HttpResponse | null> => {
+    const denied = await gatekeeper.authorizeRead(req, of ?? { owner: null, meetingId: null });
+    if (denied && (denied.code === 'CAP_ERR_UNAUTHORIZED' || of)) return refuse(denied);
+    return null;
+  };
+
+  const sessionFile = async (req: HttpRequest, id: string, format: string): Promise<HttpResponse> => {
+    const s = await sessionOf(id);
+    const denied = await authorize(req, s);
+    if (denied) return denied;
+    if (!s) return notFound(`no captions for session ${id}`);
+    if (s.live) {
+      const r = captionBody(format, s.live.finals, { sessionId: id, live: s.live.live, droppedFinals: s.live.dropped });
+      return { ...r, headers: { ...r.headers, 'x-captiongate-live': String(s.live.live), 'x-captiongate-dropped-finals': String(s.live.dropped) } };
     }
-    if (!got) return json(404, errorBody('CAP_ERR_NOT_FOUND', `no captions for session ${id}`));
-    const cues = buildCues(got.finals);
-    const vtt = format === 'vtt';
-    return {
-      status: 200,
-      headers: {
-        'content-type': vtt ? 'text/vtt; charset=utf-8' : 'application/x-subrip; charset=utf-8',
-        'cache-control': 'no-store',
-        'x-captiongate-live': String(got.live),
-        'x-captiongate-dropped-finals': String(got.dropped),
-      },
-      body: vtt ? toWebVTT(cues) : toSrt(cues),
-    };
+    const finals = await store.getFinals(id);
+    const r = captionBody(format, finals, { ...sessionJson(s.rec!), live: false });
+    return { ...r, headers: { ...r.headers, 'x-captiongate-live': 'false', 'x-captiongate-dropped-finals': '0' } };
+  };
+
+  const meetingFile = async (req: HttpRequest, id: string, format: string): Promise<HttpResponse> => {
+    // A meeting's file is covered by a token whose meeting claim names it (scope view).
+    const denied = await authorize(req, { owner: null, meetingId: id });
+    if (denied) return denied;
+    const stored = await store.getMeeting(id);
+    const finals = stored ? stored.finals : hub.meetingFinals(id);
+    if (!finals) return notFound(`no captions for meeting ${id}`);
+    return captionBody(format, finals, { meetingId: id, ...(stored ? { startedAt: new Date(stored.startedAt).toISOString() } : {}) });
+  };
+
+  const list = async (req: HttpRequest): Promise<HttpResponse> => {
+    let owner: string | undefined;
+    if (gatekeeper.authEnabled) {
+      const who = await gatekeeper.verifyRequest(req);
+      if (who instanceof GatewayError) return refuse(who);
+      owner = who.key;
+    }
+    const limit = Math.min(LIST_LIMIT, Math.max(1, Number(req.query.get('limit') ?? LIST_LIMIT) || LIST_LIMIT));
+    const before = req.query.has('before') ? Date.parse(req.query.get('before')!) : undefined;
+    if (store.kind === 'memory') {
+      // Nothing is stored: the live sessions are all there is.
+      const live = manager.list().filter((s) => owner === undefined || s.owner === owner);
+      return json(200, { sessions: live.slice(0, limit).map((s) => ({ sessionId: s.id, meetingId: s.meta.meetingId ?? null, speaker: s.meta.speaker ?? null, startedAt: new Date(s.startedAt).toISOString(), endedAt: null })) });
+    }
+    const rows = await store.listSessions(owner, { limit, ...(before !== undefined && Number.isFinite(before) ? { before } : {}) });
+    return json(200, { sessions: rows.map(sessionJson) }, { 'cache-control': 'no-store' });
+  };
+
+  const remove = async (req: HttpRequest, id: string): Promise<HttpResponse> => {
+    const s = await sessionOf(id);
+    // Deleting is the owner's alone (a meeting claim lets a token read, not delete).
+    if (gatekeeper.authEnabled) {
+      const who = await gatekeeper.verifyRequest(req);
+      if (who instanceof GatewayError) return refuse(who);
+      if (s && s.owner !== who.key) return refuse(new GatewayError('CAP_ERR_FORBIDDEN', 'only the token that owns a session may delete it'));
+    }
+    if (!s) return notFound(`no session ${id}`);
+    if (manager.get(id)) return json(409, errorBody('CAP_ERR_BAD_PARAMETER', `session ${id} is live; stop it first`));
+    archive.forget(id);
+    await store.deleteSession(id);
+    return { status: 204, body: '' };
   };
 
   return async (req) => {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, errorBody('CAP_ERR_NOT_FOUND', 'only GET is served'));
+    if (req.method === 'DELETE') {
+      const m = SESSION.exec(req.path);
+      return m ? remove(req, m[1]!) : json(405, errorBody('CAP_ERR_NOT_FOUND', 'DELETE is only for /v1/sessions/:id'));
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, errorBody('CAP_ERR_NOT_FOUND', 'only GET and DELETE are served'));
     switch (req.path) {
       case '/healthz':
         return json(200, { status: 'ok' });
@@ -84,12 +173,16 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
         break;
       case '/v1/listen':
         return json(426, errorBody('CAP_ERR_NOT_FOUND', 'this route is a WebSocket; connect with ws:// and Upgrade'));
+      case '/v1/sessions':
+        return list(req);
       case '/lib/cues.js':
         // The browser demo builds its .vtt with the server's own cue code.
         return (await cuesModule.get('/cues.js')) ?? json(404, errorBody('CAP_ERR_NOT_FOUND', 'run npm run build'));
     }
-    const file = CAPTION_FILE_ROUTE.exec(req.path);
-    if (file) return captionFile(req, file[1]!, file[2]!);
+    const sf = SESSION_FILE.exec(req.path);
+    if (sf) return sessionFile(req, sf[1]!, sf[2]!);
+    const mf = MEETING_FILE.exec(req.path);
+    if (mf) return meetingFile(req, mf[1]!, mf[2]!);
     return (await staticFiles.get(req.path)) ?? json(404, errorBody('CAP_ERR_NOT_FOUND', `no route ${req.path}`));
   };
 }

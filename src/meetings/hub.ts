@@ -212,6 +212,13 @@ export class MeetingHub {
     }
   }
 
+  /** The meeting's kept finals with their session ids, by start (its caption file without a store); null if there is no room. */
+  meetingFinals(meetingId: string): (Unsequenced<FinalMessage> & { sessionId: string })[] | null {
+    const r = this.#rooms.get(meetingId);
+    if (!r) return null;
+    return r.finals.map(({ msg, sessionId }) => ({ ...msg, sessionId })).sort((a, b) => a.start - b.start || a.end - b.end);
+  }
+
   /** Adds a viewer (waiting, if the meeting has no room yet) and replays the finals so far, sorted by start. */
   addViewer(meetingId: string, outbox: Outbox, who: ViewerIdentity): GatewayError | null {
     const r = this.#rooms.get(meetingId);

@@ -144,6 +144,11 @@ export class Gatekeeper {
     return parseClaims(payload, token);
   }
 
+  /** The identity of an HTTP request's token (Bearer or ?token=); auth on. */
+  verifyRequest(req: { headers: Readonly<Record<string, string>>; query: URLSearchParams }): Promise<Identity | GatewayError> {
+    return this.verify(bearer(req));
+  }
+
   /**
    * May this request read a session's caption file? With auth off, yes.
    * With auth on: a token whose identity owns the session, or whose

@@ -85,6 +85,10 @@ export class SessionManager {
   get(id: string): Session | undefined {
     return this.#byId.get(id);
   }
+  /** The live sessions. */
+  list(): Session[] {
+    return [...this.#byId.values()];
+  }
 
   /**
    * Admission check without allocating. `checkPool` (readiness probes) also

@@ -197,6 +197,10 @@ export class Session implements StreamSink {
   get lastActivity(): number {
     return this.#lastActivity;
   }
+  /** Why it ended (or is ending); null while active. */
+  get endReason(): EndReason | null {
+    return this.#ending?.reason ?? null;
+  }
   /** Samples decoded: counted by the scheduler as they leave the ring, so a fault here cannot lose them. */
   get #decoded(): number {
     return this.#stream.consumed;

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 
 import { pino } from 'pino';
@@ -33,15 +36,20 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
   return out;
 }
 
-/** A gateway on 127.0.0.1:0 with logs captured as objects (pino's sink() pattern). */
+/**
+ * A gateway on 127.0.0.1:0 with logs captured as objects (pino's sink()
+ * pattern), and its caption store (SQLite) in a temporary folder of its own,
+ * removed when it stops.
+ */
 export async function startGateway(
   transport: TransportKind,
   overrides: Record<string, unknown> = {},
   engine?: Engine,
   options: Pick<GatewayOptions, 'faults'> = {},
 ): Promise<Harness> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-test-'));
   const config = testConfig(
-    deepMerge({ server: { host: '127.0.0.1', port: 0, transport }, log: { level: 'info' } }, overrides),
+    deepMerge({ server: { host: '127.0.0.1', port: 0, transport }, log: { level: 'info' }, store: { path: path.join(dir, 'captions.db') } }, overrides),
   );
   const logs: Record<string, unknown>[] = [];
   const sink = new Writable({
@@ -58,7 +66,10 @@ export async function startGateway(
     base: `ws://127.0.0.1:${port}`,
     http: `http://127.0.0.1:${port}`,
     logs,
-    stop: () => gw.shutdown(),
+    stop: async () => {
+      await gw.shutdown();
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 

@@ -5,6 +5,8 @@
  * (plus the time running engine windows take to finish).
  */
 import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -30,6 +32,7 @@ describe('SIGTERM with 50 live sessions', () => {
         CAPTIONGATE_ENGINE_DECODERS: '10',
         CAPTIONGATE_LIMITS_MAX_SESSIONS_PER_ADDRESS: '100',
         CAPTIONGATE_LOG_LEVEL: 'info',
+        CAPTIONGATE_STORE_PATH: path.join(mkdtempSync(path.join(os.tmpdir(), 'captiongate-sigterm-')), 'captions.db'),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
