@@ -9,8 +9,8 @@
  * followed by 1 s of silence (enough for the 500 ms endpoint), looped.
  * Sessions all start at once (no ramp); each starts at its own offset into
  * the loop, spread evenly, so speech overlaps as independent talkers' does.
- * Onsets and offsets of each clip's speech are read from its energy (10 dB
- * over the clip's noise floor, 10 ms frames).
+ * Onsets and offsets of each clip's speech are read from its energy (6 dB
+ * over the clip's noise floor, its 10th-percentile 10 ms frame).
  */
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -89,7 +89,7 @@ function speechBounds(pcm: Int16Array): [number, number] {
     db.push(10 * Math.log10(e / 160 / 32768 / 32768 + 1e-12));
   }
   const floor = [...db].sort((a, b) => a - b)[Math.floor(db.length / 10)]!;
-  const loud = db.map((d) => d > floor + 10);
+  const loud = db.map((d) => d > floor + 6);
   return [loud.indexOf(true) / 100, (loud.lastIndexOf(true) + 1) / 100];
 }
 
