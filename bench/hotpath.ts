@@ -46,6 +46,7 @@ async function main() {
       new ListenConnection({ config, manager: gw.manager, metrics: gw.metrics, log: logger, connections: new ConnectionCounter(SESSIONS) }, new NullConn(), {
         kind: 'listen',
         mode: 'json',
+        resume: null,
         start: startFromQuery(new URLSearchParams('sampleRate=16000&channels=1&encoding=s16le')),
         remoteAddress: '127.0.0.1',
         identity: null,

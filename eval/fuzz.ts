@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 
 import { CloseCode, ERRORS } from '../src/errors.js';
 import { decodeServerMessage, encodeClientMessage } from '../src/protocol/codec.js';
-import { SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, type ServerMessage } from '../src/protocol/messages.js';
+import { SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, type WireMessage } from '../src/protocol/messages.js';
 
 export function prng(seed: number): () => number {
   let s = seed | 0;
@@ -121,7 +121,7 @@ export const DOCUMENTED_CLOSE_CODES: ReadonlySet<number> = new Set([...Object.va
 
 export interface FuzzConnectionResult {
   sent: number;
-  received: ServerMessage[];
+  received: WireMessage[];
   closeCode: number | undefined;
   undocumentedErrors: string[];
 }
@@ -129,7 +129,7 @@ export interface FuzzConnectionResult {
 /** Plays one script against `url`; finishes with stop (or the script's close). */
 export async function playScript(url: string, script: { mode: 'json' | 'msgpack'; actions: FuzzAction[] }, timeoutMs = 30_000): Promise<FuzzConnectionResult> {
   const ws = new WebSocket(url, [script.mode === 'msgpack' ? SUBPROTOCOL_MSGPACK : SUBPROTOCOL_JSON], { perMessageDeflate: false });
-  const received: ServerMessage[] = [];
+  const received: WireMessage[] = [];
   let closeCode: number | undefined;
   const closed = new Promise<void>((resolve) => {
     ws.on('close', (code) => {

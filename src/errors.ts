@@ -21,6 +21,10 @@ export const CloseCode = {
   ENGINE_FAILURE: 4009,
   START_TIMEOUT: 4010,
   INTERNAL_ERROR: 4011,
+  /** A resume was refused: unknown, expired or foreign token, or a lastSeq ahead of the session. */
+  RESUME_REFUSED: 4012,
+  /** The session was taken over by a resume on another connection. */
+  TAKEN_OVER: 4013,
 } as const;
 
 /**
@@ -29,9 +33,6 @@ export const CloseCode = {
  * feature lands; none is sent today.
  */
 export const RESERVED_CLOSE_CODES = {
-  RESUME_REFUSED: 4012,
-  /** The session was taken over by a resume on another connection. */
-  TAKEN_OVER: 4013,
   /** The server is draining: reconnect and resume elsewhere. */
   DRAINING: 4014,
 } as const;
@@ -167,6 +168,19 @@ export const ERRORS = {
     status: 400,
   },
   CAP_ERR_NOT_FOUND: { summary: 'No such route, session or meeting.', fatal: true, status: 404 },
+  CAP_ERR_RESUME_REFUSED: {
+    summary:
+      'A resume was refused: its token is unknown, expired (the session ended, or nobody came back within limits.resumeGraceSeconds), ' +
+      "another owner's, or its lastSeq is ahead of the session. Start a new session.",
+    fatal: true,
+    close: CloseCode.RESUME_REFUSED,
+    status: 404,
+  },
+  CAP_ERR_TAKEN_OVER: {
+    summary: 'Another connection resumed this session with its resume token; this one is closed (the session goes on there).',
+    fatal: true,
+    close: CloseCode.TAKEN_OVER,
+  },
   CAP_ERR_INTERNAL: {
     summary:
       'Something failed inside the server while handling this session (a bug, logged with its stack and counted in /metrics). ' +
@@ -202,7 +216,9 @@ export const END_REASONS = {
   slow_reader: 'The client stopped reading; the connection was closed.',
   max_wall_time: 'limits.maxSessionWallSeconds of wall-clock time passed; audio received was decoded.',
   max_silence: 'No speech for limits.maxSilentSeconds; audio received was decoded.',
-  client_gone: 'The connection dropped; the audio already received was decoded and its finals kept (nothing more can be sent).',
+  client_gone:
+    'The client closed the connection, or it dropped and nobody resumed within limits.resumeGraceSeconds; ' +
+    'the audio already received was decoded and its finals kept.',
   internal_error: 'An internal error ended this session (CAP_ERR_INTERNAL); undecoded audio was dropped and counted.',
 } as const;
 export type EndReason = keyof typeof END_REASONS;

@@ -9,7 +9,9 @@
  *   a Whisper-style decoder can give for noise) gets a final only if
  *   partials were shown for it: an empty final tells the client to clear
  *   the tentative text. Otherwise its segment number is reused.
- * - Times are audio seconds since the session's first sample.
+ * - Times are audio seconds since the session's first sample. An engine
+ *   stream counts from its own first sample; a session that resumed on a
+ *   new stream says where that stream starts (`startsAt`).
  */
 import type { EngineResult, Utterance } from '../engine/types.js';
 import type { FinalMessage, PartialMessage, Unsequenced } from '../protocol/messages.js';
@@ -29,10 +31,17 @@ export class CaptionStabilizer {
   #partialShown = false;
   #interim: boolean;
   #speaker: string | undefined;
+  /** Session time of the engine stream's first sample, seconds. */
+  #offset = 0;
 
   constructor(options: { interim: boolean; speaker?: string | undefined }) {
     this.#interim = options.interim;
     this.#speaker = options.speaker;
+  }
+
+  /** The engine stream that follows begins at session time `seconds`. */
+  startsAt(seconds: number): void {
+    this.#offset = seconds;
   }
 
   accept(r: Pick<EngineResult, 'finals' | 'partial'>): CaptionEvent[] {
@@ -52,14 +61,18 @@ export class CaptionStabilizer {
           segment: this.#segment,
           revision: this.#revision,
           text,
-          start: round(r.partial.start),
-          end: round(r.partial.end),
+          start: this.#time(r.partial.start),
+          end: this.#time(r.partial.end),
         };
         if (this.#speaker !== undefined) p.speaker = this.#speaker;
         out.push(p);
       }
     }
     return out;
+  }
+
+  #time(engineSeconds: number): number {
+    return round(engineSeconds + this.#offset);
   }
 
   #final(u: Utterance): CaptionEvent | null {
@@ -69,12 +82,12 @@ export class CaptionStabilizer {
       type: 'final',
       segment: this.#segment,
       text,
-      start: round(u.start),
-      end: round(u.end),
+      start: this.#time(u.start),
+      end: this.#time(u.end),
       words: (text === '' ? [] : u.words).map((w) => ({
         word: w.word,
-        start: round(w.start),
-        end: round(w.end),
+        start: this.#time(w.start),
+        end: this.#time(w.end),
         confidence: Math.round(w.confidence * 1000) / 1000,
       })),
     };

@@ -76,6 +76,9 @@ export const configSchema = z
         maxConnectionsPerAddress: int(1, 1_000_000),
         maxSessionWallSeconds: num(1, 7 * 24 * 3600),
         maxSilentSeconds: num(1, 7 * 24 * 3600),
+        resumeGraceSeconds: num(0, 3600),
+        resumeBufferBytes: int(4096, 64 * 1024 * 1024),
+        maxParkedSessions: int(0, 1_000_000),
       })
       .strict(),
     scheduler: z

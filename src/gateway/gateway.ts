@@ -20,7 +20,7 @@ import { deriveShapes, formatBytes, type Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
 import { createEngine } from '../engine/index.js';
 import { ENGINE_SAMPLE_RATE, type Engine } from '../engine/types.js';
-import { closeCode } from '../errors.js';
+import { closeCode, GatewayError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { openStore, type Store } from '../store/index.js';
 import { MeetingHub } from '../meetings/hub.js';
@@ -97,6 +97,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     pool: () => pool.stats(),
     engine: () => engine.stats(),
     sessions: () => manager?.size ?? 0,
+    parkedSessions: () => manager?.parked ?? 0,
     batchesInFlight: () => scheduler?.inFlight ?? 0,
     engineLagSeconds: () => manager?.engineLagSeconds ?? 0,
   });
@@ -177,7 +178,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const connections = new ConnectionCounter(config.limits.maxConnectionsPerAddress);
 
   const handlers: TransportHandlers<ConnectionContext> = {
-    upgrade: createUpgradePolicy({ gatekeeper, connections, metrics, shuttingDown: () => sessions.shuttingDown }),
+    upgrade: createUpgradePolicy({
+      gatekeeper,
+      connections,
+      metrics,
+      shuttingDown: () => sessions.shuttingDown,
+      resumeRefusal: (token, identity) => {
+        const r = sessions.resumable(token, identity);
+        return r instanceof GatewayError ? r : null;
+      },
+    }),
     open(conn, ctx) {
       const refused = connections.open(ctx.remoteAddress);
       if (refused) {
@@ -227,9 +237,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     lifecycle.onClose('metrics listener', () => new Promise<void>((r) => metricsServer!.close(() => r())));
   }
 
+  // A parked session holds no slab but keeps its caption file and replay log.
+  const sessionsAtMost = shapes.slabs + config.limits.maxParkedSessions;
   logStartup(log, config, shapes, engine, transport, sessions.scratchBytes, {
-    captions: archive.budgetBytes(shapes.slabs),
+    captions: archive.budgetBytes(sessionsAtMost),
     replays: hub.budgetBytes(),
+    resumeLogs: sessionsAtMost * config.limits.resumeBufferBytes,
   });
 
   let port = 0;
@@ -301,13 +314,14 @@ function logStartup(
   engine: Engine,
   transport: Transport,
   scratchBytes: number,
-  captions: { captions: number; replays: number },
+  captions: { captions: number; replays: number; resumeLogs: number },
 ): void {
   log.info(
     {
       budget: {
         captionFilesBytes: captions.captions,
         meetingReplayBytes: captions.replays,
+        resumeLogBytes: captions.resumeLogs,
         slabs: shapes.slabs,
         slabSeconds: config.pool.slabSeconds,
         slabSamples: shapes.slabSamples,
@@ -321,7 +335,8 @@ function logStartup(
     },
     `memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +
       `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror of 16 kHz 16-bit samples); ` +
-      `captions at most ${formatBytes(captions.captions)} (caption files) + ${formatBytes(captions.replays)} (meeting replays)`,
+      `captions at most ${formatBytes(captions.captions)} (caption files) + ${formatBytes(captions.replays)} (meeting replays) + ` +
+      `${formatBytes(captions.resumeLogs)} (resume logs: ${config.limits.resumeBufferBytes} B x (${shapes.slabs} live + ${config.limits.maxParkedSessions} parked))`,
   );
   const modelBytes = engine.stats().modelBytes;
   log.info(

@@ -32,7 +32,12 @@ export interface ListenContext {
   readonly identity: Identity | null;
   /** Auth is on: meetings need a token that names them. */
   readonly authEnabled: boolean;
+  /** `?resume=<token>&lastSeq=<n>`: take back a session whose connection dropped. */
+  readonly resume: { readonly token: string; readonly lastSeq: number } | null;
 }
+
+/** RFC 6455 7.4.1: no close frame was received (the TCP connection just ended). */
+const ABNORMAL_CLOSURE = 1006;
 
 export interface ListenDeps {
   readonly config: Readonly<Config>;
@@ -85,7 +90,10 @@ export class ListenConnection implements ConnectionHandler {
     this.#errors = new ErrorReporter(this.#outbox, deps.metrics, limits.maxErrorsPerSession);
     this.#rawAudio = ctx.mode === 'json';
     this.#maxControlBytes = limits.maxControlBytes;
-    if (ctx.start) {
+    if (ctx.resume) {
+      const { token, lastSeq } = ctx.resume;
+      this.#guard(() => this.#resume(token, lastSeq));
+    } else if (ctx.start) {
       this.#guard(() => {
         const ev = ctx.start!;
         if (ev.kind === 'control' && ev.message.type === 'start') this.#start(ev.message);
@@ -105,7 +113,8 @@ export class ListenConnection implements ConnectionHandler {
   }
 
   message(data: Uint8Array, isBinary: boolean): void {
-    if (this.#closed) return;
+    // Closed here too when a resume elsewhere took the session over.
+    if (this.#closed || this.#outbox.closed) return;
     const s = this.#session;
     if (s && isBinary && this.#rawAudio) {
       // The per-frame path: straight to the session.
@@ -193,6 +202,15 @@ export class ListenConnection implements ConnectionHandler {
     }
   }
 
+  #resume(token: string, lastSeq: number): void {
+    const r = this.#deps.manager.resume(token, lastSeq, this.#outbox, this.#ctx.remoteAddress, this.#ctx.identity?.key ?? null);
+    if (r instanceof GatewayError) {
+      this.#fatal(r.code, r.message, r.retryAfterMs, false);
+      return;
+    }
+    this.#session = r;
+  }
+
   /** Pre-session, non-fatal error; too many become a protocol violation. */
   #error(code: ErrorCode, message: string): void {
     if (this.#errors.send(code, message)) this.#fatal('CAP_ERR_PROTOCOL_VIOLATION', this.#errors.exhaustedMessage);
@@ -211,22 +229,24 @@ export class ListenConnection implements ConnectionHandler {
     this.#outbox.drain();
   }
 
-  closed(): void {
+  /** 1006: the connection dropped without a close frame (the client may resume); any other code: it was closed. */
+  closed(code: number): void {
     this.#closed = true;
     this.#deps.connections.closed(this.#ctx.remoteAddress);
     if (this.#startTimer) {
       clearTimeout(this.#startTimer);
       this.#startTimer = null;
     }
-    this.#outbox.markClosed();
     const s = this.#session;
     if (s && !s.ended) {
       try {
-        s.disconnected();
+        if (code === ABNORMAL_CLOSURE) s.dropped(this.#outbox);
+        else s.disconnected(this.#outbox);
       } catch (err) {
         this.#deps.log.error({ err, boundary: 'message' }, 'internal error while releasing a disconnected session');
         this.#deps.metrics.internalErrors.inc({ boundary: 'message' });
       }
     }
+    this.#outbox.markClosed();
   }
 }

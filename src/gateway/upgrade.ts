@@ -37,6 +37,26 @@ export interface UpgradeDeps {
   readonly metrics: GatewayMetrics;
   /** The server is draining: new connections are refused. */
   shuttingDown(): boolean;
+  /** Refuses a resume whose token names no session this identity may take back. */
+  resumeRefusal(token: string, identity: string | null): GatewayError | null;
+}
+
+/** `?lastSeq=<n>`: a whole number, or null when absent. */
+function lastSeqFromQuery(q: URLSearchParams): number | GatewayError | null {
+  const raw = q.get('lastSeq');
+  if (raw === null) return null;
+  const lastSeq = /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(lastSeq)) return new GatewayError('CAP_ERR_BAD_PARAMETER', `lastSeq must be a whole number >= 0 (got "${raw.slice(0, 32)}")`);
+  return lastSeq;
+}
+
+/** `?resume=<token>&lastSeq=<n>` (lastSeq defaults to 0: replay all that is kept). */
+function resumeFromQuery(q: URLSearchParams): { token: string; lastSeq: number } | GatewayError | null {
+  const token = q.get('resume');
+  if (token === null) return null;
+  const lastSeq = lastSeqFromQuery(q);
+  if (lastSeq instanceof GatewayError) return lastSeq;
+  return { token, lastSeq: lastSeq ?? 0 };
 }
 
 export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) => Promise<UpgradeDecision<ConnectionContext>> {
@@ -65,11 +85,20 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
     const tooMany = deps.connections.check(admitted.remoteAddress);
     if (tooMany) return counted(tooMany);
     if (meeting) {
+      // A viewer coming back: `?lastSeq=` is the last meeting seq it saw.
+      const lastSeq = lastSeqFromQuery(req.query);
+      if (lastSeq instanceof GatewayError) return counted(lastSeq);
       return {
         accept: true,
         protocol,
-        context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: admitted.remoteAddress, identity: admitted.identity },
+        context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: admitted.remoteAddress, identity: admitted.identity, lastSeq },
       };
+    }
+    const resume = resumeFromQuery(req.query);
+    if (resume instanceof GatewayError) return counted(resume);
+    if (resume) {
+      const refused = deps.resumeRefusal(resume.token, admitted.identity?.key ?? null);
+      if (refused) return counted(refused);
     }
     return {
       accept: true,
@@ -77,7 +106,9 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
       context: {
         kind: 'listen',
         mode,
-        start: startFromQuery(req.query),
+        resume,
+        // A resumed session keeps its format: start parameters in a resume URL are ignored.
+        start: resume ? null : startFromQuery(req.query),
         remoteAddress: admitted.remoteAddress,
         identity: admitted.identity,
         authEnabled: deps.gatekeeper.authEnabled,

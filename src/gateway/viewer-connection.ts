@@ -24,6 +24,8 @@ export interface ViewerContext {
   readonly remoteAddress: string;
   /** The verified token, when auth is on. */
   readonly identity: Identity | null;
+  /** `?lastSeq=`: a returning viewer's last meeting seq (replay only what came after). */
+  readonly lastSeq: number | null;
 }
 
 export interface ViewerDeps {
@@ -52,7 +54,7 @@ export class ViewerConnection implements ConnectionHandler {
       token: identity?.key ?? null,
       // A session's id is a handle on its caption file: shown only to viewers who may read that file anyway.
       canRead: (owner) => identity === null || (owner !== null && owner === identity.key),
-    });
+    }, ctx.lastSeq);
     if (refused) this.#end(refused.code, refused.message, refused.retryAfterMs);
   }
 

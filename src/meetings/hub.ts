@@ -19,6 +19,12 @@
  * Each viewer has its own Outbox, so a slow viewer is coalesced and then
  * dropped without slowing speakers or other viewers.
  *
+ * Viewer messages carry the meeting's own `seq`, one counter per room for
+ * everything it broadcasts, so a viewer that reconnects with `?lastSeq=n`
+ * gets the finals after n (in the order they were made) and then the live
+ * feed; the replay to a new viewer is the same finals, sorted by start,
+ * each with its own seq.
+ *
  * Session ids are not shown to viewers unless the viewer may read that
  * session's caption file anyway (`canRead`): the id is a handle on the file.
  */
@@ -67,8 +73,14 @@ export interface ViewerIdentity {
  */
 interface ViewerState {
   readonly who: ViewerIdentity;
-  replay: Unsequenced<ServerMessage>[] | null;
+  replay: Stamped[] | null;
   next: number;
+}
+
+/** A viewer message and the meeting seq it carries. */
+interface Stamped {
+  readonly msg: Unsequenced<ServerMessage>;
+  readonly seq: number;
 }
 
 interface Member extends Participant {
@@ -82,9 +94,13 @@ interface Room {
   readonly participants: Map<string, Member>;
   readonly viewers: Map<Outbox, ViewerState>;
   /** Finals for the replay, with their session's id and owner (who may see the id). */
-  finals: { msg: Unsequenced<FinalMessage>; sessionId: string; owner: string | null; bytes: number }[];
+  finals: { msg: Unsequenced<FinalMessage>; seq: number; sessionId: string; owner: string | null; bytes: number }[];
   replayBytes: number;
   truncated: number;
+  /** The meeting seq of the newest final dropped from the replay (0: none). */
+  lastDroppedSeq: number;
+  /** The last meeting seq stamped. */
+  seq: number;
   idleSince: number;
 }
 
@@ -147,7 +163,18 @@ export class MeetingHub {
           `captions of this session are not shared with meeting ${meetingId}'s viewers: the server already has ${this.#opts.maxMeetings} meetings (meetings.maxMeetings)`,
         );
       }
-      r = { id: meetingId, startedAt: p.startedAt, participants: new Map(), viewers: new Map(), finals: [], replayBytes: 0, truncated: 0, idleSince: Date.now() };
+      r = {
+        id: meetingId,
+        startedAt: p.startedAt,
+        participants: new Map(),
+        viewers: new Map(),
+        finals: [],
+        replayBytes: 0,
+        truncated: 0,
+        lastDroppedSeq: 0,
+        seq: 0,
+        idleSince: Date.now(),
+      };
       this.#rooms.set(meetingId, r);
       // Viewers who were waiting for this meeting come in.
       const waiting = this.#waiting.get(meetingId);
@@ -191,7 +218,7 @@ export class MeetingHub {
         ...shifted,
         words: ev.words.map((w) => ({ ...w, start: round3(w.start + offset), end: round3(w.end + offset) })),
       };
-      if (f.text) this.#keep(r, f, m);
+      if (f.text) this.#keep(r, f, m, r.seq + 1); // the seq #broadcast stamps next
       plain = f;
     } else {
       plain = { ...ev, ...shifted };
@@ -200,13 +227,14 @@ export class MeetingHub {
     this.#broadcast(r, (st) => (st.who.canRead(m.owner) ? withId : plain));
   }
 
-  #keep(r: Room, f: Unsequenced<FinalMessage>, m: Member): void {
+  #keep(r: Room, f: Unsequenced<FinalMessage>, m: Member, seq: number): void {
     const bytes = finalBytes(f);
-    r.finals.push({ msg: f, sessionId: m.sessionId, owner: m.owner, bytes });
+    r.finals.push({ msg: f, seq, sessionId: m.sessionId, owner: m.owner, bytes });
     r.replayBytes += bytes;
     let drop = 0;
     while (r.replayBytes > this.#opts.maxReplayBytes && drop < r.finals.length - 1) r.replayBytes -= r.finals[drop++]!.bytes;
     if (drop) {
+      r.lastDroppedSeq = r.finals[drop - 1]!.seq;
       r.finals.splice(0, drop);
       r.truncated += drop;
     }
@@ -219,8 +247,12 @@ export class MeetingHub {
     return r.finals.map(({ msg, sessionId }) => ({ ...msg, sessionId })).sort((a, b) => a.start - b.start || a.end - b.end);
   }
 
-  /** Adds a viewer (waiting, if the meeting has no room yet) and replays the finals so far, sorted by start. */
-  addViewer(meetingId: string, outbox: Outbox, who: ViewerIdentity): GatewayError | null {
+  /**
+   * Adds a viewer (waiting, if the meeting has no room yet) and replays the
+   * finals so far, sorted by start; a returning viewer (lastSeq) gets only
+   * the finals after its lastSeq, in seq order.
+   */
+  addViewer(meetingId: string, outbox: Outbox, who: ViewerIdentity, lastSeq: number | null = null): GatewayError | null {
     const r = this.#rooms.get(meetingId);
     const o = this.#opts;
     const inRoom = r ? [...r.viewers.values()] : [];
@@ -252,10 +284,12 @@ export class MeetingHub {
         );
       }
     }
-    const sorted = r ? [...r.finals].sort((a, b) => a.msg.start - b.msg.start || a.msg.end - b.msg.end) : [];
+    const finals = r?.finals ?? [];
+    const sorted =
+      lastSeq === null ? [...finals].sort((a, b) => a.msg.start - b.msg.start || a.msg.end - b.msg.end) : finals.filter((f) => f.seq > lastSeq);
     const state: ViewerState = {
       who,
-      replay: sorted.map(({ msg, sessionId, owner }) => (who.canRead(owner) ? { ...msg, sessionId } : msg)),
+      replay: sorted.map(({ msg, seq, sessionId, owner }) => ({ msg: who.canRead(owner) ? { ...msg, sessionId } : msg, seq })),
       next: 0,
     };
     if (r) r.viewers.set(outbox, state);
@@ -264,13 +298,18 @@ export class MeetingHub {
       if (!w) this.#waiting.set(meetingId, (w = new Map()));
       w.set(outbox, state);
     }
-    outbox.send({
-      type: 'viewer_ready',
-      meetingId,
-      participants: r ? [...r.participants.values()].map((m) => this.#tag(m, who)) : [],
-      replay: sorted.length,
-      truncated: r?.truncated ?? 0,
-    });
+    // Finals after lastSeq that are no longer kept were lost to this viewer.
+    const truncated = !r ? 0 : lastSeq === null || lastSeq < r.lastDroppedSeq ? r.truncated : 0;
+    outbox.sendAt(
+      {
+        type: 'viewer_ready',
+        meetingId,
+        participants: r ? [...r.participants.values()].map((m) => this.#tag(m, who)) : [],
+        replay: sorted.length,
+        truncated,
+      },
+      r?.seq ?? 0,
+    );
     this.#pump(outbox, state);
     return null;
   }
@@ -283,7 +322,10 @@ export class MeetingHub {
 
   #pump(outbox: Outbox, st: ViewerState): void {
     if (!st.replay) return;
-    while (st.next < st.replay.length && !outbox.congested && !outbox.closed) outbox.send(st.replay[st.next++]!);
+    while (st.next < st.replay.length && !outbox.congested && !outbox.closed) {
+      const { msg, seq } = st.replay[st.next++]!;
+      outbox.sendAt(msg, seq);
+    }
     if (st.next >= st.replay.length) st.replay = null;
   }
 
@@ -297,10 +339,11 @@ export class MeetingHub {
   }
 
   #broadcast(r: Room, messageFor: (st: ViewerState) => Unsequenced<ServerMessage>): void {
+    const seq = ++r.seq;
     for (const [v, st] of r.viewers) {
       const msg = messageFor(st);
-      if (st.replay) st.replay.push(msg);
-      else v.send(msg);
+      if (st.replay) st.replay.push({ msg, seq });
+      else v.sendAt(msg, seq);
     }
   }
 

@@ -14,6 +14,8 @@ export interface LiveSources {
   pool(): SlabPoolStats;
   engine(): EngineStats;
   sessions(): number;
+  /** Sessions whose connection dropped, waiting for a resume. */
+  parkedSessions(): number;
   batchesInFlight(): number;
   engineLagSeconds(): number;
 }
@@ -38,6 +40,7 @@ export class GatewayMetrics {
   readonly errors: Counter<'code'>;
   readonly sessionsStarted: Counter;
   readonly sessionsEnded: Counter<'reason'>;
+  readonly sessionsResumed: Counter;
   readonly sessionsRefused: Counter<'code'>;
   readonly internalErrors: Counter<'boundary'>;
   #loop: IntervalHistogram;
@@ -87,7 +90,8 @@ export class GatewayMetrics {
           this.set(read());
         },
       });
-    gauge('captiongate_sessions_active', 'Sessions currently open.', () => live.sessions());
+    gauge('captiongate_sessions_active', 'Sessions currently open (parked ones included).', () => live.sessions());
+    gauge('captiongate_sessions_parked', 'Sessions whose connection dropped, waiting for a resume (no slab held).', () => live.parkedSessions());
     gauge('captiongate_slabs_in_use', 'Pool slabs held by sessions.', () => live.pool().inUse);
     gauge('captiongate_slabs_high_water', 'Most slabs ever in use at once.', () => live.pool().highWater);
     gauge('captiongate_slabs_total', 'Slabs in the pool (fixed at startup).', () => live.pool().slabs);
@@ -122,6 +126,7 @@ export class GatewayMetrics {
     );
     this.errors = counter('captiongate_errors_total', 'Errors sent to clients, by code.', ['code']);
     this.sessionsStarted = counter('captiongate_sessions_started_total', 'Sessions started.');
+    this.sessionsResumed = counter('captiongate_sessions_resumed_total', 'Sessions resumed on a new connection after a drop (or taken over).');
     this.sessionsEnded = counter('captiongate_sessions_ended_total', 'Sessions ended, by reason.', ['reason']);
     this.sessionsRefused = counter('captiongate_sessions_refused_total', 'Sessions refused, by code.', ['code']);
     this.partialRevisions = fast('captiongate_partial_revisions_total', 'Partial captions sent.');

@@ -6,7 +6,7 @@
 import { Packr, Unpackr } from 'msgpackr';
 
 import type { ErrorCode } from '../errors.js';
-import { CONTROL_VALIDATORS, type ControlMessage, type ControlType, type ServerMessage, type WireMode } from './messages.js';
+import { CONTROL_VALIDATORS, type ControlMessage, type ControlType, type WireMessage, type WireMode } from './messages.js';
 
 export type ClientEvent =
   | { readonly kind: 'control'; readonly message: ControlMessage }
@@ -145,7 +145,7 @@ export function audioEnvelope(b: Uint8Array): Uint8Array | null {
   return typeSeen && payload && o === b.byteLength ? payload : null;
 }
 
-export function encodeServerMessage(msg: ServerMessage, mode: WireMode): string | Uint8Array {
+export function encodeServerMessage(msg: WireMessage, mode: WireMode): string | Uint8Array {
   return mode === 'json' ? JSON.stringify(msg) : packr.pack(msg);
 }
 
@@ -154,7 +154,7 @@ export function encodeClientMessage(msg: ControlMessage | { type: 'audio'; data:
   return mode === 'json' ? JSON.stringify(msg) : packr.pack(msg);
 }
 
-export function decodeServerMessage(data: string | Uint8Array): ServerMessage {
-  if (typeof data === 'string') return JSON.parse(data) as ServerMessage;
-  return unpackr.unpack(data) as ServerMessage;
+export function decodeServerMessage(data: string | Uint8Array): WireMessage {
+  if (typeof data === 'string') return JSON.parse(data) as WireMessage;
+  return unpackr.unpack(data) as WireMessage;
 }

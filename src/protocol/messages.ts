@@ -77,6 +77,8 @@ export interface ReadyMessage {
   type: 'ready';
   seq: number;
   sessionId: string;
+  /** Reconnect with `?resume=<token>&lastSeq=<n>` after a dropped connection (docs/protocol.md). Keep it secret. */
+  resumeToken: string;
   format: { sampleRate: number; channels: number; encoding: 's16le' | 'f32le' };
   language: string;
   interim: boolean;
@@ -87,6 +89,8 @@ export interface ReadyMessage {
     maxFrameBytes: number;
     minFrameMs: number;
     maxFrameMs: number;
+    /** How long a dropped session waits for a resume. */
+    resumeGraceSeconds: number;
   };
   /** The recognizer: its name, and its model where it has several (Moonshine: tiny or base). */
   engine: { name: string; version: string; model?: string };
@@ -149,8 +153,13 @@ export interface ParticipantMessage {
 export interface WarningMessage {
   type: 'warning';
   seq: number;
-  /** lagging: captions are behind the audio. meeting_unavailable: this session's captions are not shared with its meeting's viewers. */
-  code: 'lagging' | 'meeting_unavailable';
+  /**
+   * lagging: captions are behind the audio. meeting_unavailable: this
+   * session's captions are not shared with its meeting's viewers.
+   * replay_incomplete: a resume could not replay everything after lastSeq
+   * (the session's captions file has every final).
+   */
+  code: 'lagging' | 'meeting_unavailable' | 'replay_incomplete';
   message: string;
   /** lagging only. */
   lagSeconds?: number;
@@ -203,5 +212,31 @@ export type ServerMessage =
   | EndMessage
   | ViewerReadyMessage
   | ParticipantMessage;
+/**
+ * The first message on a connection that resumed a session. It is about the
+ * connection, so it has no `seq`: the replayed messages that follow carry
+ * their original ones.
+ */
+export interface ResumedMessage {
+  type: 'resumed';
+  sessionId: string;
+  /** The client's lastSeq, echoed: replay starts after it. */
+  lastSeq: number;
+  /** Wall time from the drop to this resume. */
+  gapSeconds: number;
+  /** Partials after lastSeq that were superseded and not kept (their seqs are missing from the replay). */
+  skippedPartials: number;
+  /** Acks after lastSeq that were superseded and not kept. */
+  skippedAcks: number;
+  /**
+   * Sample frames (in the session's own format) the server has taken: audio
+   * sent after them never arrived, and the client sends it again.
+   */
+  receivedFrames: number;
+}
+
+/** Everything the server sends on a WebSocket. */
+export type WireMessage = ServerMessage | ResumedMessage;
+
 /** A server message before the session stamps its sequence number. */
 export type Unsequenced<T extends ServerMessage> = T extends ServerMessage ? Omit<T, 'seq'> : never;

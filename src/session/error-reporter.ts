@@ -28,18 +28,23 @@ export class ErrorReporter {
   }
 
   /**
-   * Sends an error message. Returns true when a non-fatal error has just
-   * exhausted the budget: the caller then ends the connection as a
-   * protocol violation.
+   * Counts an error and builds its message. `exhausted` is true when a
+   * non-fatal error has just used up the budget: the caller then ends the
+   * connection as a protocol violation.
    */
-  send(code: ErrorCode, message: string, opts: ErrorOptions = {}): boolean {
+  report(code: ErrorCode, message: string, opts: ErrorOptions = {}): { msg: Unsequenced<ErrorMessage>; exhausted: boolean } {
     const { fatal } = ERRORS[code];
     this.#metrics.errors.inc({ code });
     const msg: Unsequenced<ErrorMessage> = { type: 'error', code, message, fatal };
     if (opts.retryAfterMs !== undefined) msg.retryAfterMs = opts.retryAfterMs;
+    return { msg, exhausted: !opts.force && !fatal && ++this.#spent > this.#budget };
+  }
+
+  /** report(), sent on the connection itself (before a session exists, and for viewers). */
+  send(code: ErrorCode, message: string, opts: ErrorOptions = {}): boolean {
+    const { msg, exhausted } = this.report(code, message, opts);
     this.#outbox.send(msg);
-    if (opts.force || fatal) return false;
-    return ++this.#spent > this.#budget;
+    return exhausted;
   }
 
   /** The message that goes with a protocol-violation end. */

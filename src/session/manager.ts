@@ -50,6 +50,7 @@ export interface SessionManagerDeps {
 export class SessionManager {
   #deps: SessionManagerDeps;
   #byId = new Map<string, Session>();
+  #byResumeToken = new Map<string, Session>();
   #perAddress = new Map<string, number>();
   #perIdentity = new Map<string, number>();
   #identityOf = new WeakMap<Session, string>();
@@ -70,6 +71,12 @@ export class SessionManager {
 
   get size(): number {
     return this.#byId.size;
+  }
+  /** Sessions whose connection dropped, waiting for a resume. */
+  get parked(): number {
+    let n = 0;
+    for (const s of this.#byId.values()) if (s.state === 'parking' || s.state === 'parked') n++;
+    return n;
   }
   get shuttingDown(): boolean {
     return this.#shuttingDown;
@@ -95,17 +102,11 @@ export class SessionManager {
    * reports an empty pool; on the open path the pool's own acquire() does,
    * so its refusal counter stays honest.
    */
-  admissible(remoteAddress: string, checkPool = false): GatewayError | null {
+  admissible(remoteAddress: string | null, checkPool = false): GatewayError | null {
     const { config } = this.#deps;
     if (this.#shuttingDown) return new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', CAPACITY_RETRY_MS);
-    const n = this.#perAddress.get(remoteAddress) ?? 0;
-    if (n >= config.limits.maxSessionsPerAddress) {
-      return new GatewayError(
-        'CAP_ERR_TOO_MANY_SESSIONS',
-        `this address already has ${n} sessions (limits.maxSessionsPerAddress = ${config.limits.maxSessionsPerAddress})`,
-        PER_ADDRESS_RETRY_MS,
-      );
-    }
+    const perAddress = remoteAddress === null ? null : this.#perAddressRefusal(remoteAddress);
+    if (perAddress) return perAddress;
     // The periodic tick's figure may be up to a tick old; before refusing,
     // measure again (the sessions that were behind may have caught up or ended).
     if (this.#engineLag > config.admission.maxEngineLagSeconds) this.#engineLag = this.#measureLag();
@@ -173,6 +174,7 @@ export class SessionManager {
           scratch: this.#scratch,
           faults: this.#deps.faults,
           openStream: (ring, sink) => this.#deps.scheduler.open(ring, sink),
+          releaseSlab: (slab) => this.#deps.pool.release(slab),
           released: (s) => this.#released(s),
           ...(this.#deps.published ? { published: this.#deps.published } : {}),
         },
@@ -184,7 +186,8 @@ export class SessionManager {
       return this.#refuse(e);
     }
     this.#byId.set(id, session);
-    this.#perAddress.set(remoteAddress, (this.#perAddress.get(remoteAddress) ?? 0) + 1);
+    this.#byResumeToken.set(session.resumeToken, session);
+    this.#addressCount(remoteAddress, +1);
     if (limits.identity !== undefined) {
       this.#identityOf.set(session, limits.identity);
       this.#perIdentity.set(limits.identity, (this.#perIdentity.get(limits.identity) ?? 0) + 1);
@@ -192,6 +195,76 @@ export class SessionManager {
     this.#deps.metrics.sessionsStarted.inc();
     this.#deps.started?.(session);
     return session;
+  }
+
+  /**
+   * The session a resume token names, if the asker may resume it: the same
+   * owner (auth on), and the session not ended. One answer for unknown,
+   * ended and foreign tokens, so a refusal says nothing about which.
+   */
+  resumable(token: string, identity: string | null): Session | GatewayError {
+    const s = this.#byResumeToken.get(token);
+    if (!s || s.ended || s.owner !== identity) {
+      return new GatewayError('CAP_ERR_RESUME_REFUSED', 'no session to resume with this token (unknown, ended, expired, or not yours)');
+    }
+    return s;
+  }
+
+  /**
+   * Puts a session back on a new connection. A parked session needs a slab
+   * again, so it passes the same admission as an open (and may be refused
+   * for capacity); a session still parking or connected keeps its own.
+   */
+  resume(token: string, lastSeq: number, outbox: Outbox, remoteAddress: string, identity: string | null): Session | GatewayError {
+    const found = this.resumable(token, identity);
+    if (found instanceof GatewayError) return this.#refuse(found);
+    const s = found;
+    const moving = remoteAddress !== s.remoteAddress;
+    let slab = null;
+    let ring = null;
+    if (s.state === 'parked') {
+      // The session already counts against its own address.
+      const refused = this.admissible(moving ? remoteAddress : null);
+      if (refused) return this.#refuse(refused);
+      slab = this.#deps.pool.acquire();
+      if (!slab) {
+        return this.#refuse(
+          new GatewayError('CAP_ERR_CAPACITY', `all ${this.#deps.pool.stats().slabs} session slabs are in use; retry later`, CAPACITY_RETRY_MS),
+        );
+      }
+      ring = new RingBuffer(slab, this.#deps.shapes.ringSamples, this.#deps.shapes.mirrorSamples);
+    } else if (moving) {
+      const refused = this.#perAddressRefusal(remoteAddress);
+      if (refused) return this.#refuse(refused);
+    }
+    const from = s.remoteAddress;
+    if (!s.resume({ outbox, lastSeq, remoteAddress, slab, ring })) {
+      if (slab) this.#deps.pool.release(slab);
+      return this.#refuse(new GatewayError('CAP_ERR_RESUME_REFUSED', `lastSeq ${lastSeq} is ahead of this session`));
+    }
+    if (moving) {
+      this.#addressCount(from, -1);
+      this.#addressCount(remoteAddress, +1);
+    }
+    this.#deps.metrics.sessionsResumed.inc();
+    return s;
+  }
+
+  #addressCount(address: string, delta: number): void {
+    const n = (this.#perAddress.get(address) ?? 0) + delta;
+    if (n <= 0) this.#perAddress.delete(address);
+    else this.#perAddress.set(address, n);
+  }
+
+  #perAddressRefusal(remoteAddress: string): GatewayError | null {
+    const { config } = this.#deps;
+    const n = this.#perAddress.get(remoteAddress) ?? 0;
+    if (n < config.limits.maxSessionsPerAddress) return null;
+    return new GatewayError(
+      'CAP_ERR_TOO_MANY_SESSIONS',
+      `this address already has ${n} sessions (limits.maxSessionsPerAddress = ${config.limits.maxSessionsPerAddress})`,
+      PER_ADDRESS_RETRY_MS,
+    );
   }
 
   #refuse(e: GatewayError): GatewayError {
@@ -211,16 +284,14 @@ export class SessionManager {
   #released(s: Session): void {
     if (this.#byId.get(s.id) !== s) return;
     this.#byId.delete(s.id);
-    const n = (this.#perAddress.get(s.remoteAddress) ?? 1) - 1;
-    if (n <= 0) this.#perAddress.delete(s.remoteAddress);
-    else this.#perAddress.set(s.remoteAddress, n);
+    this.#byResumeToken.delete(s.resumeToken);
+    this.#addressCount(s.remoteAddress, -1);
     const who = this.#identityOf.get(s);
     if (who !== undefined) {
       const k = (this.#perIdentity.get(who) ?? 1) - 1;
       if (k <= 0) this.#perIdentity.delete(who);
       else this.#perIdentity.set(who, k);
     }
-    this.#deps.pool.release(s.slab);
     this.#deps.ended?.(s);
     if (this.#byId.size === 0 && this.#idWaiters.length) {
       const w = this.#idWaiters;
@@ -236,7 +307,16 @@ export class SessionManager {
     const idleMs = limits.idleTimeoutSeconds * 1000;
     const wallMs = limits.maxSessionWallSeconds * 1000;
     const stallMs = config.server.stalledReaderSeconds * 1000;
+    const graceMs = limits.resumeGraceSeconds * 1000;
+    let parked: Session[] | null = null;
     for (const s of [...this.#byId.values()]) {
+      if (s.state === 'parking' || s.state === 'parked') {
+        if (now - s.droppedAt > graceMs) {
+          s.finish('client_gone', CloseCode.NORMAL, `nobody resumed within limits.resumeGraceSeconds (${limits.resumeGraceSeconds} s)`);
+          continue;
+        }
+        (parked ??= []).push(s);
+      }
       if (s.state === 'active' && now - s.lastActivity > idleMs) {
         s.finish('idle_timeout', CloseCode.IDLE_TIMEOUT, `no message for ${limits.idleTimeoutSeconds} s`, {
           code: 'CAP_ERR_IDLE_TIMEOUT',
@@ -256,11 +336,21 @@ export class SessionManager {
           message: `no speech for limits.maxSilentSeconds (${limits.maxSilentSeconds} s); finishing the session`,
         });
       }
-      if (!s.ended && (s.outbox.congestedFor(now) > stallMs || s.outbox.overflowed)) {
+      const outbox = s.outbox;
+      if (!s.ended && outbox && (outbox.congestedFor(now) > stallMs || outbox.overflowed)) {
         this.#deps.metrics.errors.inc({ code: 'CAP_ERR_SLOW_READER' });
-        s.log.warn({ queuedBytes: s.outbox.queuedBytes }, 'slow reader dropped');
+        s.log.warn({ queuedBytes: outbox.queuedBytes }, 'slow reader dropped');
         s.abort('slow_reader', undefined, { notify: false });
-        s.outbox.close(CloseCode.SLOW_READER, 'slow_reader');
+        outbox.close(CloseCode.SLOW_READER, 'slow_reader');
+      }
+    }
+    // Parked sessions hold no slab, but their logs count: past the cap, the
+    // longest-parked go first.
+    const cap = limits.maxParkedSessions;
+    if (parked && parked.length > cap) {
+      parked.sort((a, b) => a.droppedAt - b.droppedAt);
+      for (const s of parked.slice(0, parked.length - cap)) {
+        s.finish('client_gone', CloseCode.NORMAL, `too many parked sessions (limits.maxParkedSessions = ${cap})`);
       }
     }
     this.#engineLag = this.#measureLag();

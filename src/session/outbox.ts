@@ -13,7 +13,7 @@
  * bound. One slow socket never delays another: nothing here blocks.
  */
 import { encodeServerMessage } from '../protocol/codec.js';
-import type { ServerMessage, Unsequenced, WireMode } from '../protocol/messages.js';
+import type { ResumedMessage, ServerMessage, Unsequenced, WireMessage, WireMode } from '../protocol/messages.js';
 
 /** What a transport connection must offer (both transports implement it). */
 export interface MessageChannel {
@@ -65,22 +65,45 @@ export class Outbox {
     return this.#overflowed;
   }
 
-  /** Stamps the connection's next sequence number and sends or queues. */
+  /** The last seq this connection stamped (a session's log goes on from it). */
+  get seq(): number {
+    return this.#seq;
+  }
+
+  /** Stamps the connection's next sequence number and sends or queues (before a session, and for viewers). */
   send(unsequenced: Unsequenced<ServerMessage>): void {
     if (this.#closed) return;
     const msg = { ...unsequenced, seq: ++this.#seq } as ServerMessage;
-    const data = encodeServerMessage(msg, this.mode);
+    this.sendEncoded(encodeServerMessage(msg, this.mode), msg.type);
+  }
+
+  /** Sends with a seq the caller owns (a meeting's, for its viewers). */
+  sendAt(unsequenced: Unsequenced<ServerMessage>, seq: number): void {
+    if (this.#closed) return;
+    const msg = { ...unsequenced, seq } as ServerMessage;
+    this.sendEncoded(encodeServerMessage(msg, this.mode), msg.type);
+  }
+
+  /** A message without a seq: about the connection, not the session (`resumed`). */
+  sendUnsequenced(msg: ResumedMessage): void {
+    if (this.#closed) return;
+    this.sendEncoded(encodeServerMessage(msg, this.mode), msg.type);
+  }
+
+  /** A message already stamped and encoded (by a session's replay log). */
+  sendEncoded(data: string | Uint8Array, type: WireMessage['type']): void {
+    if (this.#closed) return;
     if (!this.congested && this.#channel.bufferedAmount() < this.#opts.maxBufferedBytes) {
       this.#write(data);
       return;
     }
     if (!this.congested) this.#congestedSince = Date.now();
-    if (msg.type === 'partial') {
+    if (type === 'partial') {
       if (this.#pendingPartial) this.coalesced++;
       this.#pendingPartial = data;
     } else {
       // A final supersedes the pending partial of its segment.
-      if (msg.type === 'final' && this.#pendingPartial) {
+      if (type === 'final' && this.#pendingPartial) {
         this.#pendingPartial = null;
         this.coalesced++;
       }
@@ -154,6 +177,7 @@ export class Outbox {
   }
 }
 
-function byteLength(d: string | Uint8Array): number {
+/** Heap bytes of an encoded message (UTF-16 strings: 2 per char). */
+export function byteLength(d: string | Uint8Array): number {
   return typeof d === 'string' ? d.length * 2 : d.byteLength;
 }

@@ -7,15 +7,27 @@
  *   scheduler ─► window from the ring ─► engine ─► onResult ─► captions ─► outbox
  *
  * Lifecycle, one state and one way out:
- *   active ─► finishing (stop, max duration, idle, shutdown: no new audio;
- *             everything received is decoded and finalized)
+ *   active ─► finishing (stop, max duration, idle, shutdown, a close frame:
+ *             no new audio; everything received is decoded and finalized)
  *          ─► ended (end message, close code, slab and engine stream
  *             returned, exactly once, in #teardown).
+ *   active ─► parking (the connection dropped without a close frame: what
+ *             was received is decoded, the open utterance gets its final)
+ *          ─► parked (the slab and the engine stream are back in their
+ *             pools; the replay log and the counts stay)
+ *          ─► active again on resume (a new slab and stream, the clock
+ *             going on from the last sample received), or finishing when
+ *             the grace period passes.
  * `abort` skips finishing: the backlog is dropped and counted.
+ *
+ * Every message goes through the replay log, which stamps the session's
+ * seq, so seq is continuous across connections.
  *
  * Invariant: received = decoded + dropped at the end, and the client is
  * told all three.
  */
+import { randomBytes } from 'node:crypto';
+
 import type { Logger } from 'pino';
 
 import { AudioConverter } from '../audio/converter.js';
@@ -32,6 +44,7 @@ import type { ScheduledStream, StreamSink } from '../scheduler/scheduler.js';
 import { ArrivalLog } from './arrival-log.js';
 import type { ErrorReporter } from './error-reporter.js';
 import type { Outbox } from './outbox.js';
+import { ReplayLog } from './replay-log.js';
 
 export const MIN_FRAME_MS = 10;
 export const MAX_FRAME_MS = 1000;
@@ -56,7 +69,9 @@ export interface SessionDeps {
   readonly log: Logger;
   /** Opens this session's engine stream through the scheduler. */
   openStream(ring: RingBuffer, sink: StreamSink): ScheduledStream;
-  /** Called once when the session has ended (slab and bookkeeping go back). */
+  /** Takes back a slab the session no longer needs (parked, or ended). */
+  releaseSlab(slab: Slab): void;
+  /** Called once when the session has ended (bookkeeping goes back). */
   released(s: Session): void;
   /** Captions out, for meeting viewers and caption files. */
   published?(s: Session, ev: CaptionEvent): void;
@@ -65,7 +80,17 @@ export interface SessionDeps {
   readonly scratch: Int16Array;
 }
 
-export type SessionState = 'active' | 'finishing' | 'ended';
+export type SessionState = 'active' | 'parking' | 'parked' | 'finishing' | 'ended';
+
+/** What a resuming connection brings. */
+export interface Reattach {
+  readonly outbox: Outbox;
+  readonly lastSeq: number;
+  readonly remoteAddress: string;
+  /** A fresh slab when the session is parked (the manager acquired it). */
+  readonly slab: Slab | null;
+  readonly ring: RingBuffer | null;
+}
 
 interface Ending {
   reason: EndReason;
@@ -79,24 +104,37 @@ export class Session implements StreamSink {
   readonly id: string;
   /** The identity that opened it (a token's identity key); null with auth off. */
   readonly owner: string | null;
-  readonly remoteAddress: string;
   readonly meta: SessionMeta;
   readonly format: { sampleRate: number; channels: number; encoding: 's16le' | 'f32le' };
   readonly startedAt = Date.now();
   readonly log: Logger;
+  /** Lets a reconnecting client take the session back (see resume). */
+  readonly resumeToken = randomBytes(24).toString('base64url');
 
   #state: SessionState = 'active';
+  #remoteAddress: string;
   #received = 0;
+  /** Sample frames of the client's format taken (a resuming client resends from here). */
+  #receivedFrames = 0;
   #dropped = 0;
+  /** Decoded by engine streams this session has closed (parking). */
+  #decodedBefore = 0;
+  /** Session sample at which the current ring (and engine stream) began. */
+  #ringBase = 0;
   #lastActivity = Date.now();
   /** The last speech: wall-clock time, and where in the audio (received samples). */
   #lastSpeechAt = Date.now();
   #lastSpeechSample = 0;
+  /** When the connection dropped (parking and parked). */
+  #droppedAt = 0;
   #deps: SessionDeps;
-  #slab: Slab;
-  #ring: RingBuffer;
-  #stream: ScheduledStream;
-  #outbox: Outbox;
+  // Null while parked: a parked session holds no audio memory and no engine stream.
+  #slab: Slab | null;
+  #ring: RingBuffer | null;
+  #stream: ScheduledStream | null;
+  /** The connection; null while it is gone. */
+  #outbox: Outbox | null;
+  #log: ReplayLog;
   #errors: ErrorReporter;
   #converter: AudioConverter;
   #stabilizer: CaptionStabilizer;
@@ -137,12 +175,14 @@ export class Session implements StreamSink {
     this.#deps = deps;
     this.id = init.id;
     this.owner = init.owner ?? null;
-    this.remoteAddress = init.remoteAddress;
+    this.#remoteAddress = init.remoteAddress;
     this.meta = init.start.meta ?? {};
     this.format = { sampleRate: init.start.sampleRate, channels: init.start.channels, encoding: init.start.encoding };
     this.#slab = init.slab;
     this.#ring = init.ring;
     this.#outbox = init.outbox;
+    // The log goes on from the connection's seq (errors before `start` used some).
+    this.#log = new ReplayLog({ mode: init.outbox.mode, maxBytes: deps.config.limits.resumeBufferBytes, seq: init.outbox.seq });
     this.#errors = init.errors;
     this.log = deps.log.child(init.sub ? { session: this.id, sub: init.sub } : { session: this.id });
     const { limits, captions, audio, admission } = deps.config;
@@ -158,10 +198,11 @@ export class Session implements StreamSink {
     const interim = init.start.interim ?? captions.interim;
     this.#wantAck = init.start.ack === true;
     this.#stabilizer = new CaptionStabilizer({ interim, speaker: this.meta.speaker });
-    this.#stream = deps.openStream(this.#ring, this);
+    this.#stream = deps.openStream(init.ring, this);
     this.#send({
       type: 'ready',
       sessionId: this.id,
+      resumeToken: this.resumeToken,
       format: this.format,
       language: init.start.language ?? 'en',
       interim,
@@ -172,10 +213,11 @@ export class Session implements StreamSink {
         maxFrameBytes: limits.maxFrameBytes,
         minFrameMs: MIN_FRAME_MS,
         maxFrameMs: MAX_FRAME_MS,
+        resumeGraceSeconds: limits.resumeGraceSeconds,
       },
       engine: { name: deps.engine.name, version: deps.engine.version, ...(deps.engine.model !== undefined ? { model: deps.engine.model } : {}) },
     });
-    this.log.info({ format: this.format, meta: this.meta, remote: this.remoteAddress }, 'session started');
+    this.log.info({ format: this.format, meta: this.meta, remote: this.#remoteAddress }, 'session started');
   }
 
   get state(): SessionState {
@@ -184,18 +226,28 @@ export class Session implements StreamSink {
   get ended(): boolean {
     return this.#state === 'ended';
   }
-  get outbox(): Outbox {
+  /** The client's address (the latest connection's, after a resume). */
+  get remoteAddress(): string {
+    return this.#remoteAddress;
+  }
+  /** The current connection's outbox; null while the connection is gone. */
+  get outbox(): Outbox | null {
     return this.#outbox;
   }
-  get slab(): Slab {
-    return this.#slab;
-  }
-  /** The engine stream (tests inject engine faults by it). */
+  /** The engine stream (tests inject engine faults by it); -1 while parked. */
   get streamId(): number {
-    return this.#stream.id;
+    return this.#stream?.id ?? -1;
   }
   get lastActivity(): number {
     return this.#lastActivity;
+  }
+  /** Wall-clock ms when the connection dropped; 0 while connected. */
+  get droppedAt(): number {
+    return this.#droppedAt;
+  }
+  /** Bytes the replay log holds (memory accounting). */
+  get replayBytes(): number {
+    return this.#log.bytes;
   }
   /** Why it ended (or is ending); null while active. */
   get endReason(): EndReason | null {
@@ -203,7 +255,7 @@ export class Session implements StreamSink {
   }
   /** Samples decoded: counted by the scheduler as they leave the ring, so a fault here cannot lose them. */
   get #decoded(): number {
-    return this.#stream.consumed;
+    return this.#decodedBefore + (this.#stream?.consumed ?? 0);
   }
   /** Audio counts so far, in 16 kHz samples. */
   get audio(): { received: number; decoded: number; dropped: number } {
@@ -225,8 +277,9 @@ export class Session implements StreamSink {
   waitingSeconds(now = performance.now()): number {
     // Waiting for a decoder is not engine lag: the engine hands decoders on
     // (PocketSphinx's bounded hold), and the wait says nothing about the CPU.
-    if (this.#ring.available === 0 || this.#stream.parked) return 0;
-    return Math.max(0, (now - this.#arrivals.timeOf(this.#ring.readPos)) / 1000);
+    const ring = this.#ring;
+    if (!ring || ring.available === 0 || this.#stream!.parked) return 0;
+    return Math.max(0, (now - this.#arrivals.timeOf(this.#ringBase + ring.readPos)) / 1000);
   }
 
   // ------------------------------------------------------------------ input
@@ -252,13 +305,15 @@ export class Session implements StreamSink {
     }
     // Session length is policy: accept audio up to the limit, then end.
     let accept = bytes;
+    let acceptFrames = frames;
     let refusedSeconds = 0;
     const rate = this.format.sampleRate;
     if (this.#received + (frames * RATE) / rate > this.#maxSessionSamples) {
-      const allowedFrames = Math.max(0, Math.floor(((this.#maxSessionSamples - this.#received) * rate) / RATE));
-      accept = bytes.subarray(0, allowedFrames * this.#bytesPerFrame);
-      refusedSeconds = (frames - allowedFrames) / rate;
+      acceptFrames = Math.max(0, Math.floor(((this.#maxSessionSamples - this.#received) * rate) / RATE));
+      accept = bytes.subarray(0, acceptFrames * this.#bytesPerFrame);
+      refusedSeconds = (frames - acceptFrames) / rate;
     }
+    this.#receivedFrames += acceptFrames;
     if (accept.byteLength > 0) this.#write(this.#converter.convert(accept, this.#deps.scratch));
     if (this.#state !== 'active') return;
     if (refusedSeconds > 0 || this.#received >= this.#maxSessionSamples) {
@@ -286,12 +341,13 @@ export class Session implements StreamSink {
     }
   }
 
-  /** Writes n converted samples from scratch into the ring. */
+  /** Writes n converted samples from scratch into the ring (active: the ring is there). */
   #write(n: number): void {
     if (n === 0) return;
+    const ring = this.#ring!;
     this.#received += n;
     this.#deps.metrics.samplesReceived.inc(n);
-    if (n > this.#ring.free) {
+    if (n > ring.free) {
       // The ring holds lagMaxSeconds plus at least a window, and the lag
       // check ends the session before the backlog passes lagMaxSeconds; a
       // config whose slab is smaller than that still loses nothing silently.
@@ -300,15 +356,17 @@ export class Session implements StreamSink {
       this.#overload();
       return;
     }
-    this.#ring.write(this.#deps.scratch, n);
-    this.#arrivals.record(this.#ring.writePos, performance.now());
+    ring.write(this.#deps.scratch, n);
+    this.#arrivals.record(this.#ringBase + ring.writePos, performance.now());
     this.#checkLag();
-    if (this.#state === 'active') this.#stream.wake();
+    if (this.#state === 'active') this.#stream!.wake();
   }
 
   #checkLag(): void {
+    const ring = this.#ring;
+    if (!ring) return;
     const { shapes } = this.#deps;
-    const backlog = this.#ring.available;
+    const backlog = ring.available;
     if (backlog > shapes.lagMaxSamples) {
       this.#overload();
       return;
@@ -346,7 +404,7 @@ export class Session implements StreamSink {
       case 'keepalive':
         return;
       case 'flush':
-        if (this.#state === 'active') this.#stream.flush();
+        if (this.#state === 'active') this.#stream!.flush();
         return;
       case 'stop':
         this.finish('client_stop', CloseCode.NORMAL, 'stopped by the client');
@@ -371,6 +429,7 @@ export class Session implements StreamSink {
     if (this.#wantAck) this.#maybeAck(false);
     this.#checkLag();
     if (this.#state === 'finishing') this.#maybeComplete();
+    else if (this.#state === 'parking') this.#maybePark();
   }
 
   #captions(r: EngineResult): void {
@@ -432,8 +491,9 @@ export class Session implements StreamSink {
   #maybeAck(force: boolean): void {
     if (!this.#wantAck || this.#state === 'ended') return;
     const now = Date.now();
+    const backlog = this.#ring?.available ?? 0;
     if (!force && this.#decoded === this.#lastAckDecoded) return;
-    if (!force && now - this.#lastAckAt < ACK_INTERVAL_MS && this.#ring.available > 0) {
+    if (!force && now - this.#lastAckAt < ACK_INTERVAL_MS && backlog > 0) {
       // Throttled, not dropped: a sender waiting on this ack may have nothing
       // more to send until it arrives (a tail shorter than one window is not
       // decoded until more audio comes), so the ack must follow on its own.
@@ -453,8 +513,135 @@ export class Session implements StreamSink {
       type: 'ack',
       receivedSeconds: round3(this.#received / RATE),
       decodedSeconds: round3(this.#decoded / RATE),
-      backlogSeconds: round3(this.#ring.available / RATE),
+      backlogSeconds: round3(backlog / RATE),
     });
+  }
+
+  // ------------------------------------------------------- drop and resume
+
+  /**
+   * The connection dropped without a close frame: the client may come
+   * back. What it sent is decoded and the open utterance ends with a
+   * final, as at any end; then the slab and the engine stream go back
+   * (#maybePark). The log keeps what the client may have missed.
+   */
+  dropped(outbox: Outbox): void {
+    if (outbox !== this.#outbox) return;
+    outbox.markClosed();
+    this.#outbox = null;
+    this.#droppedAt = Date.now();
+    if (this.#state !== 'active') return; // finishing: it goes on, and ends as it would have
+    const { resumeGraceSeconds, maxParkedSessions } = this.#deps.config.limits;
+    if (resumeGraceSeconds === 0 || maxParkedSessions === 0) {
+      this.finish('client_gone', CloseCode.NORMAL, 'the connection dropped (resume is off)');
+      return;
+    }
+    this.#state = 'parking';
+    this.#flushConverter();
+    this.log.info({ backlogSeconds: round3((this.#ring?.available ?? 0) / RATE) }, 'connection dropped: decoding what it sent, then parking');
+    this.#stream!.flush();
+    this.#maybePark();
+  }
+
+  /**
+   * The client closed the connection (a close frame): the session ends as
+   * at `stop`, unless it was already ending. Nothing it sent is lost.
+   */
+  disconnected(outbox: Outbox): void {
+    if (outbox !== this.#outbox) return;
+    outbox.markClosed();
+    this.#outbox = null;
+    if (this.#state === 'ended') return;
+    this.log.info({ backlogSeconds: round3((this.#ring?.available ?? 0) / RATE) }, 'client disconnected: decoding what it sent');
+    this.finish('client_gone', CloseCode.NORMAL, 'the client closed the connection');
+  }
+
+  #maybePark(): void {
+    const stream = this.#stream;
+    if (this.#state !== 'parking' || !stream?.settled) return;
+    this.#state = 'parked';
+    this.#releaseAudio();
+    this.log.info({ receivedSeconds: round3(this.#received / RATE) }, 'parked: waiting for a resume');
+  }
+
+  /** The engine stream and the slab go back; the counts stay. */
+  #releaseAudio(): void {
+    if (this.#stream) {
+      this.#decodedBefore += this.#stream.consumed;
+      this.#stream.close();
+      this.#stream = null;
+    }
+    this.#ring = null;
+    const slab = this.#slab;
+    this.#slab = null;
+    if (slab) this.#deps.releaseSlab(slab);
+  }
+
+  /**
+   * A client came back with this session's resume token. `resumed` goes
+   * first (no seq), then every message after lastSeq with its own seq,
+   * then the live session. A connection still attached is taken over
+   * (close 4013). Returns false, changing nothing, when lastSeq is ahead of
+   * the session; the manager has checked the rest.
+   */
+  resume(r: Reattach): boolean {
+    if (this.#state === 'ended') return false;
+    this.#log.setMode(r.outbox.mode);
+    const replay = this.#log.after(r.lastSeq);
+    if (!replay) return false;
+    const old = this.#outbox;
+    if (old) {
+      this.#outbox = null;
+      old.close(CloseCode.TAKEN_OVER, 'CAP_ERR_TAKEN_OVER');
+    }
+    const gapMs = this.#droppedAt === 0 ? 0 : Date.now() - this.#droppedAt;
+    this.#droppedAt = 0;
+    this.#remoteAddress = r.remoteAddress;
+    this.#outbox = r.outbox;
+    r.outbox.sendUnsequenced({
+      type: 'resumed',
+      sessionId: this.id,
+      lastSeq: r.lastSeq,
+      gapSeconds: round3(gapMs / 1000),
+      skippedPartials: replay.skippedPartials,
+      skippedAcks: replay.skippedAcks,
+      receivedFrames: this.#receivedFrames,
+    });
+    for (const m of replay.messages) r.outbox.sendEncoded(m.data, m.type);
+    if (replay.lost > 0) {
+      this.warn(
+        'replay_incomplete',
+        `${replay.lost} message(s) after seq ${r.lastSeq} are no longer kept (limits.resumeBufferBytes); ` +
+          `every final is in /v1/sessions/${this.id}/captions.json`,
+      );
+    }
+    this.#lastActivity = Date.now();
+    if (this.#state === 'parked' || this.#state === 'parking') {
+      if (this.#state === 'parked') {
+        // A new slab and engine stream; the clock goes on from the last sample received.
+        this.#slab = r.slab;
+        this.#ring = r.ring;
+        this.#ringBase = this.#received;
+        this.#stabilizer.startsAt(this.#received / RATE);
+        this.#stream = this.#deps.openStream(r.ring!, this);
+      }
+      this.#converter = new AudioConverter(this.format, this.#deps.config.audio.resampleQuality);
+      this.#state = 'active';
+    }
+    this.log.info({ gapSeconds: round3(gapMs / 1000), lastSeq: r.lastSeq, replayed: replay.messages.length, remote: r.remoteAddress }, 'resumed');
+    return true;
+  }
+
+  /** The resampler's tail belongs to the audio already accepted. */
+  #flushConverter(): void {
+    const ring = this.#ring;
+    if (!ring) return;
+    const tail = this.#converter.flush(this.#deps.scratch);
+    if (tail > 0 && tail <= ring.free) {
+      ring.write(this.#deps.scratch, tail);
+      this.#received += tail;
+      this.#deps.metrics.samplesReceived.inc(tail);
+    }
   }
 
   // ---------------------------------------------------------------- ending
@@ -462,26 +649,22 @@ export class Session implements StreamSink {
   /**
    * Graceful end: stop accepting audio, decode and finalize everything
    * received, then send `end` and close with `close`. An optional error
-   * message goes first (max duration, idle timeout).
+   * message goes first (max duration, idle timeout). A parked session has
+   * nothing left to decode and ends at once.
    */
   finish(reason: EndReason, close: number, message: string, error?: { code: ErrorCode; message: string }): void {
-    if (this.#state !== 'active') return;
+    const was = this.#state;
+    if (was === 'finishing' || was === 'ended') return;
     this.#state = 'finishing';
     this.#ending = { reason, close, message };
     if (error) this.error(error.code, error.message, { force: true });
-    // The resampler's tail belongs to the audio already accepted.
-    const tail = this.#converter.flush(this.#deps.scratch);
-    if (tail > 0 && tail <= this.#ring.free) {
-      this.#ring.write(this.#deps.scratch, tail);
-      this.#received += tail;
-      this.#deps.metrics.samplesReceived.inc(tail);
-    }
-    this.#stream.flush();
+    if (was === 'active') this.#flushConverter();
+    this.#stream?.flush();
     this.#maybeComplete();
   }
 
   #maybeComplete(): void {
-    if (this.#state === 'finishing' && this.#stream.settled) this.#end();
+    if (this.#state === 'finishing' && (this.#stream?.settled ?? true)) this.#end();
   }
 
   /**
@@ -492,7 +675,7 @@ export class Session implements StreamSink {
   abort(reason: EndReason, error?: { code: ErrorCode; message: string }, opts: { notify?: boolean; close?: number } = {}): void {
     if (this.#state === 'ended') return;
     try {
-      const dropped = this.#ring.discard();
+      const dropped = this.#ring?.discard() ?? 0;
       this.#dropped += dropped;
       this.#deps.metrics.samplesDropped.inc(dropped);
       const close = opts.close ?? (error ? closeCode(error.code) : CloseCode.SERVER_SHUTDOWN);
@@ -504,21 +687,8 @@ export class Session implements StreamSink {
     }
   }
 
-  /**
-   * The connection dropped. Nothing more can reach the client, but nothing
-   * it sent is lost: the audio already received is decoded, the open
-   * utterance ends with a final, and the finals go to the caption file and
-   * the meeting's viewers, as at any end.
-   */
-  disconnected(): void {
-    if (this.#state === 'ended') return;
-    this.#outbox.markClosed();
-    this.log.info({ backlogSeconds: round3(this.#ring.available / RATE) }, 'client disconnected: decoding what it sent');
-    this.finish('client_gone', CloseCode.NORMAL, 'the connection dropped');
-  }
-
   /** A warning that is not about lag (see WarningMessage). */
-  warn(code: 'meeting_unavailable', message: string): void {
+  warn(code: 'meeting_unavailable' | 'replay_incomplete', message: string): void {
     this.#send({ type: 'warning', code, message });
   }
 
@@ -544,7 +714,7 @@ export class Session implements StreamSink {
       // Teardown first: closing can synchronously fire the transport's close
       // callback, which must find the session already ended.
       this.#teardown();
-      this.#outbox.closeWhenFlushed(e.close, e.reason);
+      this.#outbox?.closeWhenFlushed(e.close, e.reason);
     }
   }
 
@@ -557,14 +727,15 @@ export class Session implements StreamSink {
         clearTimeout(this.#ackTimer);
         this.#ackTimer = null;
       }
-      this.#stream.close();
+      const decoded = this.#decoded;
+      this.#releaseAudio();
       const reason = label ?? this.#ending?.reason ?? 'unknown';
       this.#deps.metrics.sessionsEnded.inc({ reason });
       this.log.info(
         {
           reason,
           receivedSeconds: round3(this.#received / RATE),
-          decodedSeconds: round3(this.#decoded / RATE),
+          decodedSeconds: round3(decoded / RATE),
           droppedSeconds: round3(this.#dropped / RATE),
         },
         'session ended',
@@ -599,12 +770,16 @@ export class Session implements StreamSink {
 
   /** Sends an error; too many non-fatal ones end the session as a protocol violation. */
   error(code: ErrorCode, message: string, opts: { force?: boolean; retryAfterMs?: number } = {}): void {
-    if (this.#errors.send(code, message, opts)) {
+    const { msg, exhausted } = this.#errors.report(code, message, opts);
+    this.#send(msg);
+    if (exhausted) {
       this.abort('protocol_violation', { code: 'CAP_ERR_PROTOCOL_VIOLATION', message: this.#errors.exhaustedMessage });
     }
   }
 
+  /** Stamped and kept by the log (encoded once), then sent if the client is connected. */
   #send(msg: Unsequenced<ServerMessage>): void {
-    this.#outbox.send(msg);
+    const data = this.#log.append(msg);
+    this.#outbox?.sendEncoded(data, msg.type);
   }
 }

@@ -4,7 +4,7 @@ import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { fliteSession } from '../../eval/corpus.js';
 import { MEETING } from '../../eval/texts.js';
 import { wer } from '../../eval/wer.js';
-import type { FinalMessage, ServerMessage } from '../../src/protocol/messages.js';
+import type { FinalMessage, WireMessage } from '../../src/protocol/messages.js';
 import { RawClient, settled, startGateway, streamPcm, type Harness } from '../helpers/gateway.js';
 
 const voices = { alice: 'slt', bob: 'rms', carol: 'awb' } as const;
@@ -16,7 +16,7 @@ const audio = Object.fromEntries(
   }),
 ) as Record<(typeof speakers)[number], { text: string; pcm: Int16Array }>;
 
-const finalsOf = (msgs: ServerMessage[]) => msgs.filter((m): m is FinalMessage => m.type === 'final');
+const finalsOf = (msgs: WireMessage[]) => msgs.filter((m): m is FinalMessage => m.type === 'final');
 
 describe('meetings: three speakers, two viewers', () => {
   let h: Harness;

@@ -79,7 +79,9 @@ export function gatewaySuite(transport: TransportKind, engine: EngineKind = 'poc
       // bound (the lag test below has its own gateway with the default).
       h = await startGw(transport, {
         pool: { slabs: 32, slabSeconds: 70 },
-        limits: { lagWarnSeconds: 30, lagMaxSeconds: 60 },
+        // A dropped session parks for a resume (test/gateway/resume.test.ts);
+        // here a cut client never comes back, so a short grace.
+        limits: { lagWarnSeconds: 30, lagMaxSeconds: 60, resumeGraceSeconds: 1 },
         admission: { maxEngineLagSeconds: 60 },
         engine: { decoders: 6, threads: 2 },
       });
@@ -256,7 +258,8 @@ export function gatewaySuite(transport: TransportKind, engine: EngineKind = 'poc
     });
 
     it('returns every slab and decoder when 20 sessions are cut abruptly mid-utterance', async () => {
-      const clients = await Promise.all(Array.from({ length: 20 }, () => connect(`${h.base}/v1/listen`, { sampleRate: 16000 })));
+      // resume: false, so the SDK does not come back: the sessions park, and end after the grace.
+      const clients = await Promise.all(Array.from({ length: 20 }, () => connect(`${h.base}/v1/listen`, { sampleRate: 16000, resume: false })));
       const pcm = clipPcm[0]!;
       // Send 1.5-2.5 s of speech each (well inside the first utterance), then cut.
       await Promise.all(

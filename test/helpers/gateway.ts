@@ -10,7 +10,7 @@ import { connect, type CaptionClient, type ConnectOptions } from '../../src/clie
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import type { Engine } from '../../src/engine/types.js';
 import { decodeServerMessage } from '../../src/protocol/codec.js';
-import type { FinalMessage, ServerMessage } from '../../src/protocol/messages.js';
+import type { FinalMessage, WireMessage } from '../../src/protocol/messages.js';
 import { testConfig } from './config.js';
 
 export type TransportKind = 'uws' | 'ws';
@@ -98,9 +98,9 @@ export async function metric(http: string, name: string, labels = ''): Promise<n
 
 export interface StreamResult {
   finals: FinalMessage[];
-  messages: ServerMessage[];
+  messages: WireMessage[];
   partialsBeforeLastFrame: number;
-  end: Extract<ServerMessage, { type: 'end' }>;
+  end: Extract<WireMessage, { type: 'end' }>;
 }
 
 /**
@@ -114,7 +114,7 @@ export async function streamPcm(
 ): Promise<StreamResult> {
   const sampleRate = opts.sampleRate ?? 16000;
   const client: CaptionClient = await connect(url, { sampleRate, ...opts });
-  const messages: ServerMessage[] = [];
+  const messages: WireMessage[] = [];
   client.on('message', (m) => messages.push(m));
   const bytes = pcm instanceof Uint8Array ? pcm : new Uint8Array(pcm.buffer, pcm.byteOffset, pcm.byteLength);
   const bytesPerFrame = (opts.channels ?? 1) * ((opts.encoding ?? 's16le') === 's16le' ? 2 : 4);
@@ -147,7 +147,7 @@ export async function streamPcm(
 /** A raw WebSocket that records every message and the close code. */
 export class RawClient {
   readonly ws: WebSocket;
-  readonly messages: ServerMessage[] = [];
+  readonly messages: WireMessage[] = [];
   closeCode: number | undefined;
   closeReason = '';
   /** Socket-level errors (a 1006 close says why here). */
@@ -181,9 +181,9 @@ export class RawClient {
   }
 
   /** Resolves with the first message matching pred (already received or future). */
-  async waitFor<T extends ServerMessage>(pred: (m: ServerMessage) => m is T, timeoutMs?: number): Promise<T>;
-  async waitFor(pred: (m: ServerMessage) => boolean, timeoutMs?: number): Promise<ServerMessage>;
-  async waitFor(pred: (m: ServerMessage) => boolean, timeoutMs = 15_000): Promise<ServerMessage> {
+  async waitFor<T extends WireMessage>(pred: (m: WireMessage) => m is T, timeoutMs?: number): Promise<T>;
+  async waitFor(pred: (m: WireMessage) => boolean, timeoutMs?: number): Promise<WireMessage>;
+  async waitFor(pred: (m: WireMessage) => boolean, timeoutMs = 15_000): Promise<WireMessage> {
     const t0 = Date.now();
     for (;;) {
       const m = this.messages.find(pred);

@@ -45,7 +45,9 @@ describe.each(['uws', 'ws'] as const)('disconnect storm over %s', (transport) =>
       captions: { maxEndedOwners: 0 },
       // Not under test here: 1,000 opens from one address in under a minute.
       rateLimits: { opensPerMinutePerAddress: 100_000 },
-      limits: { maxSessionsPerAddress: 1000 },
+      // Cut sessions park for a resume: a short grace, so that the parking
+      // path is stormed too and every parked session has expired by the check.
+      limits: { maxSessionsPerAddress: 1000, resumeGraceSeconds: 1 },
     });
   });
   afterAll(async () => {

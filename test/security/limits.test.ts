@@ -25,7 +25,8 @@ describe('bounded connections and sessions', () => {
   beforeAll(async () => {
     h = await startGateway('uws', {
       engine: { kind: 'pocketsphinx', decoders: 2, threads: 2 },
-      limits: { startTimeoutSeconds: 0.5, maxConnectionsPerAddress: 4, maxSilentSeconds: 1.5, idleTimeoutSeconds: 30 },
+      // resumeGraceSeconds: a vanished client's session is parked that long, then ends client_gone.
+      limits: { startTimeoutSeconds: 0.5, maxConnectionsPerAddress: 4, maxSilentSeconds: 1.5, idleTimeoutSeconds: 30, resumeGraceSeconds: 1 },
       meetings: { maxMeetings: 1, maxWaitingViewersPerAddress: 2 },
     });
   });
@@ -216,7 +217,13 @@ describe('caption memory, per owner', () => {
     try {
       const line = h.logs.find((l) => String(l.msg).startsWith('memory budget'));
       expect(line?.msg).toMatch(/captions at most [\d.]+ [KMG]iB \(caption files\) \+ [\d.]+ [KMG]iB \(meeting replays\)/);
-      expect((line?.budget as { captionFilesBytes: number }).captionFilesBytes).toBe(h.gw.archive.budgetBytes(h.gw.shapes.slabs));
+      // Parked sessions (no slab) keep their caption files and resume logs: both count.
+      const { limits } = h.gw.config;
+      const sessions = h.gw.shapes.slabs + limits.maxParkedSessions;
+      const budget = line?.budget as { captionFilesBytes: number; resumeLogBytes: number };
+      expect(budget.captionFilesBytes).toBe(h.gw.archive.budgetBytes(sessions));
+      expect(budget.resumeLogBytes).toBe(sessions * limits.resumeBufferBytes);
+      expect(line?.msg).toMatch(/\(resume logs: \d+ B x \(\d+ live \+ \d+ parked\)\)/);
     } finally {
       await h.stop();
     }

@@ -1,0 +1,64 @@
+/**
+ * A TCP proxy on a free loopback port in front of a server, for cutting the
+ * network under a live connection: `cut()` destroys every proxied
+ * connection at both ends at once, so neither side gets a WebSocket close
+ * frame (a drop, as when Wi-Fi goes). The proxy keeps listening, so a
+ * client that reconnects comes through it again.
+ */
+import net from 'node:net';
+
+export interface TcpProxy {
+  /** ws://127.0.0.1:PORT */
+  readonly base: string;
+  readonly port: number;
+  /** Connections proxied so far. */
+  readonly accepted: number;
+  /** Drops every open connection, both ends, without a close frame. */
+  cut(): void;
+  close(): Promise<void>;
+}
+
+export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
+  const pairs = new Set<[net.Socket, net.Socket]>();
+  let accepted = 0;
+  const server = net.createServer((client) => {
+    accepted++;
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    pairs.add(pair);
+    const drop = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    base: `ws://127.0.0.1:${port}`,
+    port,
+    get accepted() {
+      return accepted;
+    },
+    cut() {
+      for (const [a, b] of [...pairs]) {
+        // A reset, not a FIN: nothing more is read or written on either side.
+        a.resetAndDestroy();
+        b.resetAndDestroy();
+      }
+      pairs.clear();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const [a, b] of pairs) {
+          a.destroy();
+          b.destroy();
+        }
+        server.close(() => resolve());
+      }),
+  };
+}
