@@ -19,6 +19,10 @@ const END_REASONS = {
   slow_reader: 'this page stopped reading captions',
 };
 const RETRYABLE = new Set(['CAP_ERR_CAPACITY', 'CAP_ERR_TOO_MANY_SESSIONS', 'CAP_ERR_RATE_LIMITED', 'CAP_ERR_SERVER_SHUTDOWN']);
+/** Audio kept to send again after a resume (what the server had not received). */
+const KEEP_SAMPLES = 30 * 16000;
+/** A viewer keeps trying this long; a speaker as long as the server parks its session. */
+const VIEWER_RECONNECT_MS = 60_000;
 
 const state = {
   ws: null,
@@ -32,6 +36,14 @@ const state = {
   finals: [],
   retryTimer: null,
   partials: new Map(), // viewer mode: speaker -> text
+  // Resume after a dropped connection (docs/protocol.md).
+  resumeToken: null,
+  graceMs: 0,
+  lastSeq: 0,
+  reconnecting: null, // { since, delayMs, timer } while the connection is down
+  kept: [], // { pos, buf }: the last KEEP_SAMPLES of audio sent, by sample position
+  flushed: false, // the worklet's last frame is out: `stop` goes next
+  ended: false,
 };
 
 function setStatus(text) {
@@ -94,7 +106,17 @@ function updateLatency(m) {
 }
 
 function handle(m) {
+  if (typeof m.seq === 'number') {
+    // A session's replay after a resume never repeats what was seen; this
+    // guards against one that would. (A viewer's replay is sorted by start:
+    // its seqs are not in order, and it is never repeated.)
+    if (!viewMeeting && m.type !== 'ready' && m.seq <= state.lastSeq) return;
+    state.lastSeq = Math.max(state.lastSeq, m.seq);
+  }
   switch (m.type) {
+    case 'resumed':
+      resumed(m);
+      break;
     case 'viewer_ready':
       setStatus(`Viewing meeting ${m.meetingId}: ${m.participants.length} speaking now, ${m.replay} earlier captions.`);
       state.ready = true;
@@ -104,6 +126,8 @@ function handle(m) {
       break;
     case 'ready':
       state.ready = true;
+      state.resumeToken = m.resumeToken ?? null;
+      state.graceMs = (m.limits?.resumeGraceSeconds ?? 0) * 1000;
       $('session-id').textContent = m.sessionId;
       // Which recognizer is captioning: name, and model where it has several.
       $('engine').textContent = m.engine ? [m.engine.name, m.engine.model].filter(Boolean).join(' ') : '–';
@@ -135,6 +159,7 @@ function handle(m) {
     case 'end':
       setStatus(`Session ended: ${END_REASONS[m.reason] ?? m.reason}. ${m.audio.decodedSeconds.toFixed(1)} s of audio captioned${m.audio.droppedSeconds > 0 ? `, ${m.audio.droppedSeconds.toFixed(1)} s not captioned` : ''}.`);
       document.body.dataset.ended = m.reason;
+      state.ended = true;
       break;
   }
 }
@@ -167,6 +192,17 @@ function openSocket(url) {
   ws.onclose = (e) => {
     if (state.ws !== ws) return;
     state.ws = null;
+    // 1006: the network dropped (no close frame). The session is parked on
+    // the server: come back to it. (A refused resume also looks like 1006
+    // to a page, so retries stop when the grace period is over.)
+    if (e.code === 1006 && !state.ended && (state.reconnecting || (state.ready && (viewMeeting || state.resumeToken)))) {
+      reconnect();
+      return;
+    }
+    if (state.reconnecting) {
+      gaveUp();
+      return;
+    }
     if (!state.ready && !state.refused) {
       showAlert(`Cannot reach the captioning server at ${location.host} (connection closed, code ${e.code}). Is it running?`);
       setStatus('Not connected.');
@@ -175,6 +211,84 @@ function openSocket(url) {
   };
   state.ws = ws;
   return ws;
+}
+
+// ------------------------------------------------------------------ resume
+
+function reconnect() {
+  const r = state.reconnecting ?? { since: Date.now(), delayMs: 250, timer: null, attempt: 0 };
+  state.reconnecting = r;
+  state.ready = false;
+  document.body.dataset.reconnecting = 'true';
+  const limit = viewMeeting ? VIEWER_RECONNECT_MS : state.graceMs;
+  if (Date.now() - r.since + r.delayMs > limit) {
+    gaveUp();
+    return;
+  }
+  r.attempt++;
+  setStatus('Reconnecting…');
+  showAlert(`The connection dropped. Reconnecting (attempt ${r.attempt})… Captions will carry on here.`, 'warn');
+  r.timer = setTimeout(() => {
+    r.timer = null;
+    const q = new URLSearchParams({ lastSeq: String(state.lastSeq) });
+    if (token) q.set('token', token);
+    if (viewMeeting) openSocket(`${wsBase}/v1/meetings/${encodeURIComponent(viewMeeting)}/captions?${q}`);
+    else {
+      q.set('resume', state.resumeToken);
+      openSocket(`${wsBase}/v1/listen?${q}`);
+    }
+  }, r.delayMs);
+  r.delayMs = Math.min(4000, r.delayMs * 2);
+}
+
+function reconnected() {
+  if (!state.reconnecting) return;
+  clearTimeout(state.reconnecting.timer);
+  state.reconnecting = null;
+  delete document.body.dataset.reconnecting;
+  clearAlert();
+}
+
+/** The session is back: send again what the server did not receive, then go on. */
+function resumed(m) {
+  reconnected();
+  state.ready = true;
+  setStatus(`Reconnected after ${m.gapSeconds.toFixed(1)} s: captioning goes on.`);
+  const from = m.receivedFrames;
+  const oldest = state.kept.length ? state.kept[0].pos : state.sentSamples;
+  if (from < oldest) showAlert(`${((oldest - from) / 16000).toFixed(1)} s of audio from before the drop could not be sent again.`, 'warn');
+  for (const k of state.kept) {
+    const n = k.buf.byteLength / 2;
+    if (k.pos + n <= from) continue;
+    const skip = Math.max(0, from - k.pos);
+    state.ws.send(pad(k.buf.slice(skip * 2)));
+  }
+  if (state.flushed) state.ws.send(JSON.stringify({ type: 'stop' }));
+}
+
+function gaveUp() {
+  reconnected();
+  showAlert('The connection was lost and the session could not be resumed. Press Start for a new one; the captions so far stay here.');
+  setStatus('Not connected.');
+  teardown();
+}
+
+/** Frames under 10 ms (only the final flush can be) are padded to 10 ms. */
+function pad(buf) {
+  if (buf.byteLength >= 320) return buf;
+  const padded = new Uint8Array(320);
+  padded.set(new Uint8Array(buf));
+  return padded.buffer;
+}
+
+/** Keeps the frame for a resume, and sends it unless the connection is down (then the resume sends it). */
+function sendAudio(buf) {
+  state.kept.push({ pos: state.sentSamples, buf });
+  state.sentSamples += buf.byteLength / 2;
+  while (state.kept.length && state.sentSamples - state.kept[0].pos > KEEP_SAMPLES) state.kept.shift();
+  $('sent').textContent = `${(state.sentSamples / 16000).toFixed(1)} s`;
+  // A browser socket that cannot keep up drops nothing: it queues (bufferedAmount).
+  if (state.ws?.readyState === WebSocket.OPEN && state.ready) state.ws.send(buf);
 }
 
 async function start() {
@@ -213,6 +327,11 @@ async function start() {
   mute.gain.value = 0;
   source.connect(state.node).connect(mute).connect(state.ctx.destination);
   state.sentSamples = 0;
+  state.kept = [];
+  state.lastSeq = 0;
+  state.flushed = false;
+  state.ended = false;
+  state.resumeToken = null;
 
   const q = new URLSearchParams({ sampleRate: '16000', channels: '1', encoding: 's16le' });
   const meetingId = $('meeting-id').value.trim();
@@ -221,26 +340,16 @@ async function start() {
   if (speaker) q.set('speaker', speaker);
   if (token) q.set('token', token);
   setStatus('Connecting to the captioning server…');
-  const ws = openSocket(`${wsBase}/v1/listen?${q}`);
+  openSocket(`${wsBase}/v1/listen?${q}`);
   state.node.port.onmessage = (e) => {
     if (e.data === 'flushed') {
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'stop' }));
+      // While reconnecting, the resume sends `stop` after the audio.
+      state.flushed = true;
+      if (state.ws?.readyState === WebSocket.OPEN && state.ready) state.ws.send(JSON.stringify({ type: 'stop' }));
       return;
     }
-    if (!(e.data instanceof ArrayBuffer)) return;
-    // Frames under 10 ms (only the final flush can be) are padded to 10 ms.
-    let buf = e.data;
-    if (buf.byteLength < 320) {
-      const padded = new Uint8Array(320);
-      padded.set(new Uint8Array(buf));
-      buf = padded.buffer;
-    }
-    if (ws.readyState === WebSocket.OPEN && state.ready && !state.stopping) {
-      // A browser socket that cannot keep up drops nothing: it queues (bufferedAmount).
-      ws.send(buf);
-      state.sentSamples += buf.byteLength / 2;
-      $('sent').textContent = `${(state.sentSamples / 16000).toFixed(1)} s`;
-    }
+    if (!(e.data instanceof ArrayBuffer) || state.flushed) return;
+    sendAudio(pad(e.data));
   };
 }
 
@@ -254,6 +363,11 @@ function stop() {
 }
 
 function teardown() {
+  if (state.reconnecting) {
+    clearTimeout(state.reconnecting.timer);
+    state.reconnecting = null;
+    delete document.body.dataset.reconnecting;
+  }
   for (const t of state.stream?.getTracks() ?? []) t.stop();
   state.stream = null;
   state.node?.disconnect();

@@ -153,6 +153,10 @@ export async function runStream(args: StreamArgs, out = process.stdout, err = pr
     }
   });
   client.on('warning', (w) => err.write(`\ncaptiongate: warning: ${w.message}\n`));
+  // A dropped connection is resumed by the SDK; the transcript goes on in place.
+  client.on('reconnecting', (r) => err.write(`\ncaptiongate: connection dropped (${r.reason}); reconnecting in ${r.delayMs} ms (attempt ${r.attempt})…\n`));
+  client.on('resumed', (r) => err.write(`captiongate: resumed session ${r.sessionId} after ${r.gapSeconds.toFixed(1)} s\n`));
+  client.on('audioLost', (s) => err.write(`captiongate: ${s.toFixed(1)} s of audio could not be kept for the resume\n`));
   client.on('error', (e) => err.write(`\ncaptiongate: ${e.code}: ${e.message}\n`));
 
   const frameBytes = Math.max(1, Math.round((args.frameMs * fmt.sampleRate) / 1000)) * fmt.channels * (fmt.encoding === 's16le' ? 2 : 4);

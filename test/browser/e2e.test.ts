@@ -13,6 +13,7 @@ import { encodeWav, readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { cacheDir, librivoxClips } from '../../eval/corpus.js';
 import { wer } from '../../eval/wer.js';
 import { startGateway, streamPcm, type Harness } from '../helpers/gateway.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.resolve('test-artifacts');
@@ -41,7 +42,8 @@ describe('web demo in Chromium', () => {
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: run scripts/setup.sh --test (installs Debian's chromium)`);
-    h = await startGateway('uws', { engine: { decoders: 2, threads: 2 } });
+    // The default engine (Moonshine tiny), as a newcomer gets it.
+    h = await startGateway('uws', { engine: { kind: 'moonshine', threads: 2 } });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
@@ -97,6 +99,41 @@ describe('web demo in Chromium', () => {
     expect(await page.getByTestId('engine').innerText()).toBe([info.name, info.model].filter(Boolean).join(' '));
     expect(consoleErrors).toEqual([]);
     await page.close();
+  });
+
+  it('a dropped network shows "Reconnecting…", resumes the same session, and the captions carry on in the same list', async () => {
+    // The page and its WebSocket go through a TCP proxy, which is cut mid-speech.
+    const proxy = await startTcpProxy(Number(new URL(h.http).port));
+    const page = await browser.newPage();
+    try {
+      await page.goto(`http://127.0.0.1:${proxy.port}/`);
+      await page.getByTestId('start').click();
+      await page.waitForFunction(() => (document.querySelector('[data-testid="captions"]')?.textContent ?? '').trim().length > 0, null, {
+        timeout: 30_000,
+      });
+      const sessionId = await page.getByTestId('session-id').innerText();
+      const before = (await page.getByTestId('captions').innerText()).trim();
+      proxy.cut();
+      await page.waitForFunction(() => document.body.dataset.reconnecting === 'true', null, { timeout: 15_000 });
+      expect(await page.getByTestId('status').innerText()).toMatch(/Reconnecting/);
+      await page.waitForFunction(() => document.body.dataset.reconnecting === undefined, null, { timeout: 30_000 });
+      expect(await page.getByTestId('status').innerText()).toMatch(/Reconnected after/);
+      await page.waitForTimeout(mic.seconds * 1000);
+      await page.getByTestId('stop').click();
+      await page.waitForFunction(() => document.body.dataset.ended === 'client_stop', null, { timeout: 30_000 });
+      expect(await page.getByTestId('session-id').innerText()).toBe(sessionId);
+      const captions = (await page.getByTestId('captions').innerText()).replace(/\s+/g, ' ').trim();
+      // The same list: what was shown before the drop is still its beginning.
+      expect(captions.startsWith(before.replace(/\s+/g, ' '))).toBe(true);
+      const w = wer([[mic.text, captions]]);
+      console.log(`browser after a resume: WER ${w.wer.toFixed(1)}%`);
+      expect(captions.split(' ').length).toBeGreaterThan(40);
+      expect(w.wer).toBeLessThan(25);
+      expect(proxy.accepted).toBeGreaterThanOrEqual(2);
+    } finally {
+      await page.close();
+      await proxy.close();
+    }
   });
 
   it('says so plainly when the microphone is denied', async () => {
