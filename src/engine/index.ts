@@ -29,7 +29,8 @@ export async function createEngine(config: Readonly<Config>): Promise<Engine> {
         );
       }
       const { createOverheadEngine } = await import('./overhead.js');
-      return createOverheadEngine(config.engine);
+      const finalEverySeconds = Number(process.env.CAPTIONGATE_OVERHEAD_FINAL_SECONDS ?? 0) || 0;
+      return createOverheadEngine({ windowMs: config.engine.windowMs, finalEverySeconds });
     }
   }
 }

@@ -6,6 +6,12 @@
  * measure the gateway's own cost (ingest, rings, scheduling, batching,
  * protocol) with the recognizer and its thread hand-off taken out.
  * createEngine() refuses it unless CAPTIONGATE_ALLOW_OVERHEAD_ENGINE=1.
+ *
+ * With `finalEverySeconds`, it also emits a synthetic final (twelve words)
+ * each time a stream passes that much audio, so that a bench can load the
+ * caption path (stabilizer, caption file, meetings, the store) as real
+ * speech would, without a recognizer's CPU. The bench sets it with
+ * CAPTIONGATE_OVERHEAD_FINAL_SECONDS.
  */
 import type { Config } from '../config/schema.js';
 import {
@@ -18,7 +24,22 @@ import {
   type EngineStats,
   type EngineWindow,
   type StreamId,
+  type Utterance,
 } from './types.js';
+
+export interface OverheadOptions extends Pick<Config['engine'], 'windowMs'> {
+  /** Emit a synthetic final each time a stream passes this much audio (0: never). */
+  readonly finalEverySeconds?: number;
+}
+
+const SYNTHETIC_WORDS = 'the quick brown fox jumps over the lazy dog and runs far away'.split(' ');
+
+/** A final over [start, end) seconds: twelve words sharing it out. */
+function syntheticFinal(start: number, end: number): Utterance {
+  const step = (end - start) / SYNTHETIC_WORDS.length;
+  const words = SYNTHETIC_WORDS.map((word, i) => ({ word, start: start + i * step, end: start + (i + 1) * step, confidence: 0.9 }));
+  return { text: SYNTHETIC_WORDS.join(' '), start, end, words };
+}
 
 interface Pending {
   readonly windows: readonly EngineWindow[];
@@ -46,8 +67,10 @@ export class OverheadEngine implements Engine {
   #closed = false;
   #windows = 0;
   #samples = 0;
+  #finalEvery: number;
 
-  constructor(options: Pick<Config['engine'], 'windowMs'>) {
+  constructor(options: OverheadOptions) {
+    this.#finalEvery = Math.round((options.finalEverySeconds ?? 0) * ENGINE_SAMPLE_RATE);
     const windowSamples = Math.round((options.windowMs * ENGINE_SAMPLE_RATE) / 1000);
     this.info = Object.freeze({
       name: 'overhead',
@@ -94,7 +117,9 @@ export class OverheadEngine implements Engine {
     this.#streams.set(w.stream, pos + n);
     this.#windows++;
     this.#samples += n;
-    return { stream: w.stream, consumed: n, partial: null, finals: [], waiting: false, flushed: w.flush === true, decoderWaitMs: 0, error: null };
+    const every = this.#finalEvery;
+    const finals = every > 0 && Math.floor((pos + n) / every) > Math.floor(pos / every) ? [syntheticFinal(Math.max(0, pos + n - every) / ENGINE_SAMPLE_RATE, (pos + n) / ENGINE_SAMPLE_RATE)] : [];
+    return { stream: w.stream, consumed: n, partial: null, finals, waiting: false, flushed: w.flush === true, decoderWaitMs: 0, error: null };
   }
 
   onReady(): void {}
@@ -130,6 +155,6 @@ export class OverheadEngine implements Engine {
   }
 }
 
-export function createOverheadEngine(options: Pick<Config['engine'], 'windowMs'>): OverheadEngine {
+export function createOverheadEngine(options: OverheadOptions): OverheadEngine {
   return new OverheadEngine(options);
 }

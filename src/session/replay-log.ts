@@ -41,12 +41,19 @@ export class ReplayLog {
   #entries: Entry[] = [];
   /** Index of the first live entry (dropping from the head is O(1)). */
   #head = 0;
+  /** Entries compacted away from the front of #entries (absolute index = array index + #dropped). */
+  #dropped = 0;
   #bytes = 0;
   #seq: number;
   /** Entries with seq <= this are gone entirely. */
   #floor: number;
   /** The seq before the session's first message (errors before `start` are the connection's, not kept). */
   #first: number;
+  /** Indices of partials and acks a newer one of their type has superseded, oldest first, not yet tombstoned. */
+  #superseded: number[] = [];
+  #supersededHead = 0;
+  /** Index of the newest partial and the newest ack (-1: none). */
+  #newest: { partial: number; ack: number } = { partial: -1, ack: -1 };
 
   constructor(opts: { mode: WireMode; maxBytes: number; seq: number }) {
     this.#mode = opts.mode;
@@ -71,6 +78,12 @@ export class ReplayLog {
   append(unsequenced: Unsequenced<ServerMessage>): Encoded {
     const msg = { ...unsequenced, seq: ++this.#seq } as ServerMessage;
     const data = encodeServerMessage(msg, this.#mode);
+    const index = this.#entries.length + this.#dropped;
+    if (msg.type === 'partial' || msg.type === 'ack') {
+      const prev = this.#newest[msg.type];
+      if (prev >= 0) this.#superseded.push(prev);
+      this.#newest[msg.type] = index;
+    }
     this.#entries.push({ seq: msg.seq, type: msg.type, data });
     this.#bytes += byteLength(data);
     if (this.#bytes > this.#maxBytes) this.#evict();
@@ -106,18 +119,12 @@ export class ReplayLog {
     if (this.#bytes > this.#maxBytes) this.#evict();
   }
 
+  /** Amortized O(1) per message: each entry is tombstoned at most once and dropped at most once. */
   #evict(): void {
-    // Superseded first: every partial and ack but the newest of each.
-    let newestPartial = -1;
-    let newestAck = -1;
-    for (let i = this.#entries.length - 1; i >= this.#head && (newestPartial < 0 || newestAck < 0); i--) {
-      const t = this.#entries[i]!.type;
-      if (t === 'partial' && newestPartial < 0) newestPartial = i;
-      else if (t === 'ack' && newestAck < 0) newestAck = i;
-    }
-    for (let i = this.#head; i < this.#entries.length; i++) {
-      const e = this.#entries[i]!;
-      if (e.data === null || (e.type !== 'partial' && e.type !== 'ack') || i === newestPartial || i === newestAck) continue;
+    // Superseded first, oldest first: partials and acks a newer one replaced.
+    while (this.#bytes > this.#maxBytes && this.#supersededHead < this.#superseded.length) {
+      const e = this.#entries[this.#superseded[this.#supersededHead++]! - this.#dropped];
+      if (!e || e.data === null) continue; // already dropped from the head
       this.#bytes += TOMBSTONE_BYTES - byteLength(e.data);
       e.data = null;
     }
@@ -129,7 +136,12 @@ export class ReplayLog {
     }
     if (this.#head > 1024 && this.#head * 2 > this.#entries.length) {
       this.#entries = this.#entries.slice(this.#head);
+      this.#dropped += this.#head;
       this.#head = 0;
+    }
+    if (this.#supersededHead > 1024 && this.#supersededHead * 2 > this.#superseded.length) {
+      this.#superseded = this.#superseded.slice(this.#supersededHead);
+      this.#supersededHead = 0;
     }
   }
 }

@@ -262,7 +262,7 @@ describe('Native engine boundary', () => {
     }
     expect(() => new NativeEngine({ kind: 'null', threads: NaN }, noop)).toThrow(/integer in \[1, 256\] for threads but received NaN/);
     expect(() => new NativeEngine({ kind: 'null', threads: '2' } as never, noop)).toThrow(TypeError);
-    expect(() => new NativeEngine({ kind: 'bogus' } as never, noop)).toThrow(/'pocketsphinx', 'whisper' or 'null' for kind/);
+    expect(() => new NativeEngine({ kind: 'bogus' } as never, noop)).toThrow(/'pocketsphinx', 'whisper', 'moonshine' or 'null' for kind/);
     expect(() => new NativeEngine(psOptions({ decoders: Infinity }), noop)).toThrow(/\[1, 1024\] for decoders but received Infinity/);
     expect(() => new NativeEngine(psOptions({ maxUtteranceSamples: 2 ** 40 }), noop)).toThrow(RangeError);
     expect(() => new NativeEngine(psOptions({ beam: NaN }), noop)).toThrow(/number in \[0, 1\] for beam but received NaN/);

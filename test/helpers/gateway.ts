@@ -73,6 +73,13 @@ export async function startGateway(
   };
 }
 
+/** "active: 2, parked: 1": what the sessions left are doing. */
+function sessionStates(gw: Gateway): string {
+  const n: Record<string, number> = {};
+  for (const s of gw.manager.list()) n[s.state] = (n[s.state] ?? 0) + 1;
+  return Object.entries(n).map(([k, v]) => `${k}: ${v}`).join(', ');
+}
+
 /** Waits until the gateway holds no sessions, slabs or decoders. */
 export async function settled(gw: Gateway, timeoutMs = 15_000): Promise<void> {
   const t0 = Date.now();
@@ -81,7 +88,7 @@ export async function settled(gw: Gateway, timeoutMs = 15_000): Promise<void> {
     if (gw.manager.size === 0 && gw.pool.inUse === 0 && st.decodersInUse === 0 && st.streams === 0) return;
     if (Date.now() - t0 > timeoutMs) {
       throw new Error(
-        `not settled: sessions=${gw.manager.size} slabs=${gw.pool.inUse} decoders=${st.decodersInUse} streams=${st.streams}`,
+        `not settled: sessions=${gw.manager.size} (${sessionStates(gw)}) slabs=${gw.pool.inUse} decoders=${st.decodersInUse} streams=${st.streams} waiting=${st.streamsWaiting} queued=${st.queuedWindows}`,
       );
     }
     await new Promise((r) => setTimeout(r, 25));
