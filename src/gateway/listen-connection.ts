@@ -9,6 +9,7 @@
  */
 import type { Logger } from 'pino';
 
+import type { DeepgramParams } from '../compat/deepgram/params.js';
 import type { Config } from '../config/schema.js';
 import { closeCode, ERRORS, type ErrorCode, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
@@ -21,6 +22,7 @@ import { Outbox } from '../session/outbox.js';
 import type { Session } from '../session/session.js';
 import type { ConnectionHandler, WsConnection } from '../transport/types.js';
 import type { ConnectionCounter } from './connections.js';
+import { ReadGate } from './read-gate.js';
 
 export interface ListenContext {
   readonly kind: 'listen';
@@ -32,6 +34,8 @@ export interface ListenContext {
   readonly identity: Identity | null;
   /** Auth is on: meetings need a token that names them. */
   readonly authEnabled: boolean;
+  /** The connection speaks Deepgram's live dialect (src/compat/deepgram) with these parameters. */
+  readonly deepgram?: DeepgramParams;
 }
 
 export interface ListenDeps {
@@ -73,8 +77,11 @@ export class ListenConnection implements ConnectionHandler {
   #rawAudio: boolean;
   #maxControlBytes: number;
   #startTimer: NodeJS.Timeout | null = null;
+  /** Backpressure for senders faster than real time (read-gate.ts). */
+  #gate: ReadGate;
 
   constructor(deps: ListenDeps, conn: WsConnection, ctx: ListenContext) {
+    this.#gate = new ReadGate(conn, deps.config.server.maxHeldAudioBytes, (data, isBinary) => this.message(data, isBinary));
     this.#deps = deps;
     this.#ctx = ctx;
     const { server, limits } = deps.config;
@@ -107,10 +114,12 @@ export class ListenConnection implements ConnectionHandler {
   message(data: Uint8Array, isBinary: boolean): void {
     if (this.#closed) return;
     const s = this.#session;
+    if (s && !this.#gate.admit(data, isBinary)) return;
     if (s && isBinary && this.#rawAudio) {
       // The per-frame path: straight to the session.
       try {
         s.ingest(data);
+        this.#gate.check(s);
       } catch (err) {
         this.#internal(err);
       }
@@ -123,7 +132,10 @@ export class ListenConnection implements ConnectionHandler {
     const s = this.#session;
     switch (ev.kind) {
       case 'audio':
-        if (s) s.ingest(ev.data);
+        if (s) {
+          s.ingest(ev.data);
+          this.#gate.check(s);
+        }
         else this.#error('CAP_ERR_AUDIO_BEFORE_START', `audio before "start" was not accepted (${ev.data.byteLength} bytes)`);
         return;
       case 'error':
@@ -211,6 +223,19 @@ export class ListenConnection implements ConnectionHandler {
     this.#outbox.drain();
   }
 
+  /** Reading is paused: the session's backlog is full and its sender is ahead of real time. */
+  get readPaused(): boolean {
+    return this.#gate.paused;
+  }
+  /** Called when reading resumes (a dialect's own buffered audio goes on then). */
+  onReadResumed(cb: () => void): void {
+    this.#gate.onResumed(cb);
+  }
+  /** Audio to the session, with backpressure: for dialects that decode frames themselves (src/compat). */
+  audio(data: Uint8Array): void {
+    this.message(data, true);
+  }
+
   closed(): void {
     this.#closed = true;
     this.#deps.connections.closed(this.#ctx.remoteAddress);
@@ -219,6 +244,7 @@ export class ListenConnection implements ConnectionHandler {
       this.#startTimer = null;
     }
     this.#outbox.markClosed();
+    this.#gate.close();
     const s = this.#session;
     if (s && !s.ended) {
       try {

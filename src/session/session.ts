@@ -35,6 +35,12 @@ import type { Outbox } from './outbox.js';
 
 export const MIN_FRAME_MS = 10;
 export const MAX_FRAME_MS = 1000;
+/**
+ * A sender whose audio runs more than this ahead of the wall clock is
+ * uploading faster than real time: its backlog is its own doing, so it is
+ * paused (src/gateway/read-gate.ts) rather than warned or ended for lag.
+ */
+export const AHEAD_SLACK_SECONDS = 1;
 const ACK_INTERVAL_MS = 200;
 
 /**
@@ -89,6 +95,8 @@ export class Session implements StreamSink {
   #received = 0;
   #dropped = 0;
   #lastActivity = Date.now();
+  /** When the first audio arrived (performance.now()), 0 before. */
+  #firstAudioAt = 0;
   /** The last speech: wall-clock time, and where in the audio (received samples). */
   #lastSpeechAt = Date.now();
   #lastSpeechSample = 0;
@@ -217,6 +225,18 @@ export class Session implements StreamSink {
   silentSeconds(now = Date.now()): number {
     return Math.max((this.#received - this.#lastSpeechSample) / RATE, (now - this.#lastSpeechAt) / 1000);
   }
+  /** Audio waiting to be decoded, seconds. */
+  get backlogSeconds(): number {
+    return this.#ring.available / RATE;
+  }
+  /**
+   * How far the audio received runs ahead of the wall clock since the first
+   * frame, seconds: above AHEAD_SLACK_SECONDS only for a sender faster than
+   * real time; a live sender stays at or below 0.
+   */
+  aheadSeconds(now = performance.now()): number {
+    return this.#firstAudioAt === 0 ? 0 : this.#received / RATE - (now - this.#firstAudioAt) / 1000;
+  }
   /**
    * How long the oldest undecoded audio has waited, seconds. Unlike the
    * backlog, a burst from a client catching up does not inflate it: only
@@ -289,6 +309,7 @@ export class Session implements StreamSink {
   /** Writes n converted samples from scratch into the ring. */
   #write(n: number): void {
     if (n === 0) return;
+    if (this.#firstAudioAt === 0) this.#firstAudioAt = performance.now();
     this.#received += n;
     this.#deps.metrics.samplesReceived.inc(n);
     if (n > this.#ring.free) {
@@ -309,6 +330,8 @@ export class Session implements StreamSink {
   #checkLag(): void {
     const { shapes } = this.#deps;
     const backlog = this.#ring.available;
+    // Faster than real time: its connection stops reading instead (read-gate.ts); the ring's size is still the hard limit (#write).
+    if (this.aheadSeconds() > AHEAD_SLACK_SECONDS) return;
     if (backlog > shapes.lagMaxSamples) {
       this.#overload();
       return;
