@@ -27,12 +27,14 @@ const HELP: Record<string, string> = {
   'server.stalledReaderSeconds': 'A socket backed up this long is dropped (`slow_reader`, 4008).',
   'server.shutdownGraceSeconds': 'On SIGTERM, how long live sessions get to finish before the rest is dropped and counted.',
   'server.allowedOrigins': 'Origin allowlist for browser upgrades (empty: any). Requests without Origin (bots) are not affected.',
+  'server.maxHeldAudioBytes': 'Per connection: audio held while a sender faster than real time is paused, on a transport that cannot stop reading its socket (the pinned uWebSockets.js); beyond it, frames go to the session and the lag bound applies. ws pauses the socket itself and holds nothing.',
   'server.trustProxy': 'Take the client address from X-Forwarded-For (only behind your own reverse proxy).',
   'auth.secret': 'HS256 secret, at least 32 bytes (shorter is refused at startup); when set, auth is on: every session, viewer and caption file needs a JWT. Set it with `CAPTIONGATE_AUTH_SECRET`. Empty: auth off.',
   'auth.issuer': 'Required `iss` claim, if set.',
   'auth.audience': 'Required `aud` claim, if set.',
   'auth.clockToleranceSeconds': 'Clock skew allowed on `exp`/`nbf`.',
   'auth.maxTokenLifetimeSeconds': 'A token whose `exp` lies further ahead than this is refused.',
+  'auth.apiKeys': 'Static API keys, next to JWTs; any key turns auth on. Entries: `"key"`, `"sub:key"`, or (config file) `{"key","sub","scope","name"}`; keys of at least 16 characters. Clients send `Authorization: Token <key>` or `Bearer <key>`, or the subprotocol pair `token, <key>`. Held only as SHA-256 hashes, never logged. Environment: a comma-separated list.',
   'rateLimits.opensPerMinutePerAddress': 'Session/viewer opens per client address per minute (burst of the same size).',
   'rateLimits.opensPerMinutePerToken': 'Opens per token identity (`sub`) per minute.',
   'pool.slabs': 'Session slabs allocated at startup = maximum concurrent sessions.',
@@ -126,7 +128,8 @@ const HELP: Record<string, string> = {
 const envName = (p: string[]) => `CAPTIONGATE_${p.map((k) => k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')}`;
 
 export function configTable(): string {
-  const schema = z.toJSONSchema(configSchema) as JsonSchema;
+  // The input side: auth.apiKeys is hashed by a transform while validating.
+  const schema = z.toJSONSchema(configSchema, { io: 'input' }) as JsonSchema;
   const defaults = JSON.parse(readFileSync(defaultConfigPath(), 'utf8')) as Record<string, unknown>;
   const rows: string[] = ['| key | default | allowed | environment | meaning |', '|---|---|---|---|---|'];
   const walk = (s: JsonSchema, d: unknown, p: string[]) => {

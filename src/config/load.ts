@@ -148,7 +148,9 @@ export function validateConfig(raw: unknown): Readonly<Config> {
     const problems = parsed.error.issues.map((issue) => {
       const key = issue.path.join('.') || '(root)';
       let value: unknown = raw;
-      for (const seg of issue.path) value = isObject(value) ? (value as JsonObject)[String(seg)] : undefined;
+      for (const seg of issue.path) value = isObject(value) ? (value as JsonObject)[String(seg)] : Array.isArray(value) ? (value as Json[])[Number(seg)] : undefined;
+      // API keys are secrets: a message about one never repeats it.
+      if (issue.path[0] === 'auth' && issue.path[1] === 'apiKeys') return `${key}: ${issue.message}`;
       if (issue.code === 'unrecognized_keys') {
         return `${key === '(root)' ? '' : `${key}: `}unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
       }

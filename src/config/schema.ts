@@ -5,6 +5,8 @@
  */
 import { z } from 'zod';
 
+import { apiKeysSchema } from '../security/api-keys.js';
+
 /** Integer in [min, max]; the message names the range so a bad value says what is allowed. */
 const int = (min: number, max: number) =>
   z
@@ -33,6 +35,7 @@ export const configSchema = z
         stalledReaderSeconds: num(0.5, 3600),
         shutdownGraceSeconds: num(0, 600),
         allowedOrigins: z.array(z.string(), { error: 'must be an array of origins' }),
+        maxHeldAudioBytes: int(0, 1 << 30),
         trustProxy: bool(),
       })
       .strict(),
@@ -43,6 +46,7 @@ export const configSchema = z
         audience: z.string({ error: 'must be a string' }),
         clockToleranceSeconds: num(0, 600),
         maxTokenLifetimeSeconds: num(60, 366 * 24 * 3600),
+        apiKeys: apiKeysSchema,
       })
       .strict(),
     rateLimits: z

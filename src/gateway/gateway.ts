@@ -15,6 +15,7 @@ import http from 'node:http';
 import type { Logger } from 'pino';
 
 import { CaptionArchive } from '../captions/archive.js';
+import { DeepgramConnection } from '../compat/deepgram/connection.js';
 import type { CaptionEvent } from '../captions/stabilizer.js';
 import { deriveShapes, formatBytes, type Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
@@ -195,6 +196,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         return refusedConnection(conn, ctx.mode, refused);
       }
       if (ctx.kind === 'viewer') return new ViewerConnection({ hub, config, metrics, log, connections }, conn, ctx);
+      if (ctx.deepgram) return new DeepgramConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx, ctx.deepgram);
       return new ListenConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx);
     },
     http: createHttpRoutes({ manager: sessions, pool, metrics, archive, hub, store, gatekeeper, serveMetrics: config.metrics.host === '' }),

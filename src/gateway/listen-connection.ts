@@ -9,6 +9,7 @@
  */
 import type { Logger } from 'pino';
 
+import type { DeepgramParams } from '../compat/deepgram/params.js';
 import type { Config } from '../config/schema.js';
 import { closeCode, ERRORS, type ErrorCode, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
@@ -21,6 +22,7 @@ import { Outbox } from '../session/outbox.js';
 import type { Session } from '../session/session.js';
 import type { ConnectionHandler, WsConnection } from '../transport/types.js';
 import type { ConnectionCounter } from './connections.js';
+import { ReadGate } from './read-gate.js';
 
 export interface ListenContext {
   readonly kind: 'listen';
@@ -34,6 +36,8 @@ export interface ListenContext {
   readonly authEnabled: boolean;
   /** `?resume=<token>&lastSeq=<n>`: take back a session whose connection dropped. */
   readonly resume: { readonly token: string; readonly lastSeq: number } | null;
+  /** The connection speaks Deepgram's live dialect (src/compat/deepgram) with these parameters. */
+  readonly deepgram?: DeepgramParams;
 }
 
 /** RFC 6455 7.4.1: no close frame was received (the TCP connection just ended). */
@@ -78,8 +82,11 @@ export class ListenConnection implements ConnectionHandler {
   #rawAudio: boolean;
   #maxControlBytes: number;
   #startTimer: NodeJS.Timeout | null = null;
+  /** Backpressure for senders faster than real time (read-gate.ts). */
+  #gate: ReadGate;
 
   constructor(deps: ListenDeps, conn: WsConnection, ctx: ListenContext) {
+    this.#gate = new ReadGate(conn, deps.config.server.maxHeldAudioBytes, (data, isBinary) => this.message(data, isBinary));
     this.#deps = deps;
     this.#ctx = ctx;
     const { server, limits } = deps.config;
@@ -116,10 +123,12 @@ export class ListenConnection implements ConnectionHandler {
     // Closed here too when a resume elsewhere took the session over.
     if (this.#closed || this.#outbox.closed) return;
     const s = this.#session;
+    if (s && !this.#gate.admit(data, isBinary)) return;
     if (s && isBinary && this.#rawAudio) {
       // The per-frame path: straight to the session.
       try {
         s.ingest(data);
+        this.#gate.check(s);
       } catch (err) {
         this.#internal(err);
       }
@@ -132,7 +141,10 @@ export class ListenConnection implements ConnectionHandler {
     const s = this.#session;
     switch (ev.kind) {
       case 'audio':
-        if (s) s.ingest(ev.data);
+        if (s) {
+          s.ingest(ev.data);
+          this.#gate.check(s);
+        }
         else this.#error('CAP_ERR_AUDIO_BEFORE_START', `audio before "start" was not accepted (${ev.data.byteLength} bytes)`);
         return;
       case 'error':
@@ -229,7 +241,24 @@ export class ListenConnection implements ConnectionHandler {
     this.#outbox.drain();
   }
 
-  /** 1006: the connection dropped without a close frame (the client may resume); any other code: it was closed. */
+  /** Reading is paused: the session's backlog is full and its sender is ahead of real time. */
+  get readPaused(): boolean {
+    return this.#gate.paused;
+  }
+  /** Called when reading resumes (a dialect's own buffered audio goes on then). */
+  onReadResumed(cb: () => void): void {
+    this.#gate.onResumed(cb);
+  }
+  /** Audio to the session, with backpressure: for dialects that decode frames themselves (src/compat). */
+  audio(data: Uint8Array): void {
+    this.message(data, true);
+  }
+
+  /**
+   * 1006: the connection dropped without a close frame, and the session
+   * parks for a resume; any other code: it was closed. Deepgram's clients
+   * do not resume, so a dropped Deepgram connection ends its session.
+   */
   closed(code: number): void {
     this.#closed = true;
     this.#deps.connections.closed(this.#ctx.remoteAddress);
@@ -237,10 +266,11 @@ export class ListenConnection implements ConnectionHandler {
       clearTimeout(this.#startTimer);
       this.#startTimer = null;
     }
+    this.#gate.close();
     const s = this.#session;
     if (s && !s.ended) {
       try {
-        if (code === ABNORMAL_CLOSURE) s.dropped(this.#outbox);
+        if (code === ABNORMAL_CLOSURE && !this.#ctx.deepgram) s.dropped(this.#outbox);
         else s.disconnected(this.#outbox);
       } catch (err) {
         this.#deps.log.error({ err, boundary: 'message' }, 'internal error while releasing a disconnected session');

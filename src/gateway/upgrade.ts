@@ -8,7 +8,8 @@ import { GatewayError, httpStatus, type ErrorCode } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { ID_CHARS, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, type WireMode } from '../protocol/messages.js';
 import { startFromQuery } from '../protocol/query.js';
-import type { Gatekeeper } from '../security/gatekeeper.js';
+import { deepgramUpgrade } from '../compat/deepgram/upgrade.js';
+import { CREDENTIAL_SUBPROTOCOLS, type Gatekeeper } from '../security/gatekeeper.js';
 import type { UpgradeDecision, UpgradeRequest } from '../transport/types.js';
 import type { ConnectionCounter } from './connections.js';
 import type { ListenContext } from './listen-connection.js';
@@ -64,10 +65,17 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
     const meeting = MEETING_ROUTE.exec(req.path);
     if (req.path !== '/v1/listen' && !meeting) return refuse(new GatewayError('CAP_ERR_NOT_FOUND', `no WebSocket route ${req.path}`));
     if (deps.shuttingDown()) return refuse(new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', 2000));
+    // Deepgram's live dialect (src/compat/deepgram): its own parameters, subprotocol and auth scheme.
+    const deepgram = meeting ? null : deepgramUpgrade(req);
     let mode: WireMode = 'json';
     let protocol: string | null = null;
-    if (req.protocols.length) {
-      const pick = req.protocols.find((p) => p === SUBPROTOCOL_JSON || p === SUBPROTOCOL_MSGPACK);
+    // A credential pair (`token, <key>` / `bearer, <jwt>`) is not a wire format.
+    const carrier = req.protocols.findIndex((p) => CREDENTIAL_SUBPROTOCOLS.includes(p.toLowerCase()));
+    const formats = carrier < 0 ? req.protocols : req.protocols.filter((_, i) => i !== carrier && i !== carrier + 1);
+    if (deepgram) protocol = carrier >= 0 ? req.protocols[carrier]! : null;
+    else if (formats.length === 0 && carrier >= 0) protocol = req.protocols[carrier]!;
+    else if (formats.length) {
+      const pick = formats.find((p) => p === SUBPROTOCOL_JSON || p === SUBPROTOCOL_MSGPACK);
       if (!pick) {
         return refuse(new GatewayError('CAP_ERR_UNSUPPORTED_PROTOCOL', `supported subprotocols: ${SUBPROTOCOL_JSON}, ${SUBPROTOCOL_MSGPACK}`));
       }
@@ -84,6 +92,8 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
     if (admitted instanceof GatewayError) return counted(admitted);
     const tooMany = deps.connections.check(admitted.remoteAddress);
     if (tooMany) return counted(tooMany);
+    // Deepgram parameters are judged after auth: a refusal names the parameter (HTTP 400).
+    if (deepgram instanceof GatewayError) return counted(deepgram);
     if (meeting) {
       // A viewer coming back: `?lastSeq=` is the last meeting seq it saw.
       const lastSeq = lastSeqFromQuery(req.query);
@@ -94,7 +104,8 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
         context: { kind: 'viewer', mode, meetingId: meeting[1]!, remoteAddress: admitted.remoteAddress, identity: admitted.identity, lastSeq },
       };
     }
-    const resume = resumeFromQuery(req.query);
+    // A Deepgram connection never resumes (its clients do not).
+    const resume = deepgram ? null : resumeFromQuery(req.query);
     if (resume instanceof GatewayError) return counted(resume);
     if (resume) {
       const refused = deps.resumeRefusal(resume.token, admitted.identity?.key ?? null);
@@ -108,10 +119,11 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
         mode,
         resume,
         // A resumed session keeps its format: start parameters in a resume URL are ignored.
-        start: resume ? null : startFromQuery(req.query),
+        start: deepgram ? deepgram.start : resume ? null : startFromQuery(req.query),
         remoteAddress: admitted.remoteAddress,
         identity: admitted.identity,
         authEnabled: deps.gatekeeper.authEnabled,
+        ...(deepgram ? { deepgram: deepgram.params } : {}),
       },
     };
   };

@@ -16,6 +16,14 @@
  *   maxSessionSeconds   caps the session below the server's limit (never above)
  *   maxSessions         concurrent sessions this token may hold
  *   meetingId           the only meeting this token may speak in or view
+ *
+ * Static API keys (auth.apiKeys, see api-keys.ts) turn auth on by
+ * themselves and map onto the same identities: a key's `sub` is the
+ * identity, its `scope` and `name` act as the claims do. A credential is
+ * read from `Authorization: Bearer <jwt|key>` or `Token <key>` (Deepgram's
+ * scheme), the browser subprotocol pair `token, <key>` or `bearer, <jwt|key>`,
+ * or `?token=` / `?access_token=`. A presented key is looked up by its
+ * SHA-256 hash; keys are never logged.
  */
 import { createHash } from 'node:crypto';
 
@@ -25,6 +33,7 @@ import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { ID_PATTERN } from '../protocol/messages.js';
 import type { UpgradeRequest } from '../transport/types.js';
+import { hashApiKey, type HashedApiKey } from './api-keys.js';
 import { RateLimiter } from './rate-limit.js';
 
 export type Scope = 'listen' | 'view';
@@ -56,17 +65,21 @@ export class Gatekeeper {
   #byAddress: RateLimiter;
   #byToken: RateLimiter;
   #origins: Set<string>;
+  /** API keys by the SHA-256 of the key (the only form the process holds). */
+  #keys: Map<string, Identity>;
 
   constructor(config: Readonly<Config>) {
     this.#config = config;
     this.#secret = config.auth.secret ? enc.encode(config.auth.secret) : null;
+    this.#keys = new Map(config.auth.apiKeys.map((k) => [k.hash, keyIdentity(k)]));
     this.#byAddress = new RateLimiter(config.rateLimits.opensPerMinutePerAddress);
     this.#byToken = new RateLimiter(config.rateLimits.opensPerMinutePerToken);
     this.#origins = new Set(config.server.allowedOrigins.map((o) => o.replace(/\/$/, '').toLowerCase()));
   }
 
+  /** JWTs (auth.secret) or API keys (auth.apiKeys) are configured. */
   get authEnabled(): boolean {
-    return this.#secret !== null;
+    return this.#secret !== null || this.#keys.size > 0;
   }
 
   /** The client's address: the socket's, or X-Forwarded-For's first hop behind a trusted proxy. */
@@ -89,9 +102,9 @@ export class Gatekeeper {
     if (waitA > 0) {
       return new GatewayError('CAP_ERR_RATE_LIMITED', `too many session opens from ${remoteAddress}`, waitA);
     }
-    if (!this.#secret) return { remoteAddress, identity: null };
+    if (!this.authEnabled) return { remoteAddress, identity: null };
 
-    const identity = await this.verify(bearer(req));
+    const identity = await this.verify(credential(req));
     if (identity instanceof GatewayError) return identity;
     const need: Scope = meetingId !== null ? 'view' : 'listen';
     if (!identity.scopes.has(need)) {
@@ -105,12 +118,28 @@ export class Gatekeeper {
     return { remoteAddress, identity };
   }
 
-  /** Verifies a token (auth on). A missing token is CAP_ERR_UNAUTHORIZED. */
-  async verify(token: string | null): Promise<Identity | GatewayError> {
-    if (!this.#secret) return new GatewayError('CAP_ERR_UNAUTHORIZED', 'auth is off: there are no tokens');
-    if (!token) {
-      return new GatewayError('CAP_ERR_UNAUTHORIZED', 'a token is required: Authorization: Bearer <jwt> or ?token=<jwt>');
+  /**
+   * Verifies a credential (auth on): an API key, or else a JWT. A missing
+   * one is CAP_ERR_UNAUTHORIZED. A plain string is a bearer credential.
+   */
+  async verify(cred: Credential | string | null): Promise<Identity | GatewayError> {
+    if (!this.authEnabled) return new GatewayError('CAP_ERR_UNAUTHORIZED', 'auth is off: there are no tokens');
+    const c: Credential | null = typeof cred === 'string' ? { scheme: 'bearer', value: cred } : cred;
+    if (!c || !c.value) {
+      return new GatewayError(
+        'CAP_ERR_UNAUTHORIZED',
+        'a token is required: Authorization: Bearer <jwt or API key>, Authorization: Token <API key>, or ?token=',
+      );
     }
+    if (this.#keys.size > 0) {
+      const byKey = this.#keys.get(hashApiKey(c.value));
+      if (byKey) return byKey;
+    }
+    if (c.scheme === 'token' || !this.#secret) {
+      // Never echo the key.
+      return new GatewayError('CAP_ERR_UNAUTHORIZED', this.#secret ? 'the API key is not valid' : 'the API key is not valid (this server takes API keys only: auth.secret is empty)');
+    }
+    const token = c.value;
     let payload: Record<string, unknown>;
     const { auth } = this.#config;
     try {
@@ -146,7 +175,7 @@ export class Gatekeeper {
 
   /** The identity of an HTTP request's token (Bearer or ?token=); auth on. */
   verifyRequest(req: { headers: Readonly<Record<string, string>>; query: URLSearchParams }): Promise<Identity | GatewayError> {
-    return this.verify(bearer(req));
+    return this.verify(credential(req));
   }
 
   /**
@@ -156,8 +185,8 @@ export class Gatekeeper {
    * with one that does not).
    */
   async authorizeRead(req: { headers: Readonly<Record<string, string>>; query: URLSearchParams }, file: { owner: string | null; meetingId: string | null }): Promise<GatewayError | null> {
-    if (!this.#secret) return null;
-    const identity = await this.verify(bearer(req));
+    if (!this.authEnabled) return null;
+    const identity = await this.verify(credential(req));
     if (identity instanceof GatewayError) return identity;
     if (file.owner !== null && file.owner === identity.key) return null;
     if (file.meetingId !== null && identity.meetingId === file.meetingId && identity.scopes.has('view')) return null;
@@ -170,14 +199,49 @@ export class Gatekeeper {
   }
 }
 
-/** A bearer token from `Authorization: Bearer`, or `?token=` / `?access_token=` (browsers cannot set headers). */
-export function bearer(req: { headers: Readonly<Record<string, string>>; query: URLSearchParams }): string | null {
+/** A presented credential: `token` is an API key only (Deepgram's scheme); `bearer` is a JWT or an API key. */
+export interface Credential {
+  readonly scheme: 'bearer' | 'token';
+  readonly value: string;
+}
+
+/** The subprotocol names that carry a credential as the next entry (browsers cannot set headers). */
+export const CREDENTIAL_SUBPROTOCOLS: readonly string[] = ['token', 'bearer'];
+
+/**
+ * The request's credential: `Authorization: Bearer <x>` or `Token <x>`;
+ * else a subprotocol pair `token, <key>` / `bearer, <x>` (what Deepgram's
+ * browser SDK sends); else `?token=` / `?access_token=`.
+ */
+export function credential(req: {
+  headers: Readonly<Record<string, string>>;
+  query: URLSearchParams;
+  protocols?: readonly string[];
+}): Credential | null {
   const h = req.headers.authorization;
   if (h) {
-    const m = /^Bearer\s+(\S+)$/i.exec(h.trim());
-    return m ? m[1]! : null;
+    const m = /^(Bearer|Token)\s+(\S+)$/i.exec(h.trim());
+    return m ? { scheme: m[1]!.toLowerCase() as Credential['scheme'], value: m[2]! } : null;
   }
-  return req.query.get('token') ?? req.query.get('access_token');
+  const p = req.protocols ?? [];
+  const i = p.findIndex((x) => CREDENTIAL_SUBPROTOCOLS.includes(x.toLowerCase()));
+  if (i >= 0 && p[i + 1] !== undefined) return { scheme: p[i]!.toLowerCase() as Credential['scheme'], value: p[i + 1]! };
+  const q = req.query.get('token') ?? req.query.get('access_token');
+  return q ? { scheme: 'bearer', value: q } : null;
+}
+
+/** A bearer token from `Authorization: Bearer`, or `?token=` / `?access_token=` (browsers cannot set headers). */
+export function bearer(req: { headers: Readonly<Record<string, string>>; query: URLSearchParams }): string | null {
+  return credential(req)?.value ?? null;
+}
+
+function keyIdentity(k: HashedApiKey): Identity {
+  return {
+    key: k.sub !== null ? `sub:${k.sub}` : `key:${k.hash.slice(0, 32)}`,
+    sub: k.sub,
+    scopes: new Set<Scope>(k.scopes ?? SCOPES),
+    ...(k.name !== null ? { name: k.name } : {}),
+  };
 }
 
 function parseClaims(p: Record<string, unknown>, token: string): Identity | GatewayError {

@@ -48,6 +48,12 @@ import { ReplayLog } from './replay-log.js';
 
 export const MIN_FRAME_MS = 10;
 export const MAX_FRAME_MS = 1000;
+/**
+ * A sender whose audio runs more than this ahead of the wall clock is
+ * uploading faster than real time: its backlog is its own doing, so it is
+ * paused (src/gateway/read-gate.ts) rather than warned or ended for lag.
+ */
+export const AHEAD_SLACK_SECONDS = 1;
 const ACK_INTERVAL_MS = 200;
 
 /**
@@ -122,6 +128,8 @@ export class Session implements StreamSink {
   /** Session sample at which the current ring (and engine stream) began. */
   #ringBase = 0;
   #lastActivity = Date.now();
+  /** When the first audio arrived (performance.now()), 0 before. */
+  #firstAudioAt = 0;
   /** The last speech: wall-clock time, and where in the audio (received samples). */
   #lastSpeechAt = Date.now();
   #lastSpeechSample = 0;
@@ -269,6 +277,18 @@ export class Session implements StreamSink {
   silentSeconds(now = Date.now()): number {
     return Math.max((this.#received - this.#lastSpeechSample) / RATE, (now - this.#lastSpeechAt) / 1000);
   }
+  /** Audio waiting to be decoded, seconds. */
+  get backlogSeconds(): number {
+    return (this.#ring?.available ?? 0) / RATE;
+  }
+  /**
+   * How far the audio received runs ahead of the wall clock since the first
+   * frame, seconds: above AHEAD_SLACK_SECONDS only for a sender faster than
+   * real time; a live sender stays at or below 0.
+   */
+  aheadSeconds(now = performance.now()): number {
+    return this.#firstAudioAt === 0 ? 0 : this.#received / RATE - (now - this.#firstAudioAt) / 1000;
+  }
   /**
    * How long the oldest undecoded audio has waited, seconds. Unlike the
    * backlog, a burst from a client catching up does not inflate it: only
@@ -345,6 +365,7 @@ export class Session implements StreamSink {
   #write(n: number): void {
     if (n === 0) return;
     const ring = this.#ring!;
+    if (this.#firstAudioAt === 0) this.#firstAudioAt = performance.now();
     this.#received += n;
     this.#deps.metrics.samplesReceived.inc(n);
     if (n > ring.free) {
@@ -367,6 +388,8 @@ export class Session implements StreamSink {
     if (!ring) return;
     const { shapes } = this.#deps;
     const backlog = ring.available;
+    // Faster than real time: its connection stops reading instead (read-gate.ts); the ring's size is still the hard limit (#write).
+    if (this.aheadSeconds() > AHEAD_SLACK_SECONDS) return;
     if (backlog > shapes.lagMaxSamples) {
       this.#overload();
       return;

@@ -27,6 +27,16 @@ export interface WsConnection {
   close(code: number, reason: string): void;
   /** Drop the TCP connection without a close frame. */
   terminate(): void;
+  /**
+   * Whether pause() really stops reading the socket (so TCP pushes back on
+   * the sender). The pinned uWebSockets.js build (v20.30) has no WebSocket
+   * pause; ws has.
+   */
+  readonly canPause?: boolean;
+  /** Stop reading from the socket (no-op where canPause is false). Frames already read may still arrive. */
+  pause?(): void;
+  /** Read again. */
+  resume?(): void;
 }
 
 export interface ConnectionHandler {

@@ -104,6 +104,10 @@ class UwsConnection implements WsConnection {
     this.#open = false;
     this.#ws.close();
   }
+  /** uWebSockets.js v20.30's WebSocket has no pause()/resume() (later versions do); the gateway holds frames instead. */
+  readonly canPause = false;
+  pause(): void {}
+  resume(): void {}
 }
 
 function httpHeaders(req: UwsHttpRequest): Record<string, string> {

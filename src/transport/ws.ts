@@ -65,6 +65,13 @@ class WsConn implements WsConnection {
   terminate(): void {
     this.#ws.terminate();
   }
+  readonly canPause = true;
+  pause(): void {
+    this.#ws.pause();
+  }
+  resume(): void {
+    this.#ws.resume();
+  }
   ping(): void {
     if (this.#open()) this.#ws.ping();
   }

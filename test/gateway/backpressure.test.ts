@@ -1,0 +1,69 @@
+/**
+ * Clients that do not do flow control (issue 16). A sender faster than real
+ * time that never reads acks gets every word: its connection stops reading
+ * (ws: the socket is paused; the pinned uWebSockets.js cannot pause, so
+ * frames are held, up to server.maxHeldAudioBytes) instead of the session
+ * ending with engine_overload. A real-time sender whose engine cannot keep
+ * up still gets `lagging` and the hard bound. They are told apart by
+ * whether the audio runs ahead of the wall clock (Session.aheadSeconds).
+ */
+import { describe, expect, it } from 'vitest';
+
+import { createOverheadEngine } from '../../src/engine/overhead.js';
+import type { EndMessage } from '../../src/protocol/messages.js';
+import { RawClient, settled, startGateway, type TransportKind } from '../helpers/gateway.js';
+import { slowEngine } from '../helpers/slow-engine.js';
+
+const limits = { lagWarnSeconds: 1, lagMaxSeconds: 3 };
+
+function tone(seconds: number): Uint8Array {
+  const pcm = new Int16Array(seconds * 16000);
+  for (let i = 0; i < pcm.length; i++) pcm[i] = Math.round(3000 * Math.sin((2 * Math.PI * 220 * i) / 16000));
+  return new Uint8Array(pcm.buffer);
+}
+
+describe.each<TransportKind>(['ws', 'uws'])('backpressure (%s)', (transport) => {
+  it('a sender 4x faster than the engine, without acks, loses nothing and is not warned', async () => {
+    // The engine runs at 4x real time; the client sends 20 s at once.
+    const h = await startGateway(transport, { limits }, slowEngine(createOverheadEngine({ windowMs: 100 }), 0.25));
+    try {
+      const c = new RawClient(`${h.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
+      await c.waitFor((m) => m.type === 'ready');
+      const audio = tone(20);
+      for (let off = 0; off < audio.length; off += 3200) c.ws.send(audio.subarray(off, off + 3200));
+      c.sendJson({ type: 'stop' });
+      const end = (await c.waitFor((m) => m.type === 'end', 60_000)) as EndMessage;
+      expect(end.reason).toBe('client_stop');
+      expect(end.audio.receivedSamples).toBe(20 * 16000);
+      expect(end.audio.droppedSamples).toBe(0);
+      expect(c.messages.some((m) => m.type === 'warning')).toBe(false);
+      await c.closed;
+      expect(c.closeCode).toBe(1000);
+      await settled(h.gw);
+    } finally {
+      await h.stop();
+    }
+  }, 90_000);
+
+  it('a real-time sender whose engine cannot keep up still gets lagging and the hard bound', async () => {
+    const h = await startGateway(transport, { limits, admission: { maxEngineLagSeconds: 60 } }, slowEngine(createOverheadEngine({ windowMs: 100 }), 2));
+    try {
+      const c = new RawClient(`${h.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
+      await c.waitFor((m) => m.type === 'ready');
+      const audio = tone(15);
+      const t0 = performance.now();
+      for (let off = 0, i = 0; off < audio.length && c.closeCode === undefined; off += 3200, i++) {
+        const wait = t0 + i * 100 - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        c.ws.send(audio.subarray(off, off + 3200));
+      }
+      const end = (await c.waitFor((m) => m.type === 'end', 30_000)) as EndMessage;
+      expect(c.messages.some((m) => m.type === 'warning' && m.code === 'lagging')).toBe(true);
+      expect(end.reason).toBe('engine_overload');
+      expect(end.audio.droppedSamples).toBeGreaterThan(0);
+      await settled(h.gw);
+    } finally {
+      await h.stop();
+    }
+  }, 90_000);
+});
