@@ -1,15 +1,18 @@
 // The PocketSphinx recognizer on the engine base, with the real Debian model
 // and real speech (the LibriVox clips of pocketsphinx-testdata): more talkers
 // than decoders, parking and ready, closing parked and reserved streams,
-// shutdown mid-speech, faults on a stream that holds a decoder.
+// shutdown mid-speech, faults on a stream that holds a decoder, and the
+// VAD's smoothing against sphinxbase's own.
 #include <pocketsphinx.h>
 #include <sphinxbase/err.h>
+#include <sphinxbase/fe.h>
 
 #include <cmath>
 #include <dirent.h>
 
 #include <algorithm>
 
+#include "audio/vad.h"
 #include "pocketsphinx/ps_recognizer.h"
 #include "test_util.h"
 
@@ -287,6 +290,79 @@ TEST(PocketSphinx, BadWindowAndBadModel) {
   Harness broken(std::make_unique<PsRecognizer>(bad));
   EXPECT_THROW(broken.engine().load(), std::runtime_error);
   EXPECT_THROW(broken.engine().openStream(), std::runtime_error);
+}
+
+// The clips back to back, starting at clip `first`: LibriVox reading with
+// only short pauses, which the VAD cuts into utterances of 3 to 15 s.
+std::vector<int16_t> continuousSpeech(size_t first) {
+  std::vector<int16_t> v;
+  for (size_t k = 0; k < clips().size(); ++k) {
+    const auto& c = clips()[(first + k) % clips().size()];
+    v.insert(v.end(), c.begin(), c.end());
+  }
+  return v;
+}
+
+// The VAD computes sphinxbase's hangover itself on the front end's raw
+// decisions; it must agree with a front end that smooths on its own (the
+// configuration the VAD had before), after every chunk, on speech, silence
+// and noise, in 10 ms steps and in odd chunk sizes.
+TEST(Vad, SmoothingMatchesSphinxbase) {
+  std::vector<int16_t> audio = continuousSpeech(0);
+  audio.insert(audio.end(), 16000 * 2, 0);
+  uint32_t seed = 12345;
+  for (int i = 0; i < 16000 * 3; ++i) {
+    seed = seed * 1664525u + 1013904223u;
+    audio.push_back(static_cast<int16_t>(static_cast<int32_t>(seed >> 16) % 400 - 200));
+  }
+  const auto& c = clips()[1];
+  for (size_t i = 0; i < c.size(); ++i) audio.push_back(static_cast<int16_t>(c[i] / 4));
+  for (size_t chunk : {size_t{160}, size_t{37}, size_t{1000}}) {
+    SCOPED_TRACE("chunk " + std::to_string(chunk));
+    VadSettings vs;
+    vs.startSpeechFrames = 10;
+    vs.postSpeechFrames = 50;
+    Vad vad;
+    std::string err;
+    ASSERT_TRUE(vad.init(vs, &err)) << err;
+    cmd_ln_t* cfg = cmd_ln_init(nullptr, fe_get_args(), FALSE, "-samprate", "16000", "-lowerf", "130", "-upperf", "6800",
+                                "-nfilt", "25", "-transform", "dct", "-lifter", "22", "-remove_silence", "yes",
+                                "-remove_noise", "yes", "-vad_threshold", std::to_string(vs.threshold).c_str(),
+                                "-vad_startspeech", "10", "-vad_postspeech", "50", "-vad_prespeech", "20", nullptr);
+    ASSERT_NE(cfg, nullptr);
+    fe_t* ref = fe_init_auto_r(cfg);
+    cmd_ln_free_r(cfg);
+    ASSERT_NE(ref, nullptr);
+    fe_start_stream(ref);
+    fe_start_utt(ref);
+    std::vector<float> cep(128 * 13);
+    std::vector<float*> rows(128);
+    for (int i = 0; i < 128; ++i) rows[i] = cep.data() + i * 13;
+    int changes = 0, rawChanges = 0, mismatches = 0;
+    bool last = false, lastRaw = false;
+    for (size_t pos = 0; pos < audio.size(); pos += chunk) {
+      const size_t n = std::min(chunk, audio.size() - pos);
+      const int16* p = audio.data() + pos;
+      size_t left = n;
+      while (left > 0) {
+        int32 nf = 128;
+        fe_process_frames(ref, &p, &left, rows.data(), &nf, nullptr);
+        if (nf == 0 && left > 0) break;
+      }
+      const bool mine = vad.process(audio.data() + pos, n);
+      mismatches += mine != (fe_get_vad_state(ref) != 0);
+      changes += mine != last;
+      rawChanges += vad.frameSpeech() != lastRaw;
+      last = mine;
+      lastRaw = vad.frameSpeech();
+    }
+    fe_free(ref);
+    EXPECT_EQ(mismatches, 0);
+    EXPECT_GE(changes, 4);
+    if (chunk == 160) {
+      EXPECT_GT(rawChanges, 4 * changes) << "the raw decision sees the pauses between words";
+    }
+  }
 }
 
 }  // namespace

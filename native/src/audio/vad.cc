@@ -3,6 +3,7 @@
 #include <pocketsphinx.h>
 #include <sphinxbase/fe.h>
 
+#include <algorithm>
 #include <string>
 
 namespace captiongate {
@@ -12,11 +13,7 @@ constexpr int kMaxFrames = 128;  // > pre-speech buffer + one call's frames
 constexpr int kCepLen = 13;
 }  // namespace
 
-Vad::Vad(Vad&& other) noexcept
-    : fe_(other.fe_), cep_(std::move(other.cep_)), cepRows_(std::move(other.cepRows_)), inSpeech_(other.inSpeech_) {
-  other.fe_ = nullptr;
-  other.inSpeech_ = false;
-}
+Vad::Vad(Vad&& other) noexcept { *this = std::move(other); }
 
 Vad& Vad::operator=(Vad&& other) noexcept {
   if (this != &other) {
@@ -24,9 +21,20 @@ Vad& Vad::operator=(Vad&& other) noexcept {
     fe_ = other.fe_;
     cep_ = std::move(other.cep_);
     cepRows_ = std::move(other.cepRows_);
+    startFrames_ = other.startFrames_;
+    endFrames_ = other.endFrames_;
+    frameSize_ = other.frameSize_;
+    frameShift_ = other.frameShift_;
+    fed_ = other.fed_;
+    frames_ = other.frames_;
+    preFrames_ = other.preFrames_;
+    postFrames_ = other.postFrames_;
+    frameSpeech_ = other.frameSpeech_;
     inSpeech_ = other.inSpeech_;
     other.fe_ = nullptr;
-    other.inSpeech_ = false;
+    other.fed_ = other.frames_ = 0;
+    other.preFrames_ = other.postFrames_ = 0;
+    other.frameSpeech_ = other.inSpeech_ = false;
   }
   return *this;
 }
@@ -36,20 +44,24 @@ bool Vad::init(const VadSettings& s, std::string* error) {
     *error = "VAD already initialized";
     return false;
   }
+  if (s.startSpeechFrames < 1 || s.postSpeechFrames < 1) {
+    *error = "invalid VAD settings";
+    return false;
+  }
   std::string thr = std::to_string(s.threshold);
-  std::string start = std::to_string(s.startSpeechFrames);
-  std::string post = std::to_string(s.postSpeechFrames);
   std::string pre = std::to_string(s.preSpeechFrames);
   // Front-end parameters follow the en-us model's feat.params so the noise
-  // tracker sees the same mel spectrum as the decoder.
+  // tracker sees the same mel spectrum as the decoder. A hangover of one
+  // frame each way makes fe's state the raw per-frame decision; hangover()
+  // smooths it with the configured frame counts.
   cmd_ln_t* cfg = cmd_ln_init(nullptr, fe_get_args(), FALSE,
                               "-samprate", "16000",
                               "-lowerf", "130", "-upperf", "6800", "-nfilt", "25",
                               "-transform", "dct", "-lifter", "22",
                               "-remove_silence", "yes", "-remove_noise", "yes",
                               "-vad_threshold", thr.c_str(),
-                              "-vad_startspeech", start.c_str(),
-                              "-vad_postspeech", post.c_str(),
+                              "-vad_startspeech", "1",
+                              "-vad_postspeech", "1",
                               "-vad_prespeech", pre.c_str(),
                               nullptr);
   if (!cfg) {
@@ -66,6 +78,9 @@ bool Vad::init(const VadSettings& s, std::string* error) {
     *error = "failed to create the VAD front end";
     return false;
   }
+  fe_get_input_size(fe_, &frameShift_, &frameSize_);
+  startFrames_ = s.startSpeechFrames;
+  endFrames_ = s.postSpeechFrames;
   fe_start_stream(fe_);
   fe_start_utt(fe_);
   cep_.assign(static_cast<size_t>(kMaxFrames) * kCepLen, 0.f);
@@ -78,8 +93,26 @@ Vad::~Vad() {
   if (fe_) fe_free(fe_);
 }
 
-bool Vad::process(const int16_t* pcm, size_t n) {
-  if (!fe_) return false;
+// fe_vad_hangover's smoothing (sphinxbase 5prealpha, fe_noise.c), on the raw
+// decision of one frame.
+void Vad::hangover(bool speech) {
+  frameSpeech_ = speech;
+  if (speech) {
+    postFrames_ = 0;
+    if (!inSpeech_ && ++preFrames_ >= startFrames_) {
+      preFrames_ = 0;
+      inSpeech_ = true;
+    }
+  } else {
+    preFrames_ = 0;
+    if (inSpeech_ && ++postFrames_ >= endFrames_) {
+      postFrames_ = 0;
+      inSpeech_ = false;
+    }
+  }
+}
+
+void Vad::feed(const int16_t* pcm, size_t n) {
   const int16* p = pcm;
   size_t left = n;
   while (left > 0) {
@@ -90,7 +123,24 @@ bool Vad::process(const int16_t* pcm, size_t n) {
       break;
     }
   }
-  inSpeech_ = fe_get_vad_state(fe_) != 0;
+}
+
+bool Vad::process(const int16_t* pcm, size_t n) {
+  if (!fe_) return false;
+  // Fed so that each call to fe completes at most one frame: the front end's
+  // state after it is that frame's raw decision.
+  while (n > 0) {
+    const int64_t nextFrameEnd = frameSize_ + frames_ * frameShift_;
+    const size_t take = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(n), nextFrameEnd - fed_));
+    feed(pcm, take);
+    pcm += take;
+    n -= take;
+    fed_ += static_cast<int64_t>(take);
+    if (fed_ == nextFrameEnd) {
+      ++frames_;
+      hangover(fe_get_vad_state(fe_) != 0);
+    }
+  }
   return inSpeech_;
 }
 

@@ -2,6 +2,15 @@
 // fe_t with remove_silence) run on its own, without a decoder. It is tens of
 // kilobytes per stream, so every stream has one and only streams that are
 // inside an utterance need one of the few, large decoders.
+//
+// The front end runs with a hangover of one frame each way, so its state is
+// the raw per-frame decision (frameSpeech()), and the smoothing that sphinxbase
+// would do (fe_vad_hangover: startSpeechFrames speech frames in a row enter
+// speech, postSpeechFrames non-speech frames in a row leave it) is done here,
+// frame by frame, with the same counters. sphinxbase's noise tracker does not
+// depend on that smoothing, so inSpeech() is exactly what a front end with
+// the real hangover reports (native/test checks it frame by frame); the raw
+// decision comes at no extra cost.
 #pragma once
 
 #include <cstddef>
@@ -39,11 +48,26 @@ class Vad {
   // frame. Call with at most one frame shift at a time to see every change.
   bool process(const int16_t* pcm, size_t n);
   bool inSpeech() const { return inSpeech_; }
+  // The unsmoothed decision for the last complete frame (false before the
+  // first one): a short pause between words shows here, not in inSpeech().
+  bool frameSpeech() const { return frameSpeech_; }
 
  private:
+  void feed(const int16_t* pcm, size_t n);
+  void hangover(bool speech);
+
   fe_s* fe_ = nullptr;
   std::vector<float> cep_;      // scratch output frames (discarded)
   std::vector<float*> cepRows_;
+  int startFrames_ = 0;   // VadSettings::startSpeechFrames
+  int endFrames_ = 0;     // VadSettings::postSpeechFrames
+  int frameSize_ = 0;     // samples per analysis frame (fe's window)
+  int frameShift_ = 0;
+  int64_t fed_ = 0;       // samples given to fe_
+  int64_t frames_ = 0;    // frames fe_ has analyzed
+  int preFrames_ = 0;     // speech frames in a row while not in speech
+  int postFrames_ = 0;    // non-speech frames in a row while in speech
+  bool frameSpeech_ = false;
   bool inSpeech_ = false;
 };
 
