@@ -79,6 +79,7 @@ const HELP: Record<string, string> = {
   'engine.pocketsphinx.removeNoise': 'Spectral noise subtraction in the front end.',
   'engine.pocketsphinx.cmnUpdateMs': 'Cepstral mean update period (0: stock live CMN, every 8 s).',
   'engine.pocketsphinx.wordConfidence': 'Word posteriors from the lattice (costs CPU at each endpoint).',
+  'engine.pocketsphinx.maxHoldMs': 'Fair decoders: while a stream waits for a decoder, an utterance that has run this long ends at the next pause (within 300 ms) and hands its decoder on; the talker queues again (0: never). See docs/architecture.md §6.',
   'engine.whisper.modelDir': 'Whisper model directory (relative to the package). Installed and verified by `node scripts/fetch-whisper-model.mjs`.',
   'engine.whisper.device': 'Matrix device behind the seam. `cpu` (OpenBLAS) is the only one in this build; see docs/xdna2.md.',
   'engine.whisper.maxBatch': 'Windows per encoder batch (cross-session).',

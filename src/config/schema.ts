@@ -121,6 +121,7 @@ export const configSchema = z
             removeNoise: bool(),
             cmnUpdateMs: int(0, 10_000),
             wordConfidence: bool(),
+            maxHoldMs: int(0, 3_600_000),
           })
           .strict(),
         whisper: z

@@ -33,6 +33,8 @@ export interface NativeEngineOptions {
   vadEndFrames: number;
   prerollSamples: number;
   maxUtteranceSamples: number;
+  /** Fair decoders: with streams waiting, a holder hands its decoder on after this much utterance audio (0: never). */
+  holdSamples: number;
   wordConfidence: boolean;
   vadEnabled: boolean;
   extra?: Record<string, string>;

@@ -71,6 +71,7 @@ export function pocketSphinxNativeOptions(o: PocketSphinxOptions): NativeEngineO
     vadEndFrames: Math.max(1, Math.round(o.vad.endMs / FRAME_MS)),
     prerollSamples: Math.round((o.vad.prerollMs * RATE) / 1000),
     maxUtteranceSamples: Math.round(o.vad.maxUtteranceSeconds * RATE),
+    holdSamples: Math.round((ps.maxHoldMs * RATE) / 1000),
     ...(o.extra ? { extra: o.extra } : {}),
   };
 }

@@ -31,12 +31,13 @@ function expectSameResults(a: readonly (readonly Utterance[])[], b: readonly (re
   ca.forEach((c, i) => expect(Math.abs(c - cb[i]!)).toBeLessThan(0.02));
 }
 
-function engineOptions(over: { decoders?: number; threads?: number; vad?: boolean } = {}) {
+function engineOptions(over: { decoders?: number; threads?: number; vad?: boolean; maxHoldMs?: number } = {}) {
   const c = testConfig().engine;
   return {
     ...c,
     threads: over.threads ?? c.threads,
     decoders: over.decoders ?? c.decoders,
+    pocketsphinx: { ...c.pocketsphinx, maxHoldMs: over.maxHoldMs ?? c.pocketsphinx.maxHoldMs },
     vad: { ...c.vad, enabled: over.vad ?? true },
   };
 }
@@ -115,7 +116,9 @@ describe('PocketSphinx engine: real speech', () => {
   });
 
   it('shares one decoder between three streams in order, with the wait reported', async () => {
-    const one = await createPocketSphinxEngine(engineOptions({ decoders: 1, threads: 2 }));
+    // No hand-over: parking alone must not change any result. (Handing a
+    // decoder on ends utterances early by design: the next test.)
+    const one = await createPocketSphinxEngine(engineOptions({ decoders: 1, threads: 2, maxHoldMs: 0 }));
     try {
       const three = clips.slice(0, 3);
       const sequential: Utterance[][] = [];
@@ -265,6 +268,10 @@ describe('Native engine boundary', () => {
     expect(() => new NativeEngine({ kind: 'bogus' } as never, noop)).toThrow(/'pocketsphinx', 'whisper', 'moonshine' or 'null' for kind/);
     expect(() => new NativeEngine(psOptions({ decoders: Infinity }), noop)).toThrow(/\[1, 1024\] for decoders but received Infinity/);
     expect(() => new NativeEngine(psOptions({ maxUtteranceSamples: 2 ** 40 }), noop)).toThrow(RangeError);
+    for (const holdSamples of [-1, 0.5, NaN, 16000 * 3600 + 1]) {
+      expect(() => new NativeEngine(psOptions({ holdSamples }), noop)).toThrow(RangeError);
+    }
+    expect(() => new NativeEngine(psOptions({ holdSamples: -1 }), noop)).toThrow(/\[0, 57600000\] for holdSamples but received -1/);
     expect(() => new NativeEngine(psOptions({ beam: NaN }), noop)).toThrow(/number in \[0, 1\] for beam but received NaN/);
     expect(() => new NativeEngine(psOptions({ vadThreshold: -Infinity }), noop)).toThrow(RangeError);
     const e = await nullEngine();

@@ -70,6 +70,7 @@ std::unique_ptr<Recognizer> makePocketSphinx(const Napi::Object& o) {
   s.decoders = getInt32(o, "decoders", 2, 1, 1024);
   s.prerollSamples = getInt32(o, "prerollSamples", s.prerollSamples, 0, 16000 * 10);
   s.maxUtteranceSamples = getInt32(o, "maxUtteranceSamples", s.maxUtteranceSamples, 16000, 16000 * 3600);
+  s.holdSamples = getInt32(o, "holdSamples", s.holdSamples, 0, 16000 * 3600);
   s.wordConfidence = getBool(o, "wordConfidence", true);
   s.vadEnabled = getBool(o, "vadEnabled", true);
   return std::make_unique<PsRecognizer>(std::move(s));

@@ -23,6 +23,7 @@ struct PsRecognizer::Stream : RecognizerStream {
   bool inUtt = false;  // VAD says speech; the decoder may still be pending
   int64_t uttStart = 0;
   int64_t lastUttEnd = 0;
+  int64_t handoverFrom = -1;  // where the search for a pause to cut at began
   double pendingWaitMs = 0;
 
   void pushRing(const int16_t* p, size_t n) {
@@ -80,6 +81,11 @@ RecognizerStats PsRecognizer::stats() const {
   return r;
 }
 
+uint64_t PsRecognizer::handovers() const {
+  std::lock_guard<std::mutex> lk(poolMu_);
+  return handovers_;
+}
+
 void PsRecognizer::countDecoded(uint64_t samples) {
   std::lock_guard<std::mutex> lk(poolMu_);
   samplesDecoded_ += samples;
@@ -104,6 +110,7 @@ bool PsRecognizer::acquireDecoder(Stream& s) {
     s.waiting = true;
     s.waitSince = Clock::now();
     waiters_.push_back(&s);
+    waiterCount_.store(static_cast<int>(waiters_.size()), std::memory_order_relaxed);
     ++decoderWaits_;
   }
   return false;
@@ -119,6 +126,7 @@ void PsRecognizer::giveBack(PsDecoder* d) {
     }
     Stream* w = waiters_.front();
     waiters_.pop_front();
+    waiterCount_.store(static_cast<int>(waiters_.size()), std::memory_order_relaxed);
     w->waiting = false;
     w->reserved = d;
     readyId = w->id;
@@ -144,6 +152,7 @@ void PsRecognizer::closeStream(RecognizerStream& state, uint32_t) noexcept {
     std::lock_guard<std::mutex> lk(poolMu_);
     if (s.waiting) {
       waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), &s), waiters_.end());
+      waiterCount_.store(static_cast<int>(waiters_.size()), std::memory_order_relaxed);
       s.waiting = false;
     }
     unused = s.reserved;  // reserved for it, never taken: pass it on
@@ -170,7 +179,20 @@ void PsRecognizer::endUtterance(Stream& s, WindowOut& out) {
   out.finals.push_back(std::move(u));
   s.inUtt = false;
   s.lastUttEnd = s.pos;
+  s.handoverFrom = -1;
   releaseDecoder(s);
+}
+
+// Called after each 10 ms step of a stream that holds a decoder and is still
+// in speech: whether to end the utterance here and hand the decoder on.
+bool PsRecognizer::handOverNow(Stream& s) {
+  if (settings_.holdSamples <= 0) return false;
+  if (s.pos - s.uttStart < settings_.holdSamples || waiterCount_.load(std::memory_order_relaxed) == 0) {
+    s.handoverFrom = -1;
+    return false;
+  }
+  if (s.handoverFrom < 0) s.handoverFrom = s.pos;
+  return !s.vad.frameSpeech() || s.pos - s.handoverFrom >= settings_.handoverSearchSamples;
 }
 
 // The base guarantees w.start == s.pos: the window continues the stream.
@@ -198,6 +220,7 @@ void PsRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut& out) {
     }
     s.inUtt = false;
     s.lastUttEnd = s.pos;
+    s.handoverFrom = -1;
   };
 
   // A parked utterance resumes only with a decoder.
@@ -243,6 +266,27 @@ void PsRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut& out) {
           break;
         }
         endUtterance(s, out);
+      } else if (handOverNow(s)) {
+        if (!feed(i)) {
+          fail();
+          break;
+        }
+        {
+          std::lock_guard<std::mutex> lk(poolMu_);
+          ++handovers_;
+        }
+        endUtterance(s, out);  // the head of the waiters gets the decoder
+        // Still in speech: a new utterance from the cut, no pre-roll.
+        s.inUtt = true;
+        s.uttStart = s.pos;
+        if (!acquireDecoder(s)) {
+          parked = true;
+          break;
+        }
+        if (!startDecoding()) {
+          fail();
+          break;
+        }
       }
     } else if (speech) {
       s.inUtt = true;

@@ -8,8 +8,19 @@
 // its head, and Host::streamReady tells the caller to resubmit. A stream's
 // cepstral mean travels with the stream (restored into whichever decoder it
 // gets), so results do not depend on which decoder decoded them.
+//
+// Fair decoders (holdSamples). While any stream waits, a holder whose
+// utterance has run holdSamples ends it at the next frame the VAD's raw
+// decision calls non-speech (a pause between words), or after
+// handoverSearchSamples more if none comes; emits that final; and hands its
+// decoder to the head of the waiters, as a release does. If it is still in
+// speech it goes on as a new utterance starting exactly at the cut (no
+// pre-roll: no sample is decoded twice or skipped), so it must get back in
+// line: it parks at the cut unless a decoder is free. While nobody waits,
+// nothing changes.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -30,6 +41,11 @@ struct PsSettings {
   int decoders = 4;                      // pooled PocketSphinx decoders
   int prerollSamples = 4800;             // audio fed before the VAD trigger
   int maxUtteranceSamples = 16000 * 30;  // forced endpoint for run-on speech
+  // Fair decoders: with others waiting, hand the decoder on once an
+  // utterance has run this long (0: never; utterances then end only at the
+  // VAD endpoint, maxUtteranceSamples or a flush).
+  int holdSamples = 0;
+  int handoverSearchSamples = 4800;  // how long to look for a pause first
   bool wordConfidence = true;
   // false: no speech detection; an utterance runs from the first sample to
   // each flush (push-to-talk clients, and whole-file reference decoding).
@@ -51,6 +67,8 @@ class PsRecognizer : public Recognizer {
   void decode(const std::vector<DecodeJob>& jobs) override;
   void closeStream(RecognizerStream& state, uint32_t stream) noexcept override;
   RecognizerStats stats() const override;
+  // Utterances ended to hand a decoder on (tests and benches).
+  uint64_t handovers() const;
 
  private:
   struct Stream;
@@ -60,6 +78,7 @@ class PsRecognizer : public Recognizer {
   void releaseDecoder(Stream& s);                // takes poolMu_
   void giveBack(PsDecoder* d);                   // takes poolMu_; the next waiter gets it
   void endUtterance(Stream& s, WindowOut& out);
+  bool handOverNow(Stream& s);
   void countDecoded(uint64_t samples);
 
   const PsSettings settings_;
@@ -72,6 +91,8 @@ class PsRecognizer : public Recognizer {
   int decoderCount_ = 0;
   std::vector<PsDecoder*> free_;
   std::deque<Stream*> waiters_;
+  std::atomic<int> waiterCount_{0};  // waiters_.size(), read without poolMu_ per frame
+  uint64_t handovers_ = 0;
   uint64_t decoderWaits_ = 0;
   double decoderWaitMsTotal_ = 0;
   uint64_t samplesDecoded_ = 0;
