@@ -149,6 +149,8 @@ export class Session implements StreamSink {
   #ending: Ending | null = null;
   #lagWarned = false;
   #arrivals: ArrivalLog;
+  /** When the engine last gave this stream a decoder after a wait (performance.now()). */
+  #unparkedAt = -Infinity;
   #afterStop = { frames: 0, bytes: 0, reportedAt: -Infinity };
   #firstPartialAt = new Map<number, number>();
   #wantAck: boolean;
@@ -297,9 +299,11 @@ export class Session implements StreamSink {
   waitingSeconds(now = performance.now()): number {
     // Waiting for a decoder is not engine lag: the engine hands decoders on
     // (PocketSphinx's bounded hold), and the wait says nothing about the CPU.
+    // Nor is the backlog a wait left behind: lag counts from when the
+    // stream got its decoder back, so catching up counts, the wait does not.
     const ring = this.#ring;
     if (!ring || ring.available === 0 || this.#stream!.parked) return 0;
-    return Math.max(0, (now - this.#arrivals.timeOf(this.#ringBase + ring.readPos)) / 1000);
+    return Math.max(0, (now - Math.max(this.#arrivals.timeOf(this.#ringBase + ring.readPos), this.#unparkedAt)) / 1000);
   }
 
   // ------------------------------------------------------------------ input
@@ -493,6 +497,11 @@ export class Session implements StreamSink {
 
   onInternalError(err: unknown): void {
     this.fail(err, 'result');
+  }
+
+  /** The engine gave this stream a decoder after a wait. */
+  onUnparked(): void {
+    this.#unparkedAt = performance.now();
   }
 
   /**
