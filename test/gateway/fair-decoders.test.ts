@@ -21,17 +21,18 @@ import { settled, startGateway, type Harness } from '../helpers/gateway.js';
 const TALKERS = 6;
 const SECONDS = 60;
 // The bar is p95 <= 3 s "while the CPU has headroom"; this test
-// runs on a shared, loaded 2-core machine, so it allows more (see
-// docs/benchmarks.md for the bench's numbers). Without the hand-over the
-// back of the queue waits whole utterances: tens of seconds.
+// allows more for a shared machine (docs/benchmarks.md, "Fair decoders",
+// has the bench's numbers). Without the hand-over the back of the queue
+// waits whole utterances and is ended at 8 s of backlog.
 const P95_DELAY_MS = 5_000;
 // "While the CPU has headroom": the engine's workers were busy less than
-// this share of every 5 s of the run. By the capacity bench (about 16
-// real-time sessions on 2 cores), six talkers keep them under 40% busy on
-// a quiet machine; when other work takes the cores, the
-// same decoding takes longer and they saturate, and then falling behind
+// this share of every 5 s of the run. When they saturate, falling behind
 // (lagging, engine_overload, admission refusing) is the right answer, not
-// a failure of fairness.
+// a failure of fairness, and only accounting is checked. NOTE: this
+// LibriVox talk costs about 0.36 CPU s per audio s, so six continuous
+// talkers need about 2.2 cores: on a 2-core machine the workers saturate
+// and the timing checks are skipped (the run says so on stderr). They
+// apply on a machine with about 3 free cores.
 const HEADROOM_BUSY = 0.85;
 
 describe('fair decoders: 6 continuous real-time talkers on 2 PocketSphinx decoders', () => {
