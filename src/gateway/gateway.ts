@@ -333,6 +333,8 @@ function logStartup(
         poolBytes: shapes.poolBytes,
         conversionScratchBytes: scratchBytes,
         maxBackpressureBytesPerSocket: config.server.maxBackpressureBytes * 2,
+        // uWS cannot pause a socket: audio that arrives while a session's reading is paused waits here.
+        maxHeldAudioBytesPerSocket: config.server.maxHeldAudioBytes,
       },
     },
     `memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +

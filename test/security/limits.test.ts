@@ -25,8 +25,7 @@ describe('bounded connections and sessions', () => {
   beforeAll(async () => {
     h = await startGateway('uws', {
       engine: { kind: 'pocketsphinx', decoders: 2, threads: 2 },
-      // resumeGraceSeconds: a vanished client's session is parked that long, then ends client_gone.
-      limits: { startTimeoutSeconds: 0.5, maxConnectionsPerAddress: 4, maxSilentSeconds: 1.5, idleTimeoutSeconds: 30, resumeGraceSeconds: 1 },
+      limits: { startTimeoutSeconds: 0.5, maxConnectionsPerAddress: 4, maxSilentSeconds: 1.5, idleTimeoutSeconds: 30 },
       meetings: { maxMeetings: 1, maxWaitingViewersPerAddress: 2 },
     });
   });
@@ -121,7 +120,8 @@ describe('bounded connections and sessions', () => {
 describe('nothing lost on a disconnect', () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await startGateway('ws', { engine: { kind: 'pocketsphinx', decoders: 2, threads: 2 } });
+    // A vanished client's session is parked for resumeGraceSeconds, then ends client_gone.
+    h = await startGateway('ws', { engine: { kind: 'pocketsphinx', decoders: 2, threads: 2 }, limits: { resumeGraceSeconds: 1 } });
   });
   afterAll(async () => {
     await h?.stop();
