@@ -61,6 +61,8 @@ interface UserData {
   context: unknown;
   conn: UwsConnection | null;
   handler: ConnectionHandler | null;
+  /** The socket closed while its handler was being made (see open). */
+  closedEarly: { code: number; reason: string } | null;
 }
 
 export function loadUws(): { uws: UwsModule; native: boolean; detail: string } {
@@ -159,7 +161,7 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
         if (aborted) return;
         res.cork(() => {
           if (d.accept) {
-            res.upgrade({ context: d.context, conn: null, handler: null }, key, d.protocol ?? '', extensions, context);
+            res.upgrade({ context: d.context, conn: null, handler: null, closedEarly: null }, key, d.protocol ?? '', extensions, context);
           } else {
             writeResponse(res, { status: d.status, headers: { 'content-type': 'application/json', ...(d.headers ?? {}) }, body: d.body });
           }
@@ -187,6 +189,18 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
       } catch (err) {
         opts.onHandlerError(err, conn);
       }
+      // uWS runs the close handler synchronously inside end()/close(): a
+      // handler that closed its own socket while it was being made (a
+      // refusal) was not there to hear it. It hears it now.
+      const early = ud.closedEarly;
+      if (early && ud.handler) {
+        ud.closedEarly = null;
+        try {
+          ud.handler.closed(early.code, early.reason);
+        } catch (err) {
+          opts.onHandlerError(err, conn);
+        }
+      }
     },
     message: (ws: UwsWebSocket, message: ArrayBuffer, isBinary: boolean) => {
       const ud = ws.getUserData();
@@ -210,8 +224,12 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
         ud.conn.markClosed();
         connections.delete(ud.conn);
       }
+      if (!ud.handler) {
+        ud.closedEarly = { code, reason: textDecoder.decode(message) };
+        return;
+      }
       try {
-        ud.handler?.closed(code, textDecoder.decode(message));
+        ud.handler.closed(code, textDecoder.decode(message));
       } catch (err) {
         if (ud.conn) opts.onHandlerError(err, ud.conn);
       }

@@ -17,7 +17,17 @@ clips.reduce((o, c) => (speech.set(c, o), o + c.length), 0);
 describe.each(['uws', 'ws'] as const)('server fuzz over %s', (transport) => {
   let h: Harness;
   beforeAll(async () => {
-    h = await startGateway(transport, { engine: { decoders: 2, threads: 2 }, pool: { slabs: 48 } });
+    // Abrupt closes park their sessions for a resume: a short grace, so the
+    // fuzz goes through parking too and every slot is free again at the end.
+    // maxHoldMs 0: no decoder hand-over. With fuzz sessions waiting for one of
+    // the 2 decoders, the hand-over (fair decoders, test/gateway/fair-decoders.test.ts)
+    // would end the control's utterances early, and here the control must
+    // equal the engine's own result word for word.
+    h = await startGateway(transport, {
+      engine: { decoders: 2, threads: 2, pocketsphinx: { maxHoldMs: 0 } },
+      pool: { slabs: 48 },
+      limits: { resumeGraceSeconds: 1 },
+    });
   });
   afterAll(async () => {
     await h?.stop();

@@ -40,6 +40,29 @@ describe('bounded connections and sessions', () => {
     expect(c.errorCodes()).toEqual(['CAP_ERR_START_TIMEOUT']);
   });
 
+  it('gives a connection back when its session is refused as it opens (uWS closes it inside the handler)', async () => {
+    const h2 = await startGateway('uws', { pool: { slabs: 1 }, limits: { maxConnectionsPerAddress: 3 }, engine: { decoders: 1, threads: 1 } });
+    try {
+      const hog = new RawClient(`${h2.base}/v1/listen?${URL_START}`);
+      await hog.waitFor((m) => m.type === 'ready');
+      // Each of these is refused for capacity as its socket opens: more of them than the address may hold at once.
+      for (let i = 0; i < 5; i++) {
+        const refused = new RawClient(`${h2.base}/v1/listen?${URL_START}`);
+        await refused.closed;
+        expect(refused.errorCodes()).toEqual(['CAP_ERR_CAPACITY']);
+      }
+      hog.ws.close();
+      await hog.closed;
+      await settled(h2.gw);
+      const next = new RawClient(`${h2.base}/v1/listen?${URL_START}`);
+      await next.waitFor((m) => m.type === 'ready');
+      next.ws.close();
+      await next.closed;
+    } finally {
+      await h2.stop();
+    }
+  });
+
   it('counts connections that have not started, and viewers, toward limits.maxConnectionsPerAddress', async () => {
     const held = [
       new RawClient(`${h.base}/v1/meetings/waiting-1/captions`),

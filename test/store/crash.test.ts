@@ -75,7 +75,8 @@ describe('crash safety', () => {
       }),
     );
     // Talk until a few finals are in, then kill the server without warning.
-    for (let i = 0; i < 600 && [...received.values()].some((v) => v.length < 3); i++) await new Promise((r) => setTimeout(r, 100));
+    // (Up to 3 minutes: a loaded machine decodes slowly; the check is about what is kept, not how fast.)
+    for (let i = 0; i < 1800 && [...received.values()].some((v) => v.length < 3); i++) await new Promise((r) => setTimeout(r, 100));
     await new Promise((r) => setTimeout(r, 2000));
     const killedAt = Date.now();
     a.child.kill('SIGKILL');
@@ -104,5 +105,5 @@ describe('crash safety', () => {
       b.child.kill('SIGTERM');
       await b.exited;
     }
-  });
+  }, 360_000);
 });
