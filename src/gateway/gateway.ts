@@ -38,7 +38,7 @@ import { createHttpRoutes, metricsResponse } from './http-routes.js';
 import { ConnectionCounter, refusedConnection } from './connections.js';
 import { Lifecycle } from './lifecycle.js';
 import { ListenConnection } from './listen-connection.js';
-import { createUpgradePolicy, type ConnectionContext } from './upgrade.js';
+import { createUpgradePolicy, errorBody, type ConnectionContext } from './upgrade.js';
 import { ViewerConnection } from './viewer-connection.js';
 
 export interface GatewayOptions {
@@ -206,6 +206,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     // survives; only beyond twice that does the transport close with 1009.
     maxPayloadBytes: Math.max(config.limits.maxFrameBytes, config.limits.maxControlBytes) * 2 + 1024,
     maxBackpressureBytes: config.server.maxBackpressureBytes,
+    // A file, plus the multipart envelope and fields around it.
+    maxBodyBytes: config.files.maxUploadBytes + 64 * 1024,
+    bodyTooLarge: (_req: { path: string }, limit: number) => ({
+      status: 413,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(errorBody('CAP_ERR_BAD_PARAMETER', `the request body is larger than ${limit} bytes`)),
+    }),
     // Connection handlers guard themselves; this is the transport's last line.
     onHandlerError: (err: unknown, conn: WsConnection) => {
       log.error({ err, boundary: 'transport', remote: conn.remoteAddress }, 'internal error in a connection handler: closing it');
