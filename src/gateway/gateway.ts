@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 
 import { CaptionArchive } from '../captions/archive.js';
 import { DeepgramConnection } from '../compat/deepgram/connection.js';
+import { FileJobs } from '../files/jobs.js';
 import type { CaptionEvent } from '../captions/stabilizer.js';
 import { deriveShapes, formatBytes, type Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
@@ -104,7 +105,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
   lifecycle.onClose('metrics', () => metrics.close());
 
-  scheduler = new Scheduler(engine, config.scheduler, {
+  let liveLag: () => number = () => 0;
+  scheduler = new Scheduler(engine, { ...config.scheduler, headroom: () => liveLag() < config.files.yieldLagSeconds }, {
     batch: (n) => metrics.batchSize.observe(n),
     submitLatency: (s) => metrics.ingestToSubmit.observe(s),
     consumed: (n) => metrics.samplesDecoded.inc(n),
@@ -171,6 +173,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
   });
   manager = sessions;
+  liveLag = () => sessions.liveLagSeconds();
+  const jobs = new FileJobs({ config, engine, scheduler, log });
+  lifecycle.onDrain('file jobs', () => jobs.close());
   lifecycle.onDrain('sessions', () => sessions.shutdown(config.server.shutdownGraceSeconds * 1000));
   lifecycle.onClose('sessions', () => sessions.close());
 
@@ -290,6 +295,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         viewers: t.viewers,
         participants: t.participants,
         liveCaptionArchives: archive.size.live,
+        fileJobsRunning: jobs.running,
+        fileJobsQueued: jobs.queued,
+        schedulerBackgroundQueued: scheduler.backgroundQueued,
       };
     },
     async listen() {
