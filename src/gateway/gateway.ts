@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 
 import { CaptionArchive } from '../captions/archive.js';
 import { DeepgramConnection } from '../compat/deepgram/connection.js';
+import { createTranscriptionsRoute, openaiTooLarge, TRANSCRIPTIONS_PATH } from '../compat/openai/transcriptions.js';
 import { FileJobs } from '../files/jobs.js';
 import type { CaptionEvent } from '../captions/stabilizer.js';
 import { deriveShapes, formatBytes, type Shapes } from '../config/derive.js';
@@ -204,7 +205,17 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       if (ctx.deepgram) return new DeepgramConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx, ctx.deepgram);
       return new ListenConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx);
     },
-    http: createHttpRoutes({ manager: sessions, pool, metrics, archive, hub, store, gatekeeper, serveMetrics: config.metrics.host === '' }),
+    http: createHttpRoutes({
+      manager: sessions,
+      pool,
+      metrics,
+      archive,
+      hub,
+      store,
+      gatekeeper,
+      serveMetrics: config.metrics.host === '',
+      transcriptions: createTranscriptionsRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
+    }),
   };
   const transportOptions = {
     // Frames above maxFrameBytes get CAP_ERR_FRAME_TOO_LARGE and the session
@@ -213,11 +224,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     maxBackpressureBytes: config.server.maxBackpressureBytes,
     // A file, plus the multipart envelope and fields around it.
     maxBodyBytes: config.files.maxUploadBytes + 64 * 1024,
-    bodyTooLarge: (_req: { path: string }, limit: number) => ({
-      status: 413,
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(errorBody('CAP_ERR_BAD_PARAMETER', `the request body is larger than ${limit} bytes`)),
-    }),
+    bodyTooLarge: (req: { path: string }, limit: number) =>
+      req.path === TRANSCRIPTIONS_PATH
+        ? openaiTooLarge(config.files.maxUploadBytes)
+        : { status: 413, headers: { 'content-type': 'application/json' }, body: JSON.stringify(errorBody('CAP_ERR_BAD_PARAMETER', `the request body is larger than ${limit} bytes`)) },
     // Connection handlers guard themselves; this is the transport's last line.
     onHandlerError: (err: unknown, conn: WsConnection) => {
       log.error({ err, boundary: 'transport', remote: conn.remoteAddress }, 'internal error in a connection handler: closing it');
