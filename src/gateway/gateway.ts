@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 
 import { CaptionArchive } from '../captions/archive.js';
 import { DeepgramConnection } from '../compat/deepgram/connection.js';
+import { createPrerecordedRoute, deepgramTooLarge } from '../compat/deepgram/prerecorded.js';
 import { createTranscriptionsRoute, openaiTooLarge, TRANSCRIPTIONS_PATH } from '../compat/openai/transcriptions.js';
 import { FileJobs } from '../files/jobs.js';
 import type { CaptionEvent } from '../captions/stabilizer.js';
@@ -215,6 +216,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       gatekeeper,
       serveMetrics: config.metrics.host === '',
       transcriptions: createTranscriptionsRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
+      prerecorded: createPrerecordedRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
     }),
   };
   const transportOptions = {
@@ -227,7 +229,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     bodyTooLarge: (req: { path: string }, limit: number) =>
       req.path === TRANSCRIPTIONS_PATH
         ? openaiTooLarge(config.files.maxUploadBytes)
-        : { status: 413, headers: { 'content-type': 'application/json' }, body: JSON.stringify(errorBody('CAP_ERR_BAD_PARAMETER', `the request body is larger than ${limit} bytes`)) },
+        : req.path === '/v1/listen'
+          ? deepgramTooLarge(config.files.maxUploadBytes)
+          : { status: 413, headers: { 'content-type': 'application/json' }, body: JSON.stringify(errorBody('CAP_ERR_BAD_PARAMETER', `the request body is larger than ${limit} bytes`)) },
     // Connection handlers guard themselves; this is the transport's last line.
     onHandlerError: (err: unknown, conn: WsConnection) => {
       log.error({ err, boundary: 'transport', remote: conn.remoteAddress }, 'internal error in a connection handler: closing it');

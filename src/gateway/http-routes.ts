@@ -4,8 +4,8 @@
  * caption files of sessions and meetings (only to who may read them, when
  * auth is on; live ones from memory, the rest from the store, so they
  * survive a restart), the caller's session list and deletion, file
- * transcription (OpenAI's POST /v1/audio/transcriptions: src/compat), and
- * the web demo's static files.
+ * transcription (OpenAI's POST /v1/audio/transcriptions, Deepgram's
+ * pre-recorded POST /v1/listen: src/compat), and the web demo's static files.
  */
 import path from 'node:path';
 
@@ -46,6 +46,8 @@ export interface HttpRouteDeps {
   readonly serveMetrics: boolean;
   /** POST /v1/audio/transcriptions (OpenAI). */
   readonly transcriptions: (req: HttpRequest) => Promise<HttpResponse>;
+  /** POST /v1/listen (Deepgram pre-recorded). */
+  readonly prerecorded: (req: HttpRequest) => Promise<HttpResponse>;
 }
 
 /** Prometheus text, for the main port or the metrics listener. */
@@ -159,6 +161,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
 
   return async (req) => {
     if (req.path === TRANSCRIPTIONS_PATH) return deps.transcriptions(req);
+    if (req.path === '/v1/listen' && req.method === 'POST') return deps.prerecorded(req);
     if (req.method === 'DELETE') {
       const m = SESSION.exec(req.path);
       return m ? remove(req, m[1]!) : json(405, errorBody('CAP_ERR_NOT_FOUND', 'DELETE is only for /v1/sessions/:id'));
@@ -177,7 +180,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
         if (deps.serveMetrics) return metricsResponse(metrics);
         break;
       case '/v1/listen':
-        return json(426, errorBody('CAP_ERR_NOT_FOUND', 'this route is a WebSocket; connect with ws:// and Upgrade'));
+        return json(426, errorBody('CAP_ERR_NOT_FOUND', 'this route is a WebSocket (connect with ws:// and Upgrade), or takes a POST of audio (Deepgram pre-recorded)'));
       case '/v1/sessions':
         return list(req);
       case '/lib/cues.js':
