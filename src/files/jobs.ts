@@ -19,6 +19,7 @@
 import type { Logger } from 'pino';
 
 import type { Config } from '../config/schema.js';
+import { GatewayError } from '../errors.js';
 import type { Engine, Utterance } from '../engine/types.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import { transcribePcm } from '../scheduler/transcribe.js';
@@ -73,7 +74,7 @@ export class FileJobs {
     return this.#waiting.length;
   }
 
-  /** Decodes `file` and transcribes it. Throws DecodeError, JobsBusyError, or the engine's error. */
+  /** Decodes `file` and transcribes it. Throws DecodeError, JobsBusyError, GatewayError (shutting down), or the engine's error. */
   async transcribe(file: Uint8Array, signal: AbortSignal, raw?: DecodeLimits['raw']): Promise<FileTranscript> {
     const { config, engine, scheduler, log } = this.#deps;
     const files = config.files;
@@ -101,7 +102,7 @@ export class FileJobs {
 
   async #acquire(signal: AbortSignal): Promise<void> {
     const { maxConcurrentJobs, maxQueuedJobs } = this.#deps.config.files;
-    if (this.#closed) throw new JobsBusyError('the server is shutting down', BUSY_RETRY_MS);
+    if (this.#closed) throw new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', BUSY_RETRY_MS);
     if (this.#running < maxConcurrentJobs) {
       this.#running++;
       return;

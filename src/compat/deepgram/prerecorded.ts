@@ -191,6 +191,7 @@ export function createPrerecordedRoute(deps: PrerecordedDeps): (req: HttpRequest
         const status = err.kind === 'unavailable' ? 503 : 400;
         return deepgramError(status, err.kind === 'too_long' ? 'PAYLOAD_TOO_LONG' : 'Bad Request', err.message, requestId);
       }
+      if (err instanceof GatewayError) return deepgramError(503, 'SERVICE_UNAVAILABLE', err.message, requestId);
       if (err instanceof JobsBusyError) {
         return deepgramError(429, 'TOO_MANY_REQUESTS', err.message, requestId, { 'retry-after': String(Math.ceil(err.retryAfterMs / 1000)) });
       }

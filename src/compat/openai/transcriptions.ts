@@ -231,6 +231,7 @@ export function fileJobError(err: unknown): HttpResponse {
         return openaiError(503, err.message, 'server_error', null, 'decoder_unavailable');
     }
   }
+  if (err instanceof GatewayError) return openaiRefusal(err);
   if (err instanceof JobsBusyError) {
     return openaiError(429, err.message, 'requests', null, 'rate_limit_exceeded', { 'retry-after': String(Math.ceil(err.retryAfterMs / 1000)) });
   }
