@@ -34,7 +34,7 @@ interface UwsWebSocket {
 interface UwsHttpResponse {
   writeStatus(status: string): UwsHttpResponse;
   writeHeader(key: string, value: string): UwsHttpResponse;
-  end(body?: string | Uint8Array): UwsHttpResponse;
+  end(body?: string | Uint8Array, closeConnection?: boolean): UwsHttpResponse;
   onAborted(cb: () => void): UwsHttpResponse;
   onData(cb: (chunk: ArrayBuffer, isLast: boolean) => void): UwsHttpResponse;
   close(): UwsHttpResponse;
@@ -122,10 +122,10 @@ function httpHeaders(req: UwsHttpRequest): Record<string, string> {
   return h;
 }
 
-function writeResponse(res: UwsHttpResponse, r: HttpResponse): void {
+function writeResponse(res: UwsHttpResponse, r: HttpResponse, closeConnection = false): void {
   res.writeStatus(`${r.status} ${STATUS_TEXT[r.status] ?? ''}`);
   for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
-  res.end(r.body);
+  res.end(r.body, closeConnection);
 }
 
 export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: TransportOptions): Transport {
@@ -240,14 +240,8 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
     const done = (resp: HttpResponse, close = false) => {
       if (aborted || answered) return;
       answered = true;
-      res.cork(() => {
-        writeResponse(res, close ? { ...resp, headers: { ...resp.headers, connection: 'close' } } : resp);
-      });
-      if (close && !aborted) {
-        // The rest of the body is not read: the connection cannot carry another request.
-        aborted = true;
-        res.close();
-      }
+      // close: the rest of the body is not read, so the connection cannot carry another request; uWS closes it after the answer.
+      res.cork(() => writeResponse(res, resp, close));
     };
     const run = (body: Uint8Array) => {
       const r: HttpRequest = { ...head, body, onAbort: (f) => (aborted ? f() : abortListeners.push(f)) };
@@ -265,11 +259,12 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
       done(opts.bodyTooLarge(head, limit), true);
       return;
     }
-    // uWS lends each chunk only for the call: copy it. Preallocate when the length is declared.
-    let buf = new Uint8Array(declared ?? Math.min(limit, 64 * 1024));
+    // uWS lends each chunk only for the call: copy it. Memory grows with what arrives (doubling), never
+    // with what is declared: a client declaring a large body and sending nothing costs 64 KiB.
+    let buf = new Uint8Array(Math.min(declared ?? limit, 64 * 1024));
     let size = 0;
     res.onData((chunk, isLast) => {
-      if (aborted || answered) return;
+      if (answered || aborted) return;
       const n = chunk.byteLength;
       if (size + n > limit) {
         done(opts.bodyTooLarge(head, limit), true);
