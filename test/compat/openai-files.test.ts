@@ -256,3 +256,61 @@ describe('OpenAI transcriptions: limits', () => {
     await settled(h.gw);
   }, 300_000);
 });
+
+describe('OpenAI transcriptions: the job queue and a client that goes away', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startGateway('uws', { files: { maxConcurrentJobs: 1, maxQueuedJobs: 0 } });
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  const jobRunning = async () => {
+    const t0 = Date.now();
+    while (h.gw.diagnostics().fileJobsRunning !== 1) {
+      if (Date.now() - t0 > 60_000) throw new Error('the first job never started');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+
+  it('a job beyond files.maxConcurrentJobs + maxQueuedJobs is 429 with Retry-After; the running one completes', async () => {
+    const first = client(h).audio.transcriptions.create({ file: await toFile(files.flac!, 'a.flac'), model: 'whisper-1' });
+    await jobRunning();
+    const second = await client(h)
+      .audio.transcriptions.create({ file: await toFile(files.wav!, 'b.wav'), model: 'whisper-1' })
+      .then(
+        () => null,
+        (e: InstanceType<typeof OpenAI.APIError>) => e,
+      );
+    expect(second?.status).toBe(429);
+    expect(second?.error).toMatchObject({ type: 'requests', code: 'rate_limit_exceeded' });
+    expect(Number(second?.headers?.get('retry-after'))).toBeGreaterThan(0);
+    expect(wer([[reference, (await first).text]]).wer).toBeLessThan(40);
+    await settled(h.gw);
+  }, 300_000);
+
+  it('a client that goes away mid-job: the job stops, its engine stream closes, the next one runs', async () => {
+    const transcribed = () => h.logs.filter((l) => l.msg === 'file transcribed').length;
+    const before = transcribed();
+    const abort = new AbortController();
+    const gone = client(h)
+      .audio.transcriptions.create({ file: await toFile(files.mp3!, 'a.mp3'), model: 'whisper-1' }, { signal: abort.signal })
+      .catch((e: unknown) => e);
+    await jobRunning();
+    abort.abort();
+    expect(await gone).toBeInstanceOf(Error);
+    // The slot is released and the engine stream closed without transcribing the rest.
+    await settled(h.gw);
+    const t0 = Date.now();
+    while (h.gw.diagnostics().fileJobsRunning !== 0) {
+      if (Date.now() - t0 > 30_000) throw new Error('the aborted job still holds its slot');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(h.gw.diagnostics()).toMatchObject({ fileJobsQueued: 0, schedulerBackgroundQueued: 0, engineStreams: 0 });
+    // It stopped: it never finished transcribing.
+    expect(transcribed()).toBe(before);
+    const next = await client(h).audio.transcriptions.create({ file: await toFile(files.ogg!, 'c.ogg'), model: 'whisper-1' });
+    expect(wer([[reference, next.text]]).wer).toBeLessThan(40);
+  }, 300_000);
+});
