@@ -57,7 +57,8 @@ const BUSY_RETRY_MS = 5_000;
 export class FileJobs {
   #deps: FileJobsDeps;
   #running = 0;
-  #waiting: (() => void)[] = [];
+  #waiting: { go: () => void; refuse: (e: Error) => void }[] = [];
+  #idle: (() => void)[] = [];
   #closed = false;
   /** Jobs done and audio seconds transcribed (diagnostics, tests). */
   completed = 0;
@@ -114,28 +115,45 @@ export class FileJobs {
       );
     }
     await new Promise<void>((resolve, reject) => {
-      const go = () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
+      const entry = {
+        go: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        refuse: (e: Error) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
       };
       const onAbort = () => {
-        const i = this.#waiting.indexOf(go);
+        const i = this.#waiting.indexOf(entry);
         if (i >= 0) this.#waiting.splice(i, 1);
         reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
       };
       signal.addEventListener('abort', onAbort, { once: true });
-      this.#waiting.push(go);
+      this.#waiting.push(entry);
     });
   }
 
   #release(): void {
     const next = this.#waiting.shift();
-    if (next) next(); // the slot passes on
-    else this.#running--;
+    if (next) next.go(); // the slot passes on
+    else if (--this.#running === 0) for (const f of this.#idle.splice(0)) f();
   }
 
-  /** Refuses new jobs (shutdown); running ones finish or are aborted by their requests. */
-  close(): void {
+  /**
+   * Shutdown: new and waiting jobs are refused (503); running ones get up
+   * to `graceMs` to finish before the engine is shut down under them.
+   */
+  async close(graceMs: number): Promise<void> {
     this.#closed = true;
+    // A waiting job never acquired a slot: refusing it releases nothing.
+    for (const w of this.#waiting.splice(0)) {
+      w.refuse(new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', BUSY_RETRY_MS));
+    }
+    if (this.#running === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise<void>((r) => this.#idle.push(r)), new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
   }
 }

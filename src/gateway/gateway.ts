@@ -177,7 +177,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   manager = sessions;
   liveLag = () => sessions.liveLagSeconds();
   const jobs = new FileJobs({ config, engine, scheduler, log });
-  lifecycle.onDrain('file jobs', () => jobs.close());
+  // Drained after the sessions (reverse order): a running file job gets up to the same grace to finish.
+  lifecycle.onDrain('file jobs', () => jobs.close(config.server.shutdownGraceSeconds * 1000));
   lifecycle.onDrain('sessions', () => sessions.shutdown(config.server.shutdownGraceSeconds * 1000));
   lifecycle.onClose('sessions', () => sessions.close());
 

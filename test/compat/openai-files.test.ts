@@ -313,4 +313,21 @@ describe('OpenAI transcriptions: the job queue and a client that goes away', () 
     const next = await client(h).audio.transcriptions.create({ file: await toFile(files.ogg!, 'c.ogg'), model: 'whisper-1' });
     expect(wer([[reference, next.text]]).wer).toBeLessThan(40);
   }, 300_000);
+
+  it('shutdown lets a running file job finish (within server.shutdownGraceSeconds) and refuses new ones with 503', async () => {
+    const running = client(h).audio.transcriptions.create({ file: await toFile(files.wav!, 'a.wav'), model: 'whisper-1' });
+    await jobRunning();
+    const stopping = h.gw.shutdown();
+    const refused = await client(h)
+      .audio.transcriptions.create({ file: await toFile(files.wav!, 'b.wav'), model: 'whisper-1' })
+      .then(
+        () => null,
+        (e: InstanceType<typeof OpenAI.APIError>) => e,
+      );
+    // Refused while the gateway drains (503), or not reached at all once it has stopped listening.
+    if (refused?.status !== undefined) expect(refused.status).toBe(503);
+    else expect(refused).toBeInstanceOf(Error);
+    expect(wer([[reference, (await running).text]]).wer).toBeLessThan(40);
+    await stopping;
+  }, 300_000);
 });
