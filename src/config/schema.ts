@@ -190,6 +190,16 @@ export const configSchema = z
         busyTimeoutMs: int(0, 600_000),
       })
       .strict(),
+    files: z
+      .object({
+        maxUploadBytes: int(1024, 1 << 30),
+        maxDurationSeconds: num(1, 24 * 3600),
+        decodeTimeoutSeconds: num(1, 3600),
+        maxConcurrentJobs: int(1, 64),
+        maxQueuedJobs: int(0, 10_000),
+        yieldLagSeconds: num(0.05, 600),
+      })
+      .strict(),
     metrics: z
       .object({
         host: z.string({ error: 'must be a string (empty: /metrics on the main port)' }),

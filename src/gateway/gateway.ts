@@ -16,6 +16,9 @@ import type { Logger } from 'pino';
 
 import { CaptionArchive } from '../captions/archive.js';
 import { DeepgramConnection } from '../compat/deepgram/connection.js';
+import { createPrerecordedRoute, deepgramTooLarge } from '../compat/deepgram/prerecorded.js';
+import { createTranscriptionsRoute, openaiTooLarge, TRANSCRIPTIONS_PATH } from '../compat/openai/transcriptions.js';
+import { FileJobs } from '../files/jobs.js';
 import type { CaptionEvent } from '../captions/stabilizer.js';
 import { deriveShapes, formatBytes, type Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
@@ -38,7 +41,7 @@ import { createHttpRoutes, metricsResponse } from './http-routes.js';
 import { ConnectionCounter, refusedConnection } from './connections.js';
 import { Lifecycle } from './lifecycle.js';
 import { ListenConnection } from './listen-connection.js';
-import { createUpgradePolicy, type ConnectionContext } from './upgrade.js';
+import { createUpgradePolicy, errorBody, type ConnectionContext } from './upgrade.js';
 import { ViewerConnection } from './viewer-connection.js';
 
 export interface GatewayOptions {
@@ -104,7 +107,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
   lifecycle.onClose('metrics', () => metrics.close());
 
-  scheduler = new Scheduler(engine, config.scheduler, {
+  let liveLag: () => number = () => 0;
+  scheduler = new Scheduler(engine, { ...config.scheduler, headroom: () => liveLag() < config.files.yieldLagSeconds }, {
     batch: (n) => metrics.batchSize.observe(n),
     submitLatency: (s) => metrics.ingestToSubmit.observe(s),
     consumed: (n) => metrics.samplesDecoded.inc(n),
@@ -171,6 +175,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
   });
   manager = sessions;
+  liveLag = () => sessions.liveLagSeconds();
+  const jobs = new FileJobs({ config, engine, scheduler, log });
+  // Drained after the sessions (reverse order): a running file job gets up to the same grace to finish.
+  lifecycle.onDrain('file jobs', () => jobs.close(config.server.shutdownGraceSeconds * 1000));
   lifecycle.onDrain('sessions', () => sessions.shutdown(config.server.shutdownGraceSeconds * 1000));
   lifecycle.onClose('sessions', () => sessions.close());
 
@@ -199,13 +207,32 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       if (ctx.deepgram) return new DeepgramConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx, ctx.deepgram);
       return new ListenConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx);
     },
-    http: createHttpRoutes({ manager: sessions, pool, metrics, archive, hub, store, gatekeeper, serveMetrics: config.metrics.host === '' }),
+    http: createHttpRoutes({
+      manager: sessions,
+      pool,
+      metrics,
+      archive,
+      hub,
+      store,
+      gatekeeper,
+      serveMetrics: config.metrics.host === '',
+      transcriptions: createTranscriptionsRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
+      prerecorded: createPrerecordedRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
+    }),
   };
   const transportOptions = {
     // Frames above maxFrameBytes get CAP_ERR_FRAME_TOO_LARGE and the session
     // survives; only beyond twice that does the transport close with 1009.
     maxPayloadBytes: Math.max(config.limits.maxFrameBytes, config.limits.maxControlBytes) * 2 + 1024,
     maxBackpressureBytes: config.server.maxBackpressureBytes,
+    // A file, plus the multipart envelope and fields around it.
+    maxBodyBytes: config.files.maxUploadBytes + 64 * 1024,
+    bodyTooLarge: (req: { path: string }, limit: number) =>
+      req.path === TRANSCRIPTIONS_PATH
+        ? openaiTooLarge(config.files.maxUploadBytes)
+        : req.path === '/v1/listen'
+          ? deepgramTooLarge(config.files.maxUploadBytes)
+          : { status: 413, headers: { 'content-type': 'application/json' }, body: JSON.stringify(errorBody('CAP_ERR_BAD_PARAMETER', `the request body is larger than ${limit} bytes`)) },
     // Connection handlers guard themselves; this is the transport's last line.
     onHandlerError: (err: unknown, conn: WsConnection) => {
       log.error({ err, boundary: 'transport', remote: conn.remoteAddress }, 'internal error in a connection handler: closing it');
@@ -283,6 +310,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         viewers: t.viewers,
         participants: t.participants,
         liveCaptionArchives: archive.size.live,
+        fileJobsRunning: jobs.running,
+        fileJobsQueued: jobs.queued,
+        schedulerBackgroundQueued: scheduler.backgroundQueued,
       };
     },
     async listen() {

@@ -3,8 +3,9 @@
  * Prometheus metrics (here, or on a listener of their own: metrics.host),
  * caption files of sessions and meetings (only to who may read them, when
  * auth is on; live ones from memory, the rest from the store, so they
- * survive a restart), the caller's session list and deletion, and the web
- * demo's static files.
+ * survive a restart), the caller's session list and deletion, file
+ * transcription (OpenAI's POST /v1/audio/transcriptions, Deepgram's
+ * pre-recorded POST /v1/listen: src/compat), and the web demo's static files.
  */
 import path from 'node:path';
 
@@ -22,6 +23,7 @@ import type { HttpRequest, HttpResponse } from '../transport/types.js';
 import { packageRoot } from '../util/paths.js';
 import { StaticFiles } from './static-files.js';
 import { errorBody } from './upgrade.js';
+import { TRANSCRIPTIONS_PATH } from '../compat/openai/transcriptions.js';
 
 const SESSION_FILE = new RegExp(`^/v1/sessions/(${ID_CHARS})/captions\\.(vtt|srt|json)$`);
 const MEETING_FILE = new RegExp(`^/v1/meetings/(${ID_CHARS})/captions\\.(vtt|srt|json)$`);
@@ -42,6 +44,10 @@ export interface HttpRouteDeps {
   readonly gatekeeper: Gatekeeper;
   /** /metrics on this port (false when it has its own listener). */
   readonly serveMetrics: boolean;
+  /** POST /v1/audio/transcriptions (OpenAI). */
+  readonly transcriptions: (req: HttpRequest) => Promise<HttpResponse>;
+  /** POST /v1/listen (Deepgram pre-recorded). */
+  readonly prerecorded: (req: HttpRequest) => Promise<HttpResponse>;
 }
 
 /** Prometheus text, for the main port or the metrics listener. */
@@ -154,6 +160,8 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
   };
 
   return async (req) => {
+    if (req.path === TRANSCRIPTIONS_PATH) return deps.transcriptions(req);
+    if (req.path === '/v1/listen' && req.method === 'POST') return deps.prerecorded(req);
     if (req.method === 'DELETE') {
       const m = SESSION.exec(req.path);
       return m ? remove(req, m[1]!) : json(405, errorBody('CAP_ERR_NOT_FOUND', 'DELETE is only for /v1/sessions/:id'));
@@ -172,7 +180,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
         if (deps.serveMetrics) return metricsResponse(metrics);
         break;
       case '/v1/listen':
-        return json(426, errorBody('CAP_ERR_NOT_FOUND', 'this route is a WebSocket; connect with ws:// and Upgrade'));
+        return json(426, errorBody('CAP_ERR_NOT_FOUND', 'this route is a WebSocket (connect with ws:// and Upgrade), or takes a POST of audio (Deepgram pre-recorded)'));
       case '/v1/sessions':
         return list(req);
       case '/lib/cues.js':

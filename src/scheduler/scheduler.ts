@@ -15,6 +15,13 @@
  * - Windows are cut at submit time, so a window carries all audio that
  *   arrived while it waited.
  *
+ * - Background streams (file jobs) yield to the others: they wait in a queue
+ *   of their own, a background window goes only when no other stream is
+ *   ready, as a batch of one, one at a time, never taking the last free
+ *   in-flight slot (unless the engine is idle), and only while `headroom()`
+ *   says the live streams are keeping up. Their windows never delay a live
+ *   stream by more than one background window's decoding.
+ *
  * A sink that throws while handling its result is that stream's fault only:
  * it is told through onInternalError, and everyone else carries on.
  */
@@ -56,7 +63,12 @@ export interface SchedulerOptions {
   readonly maxBatch: number;
   readonly maxWaitMs: number;
   readonly maxInFlight: number;
+  /** Whether background windows may go now (default: always). Polled while one waits. */
+  readonly headroom?: () => boolean;
 }
+
+/** How often a waiting background window asks `headroom()` again. */
+const HEADROOM_POLL_MS = 20;
 
 export interface BatchObserver {
   batch(size: number): void;
@@ -70,6 +82,7 @@ class StreamState implements ScheduledStream {
   readonly id: StreamId;
   readonly ring: RingBuffer;
   readonly sink: StreamSink;
+  readonly background: boolean;
   readonly #scheduler: Scheduler;
   inFlight = false;
   /** Parked: the engine has no decoder for it yet; waits for onReady. */
@@ -88,8 +101,9 @@ class StreamState implements ScheduledStream {
   windowSamples = 0;
   consumed = 0;
 
-  constructor(scheduler: Scheduler, id: StreamId, ring: RingBuffer, sink: StreamSink) {
+  constructor(scheduler: Scheduler, id: StreamId, ring: RingBuffer, sink: StreamSink, background: boolean) {
     this.#scheduler = scheduler;
+    this.background = background;
     this.id = id;
     this.ring = ring;
     this.sink = sink;
@@ -190,6 +204,10 @@ export class Scheduler {
   #inFlight = 0;
   #deadline = 0;
   #timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
+  /** Background streams with a window ready, in turn; at most one of their windows is in the engine. */
+  #background: StreamState[] = [];
+  #backgroundInFlight = false;
+  #backgroundTimer: NodeJS.Timeout | null = null;
   #idleWaiters: (() => void)[] = [];
   /** Engine calls made, and windows in them (tests prove batching with these). */
   batches = 0;
@@ -216,10 +234,18 @@ export class Scheduler {
     return this.#streams.size;
   }
 
-  /** Opens an engine stream whose audio is `ring` and whose results go to `sink`. */
-  open(ring: RingBuffer, sink: StreamSink): ScheduledStream {
+  /** Background windows waiting for their turn. */
+  get backgroundQueued(): number {
+    return this.#background.length;
+  }
+
+  /**
+   * Opens an engine stream whose audio is `ring` and whose results go to
+   * `sink`. A background stream yields to the others (see above).
+   */
+  open(ring: RingBuffer, sink: StreamSink, opts: { background?: boolean } = {}): ScheduledStream {
     const id = this.#engine.openStream();
-    const st = new StreamState(this, id, ring, sink);
+    const st = new StreamState(this, id, ring, sink, opts.background === true);
     this.#streams.set(id, st);
     return st;
   }
@@ -229,6 +255,11 @@ export class Scheduler {
     if (s.queued || !s.ready(this.policy)) return;
     s.queued = true;
     s.readySince = performance.now();
+    if (s.background) {
+      this.#background.push(s);
+      this.#pumpBackground();
+      return;
+    }
     if (this.queued === 0) this.#deadline = s.readySince + this.#opts.maxWaitMs;
     this.#queue.push(s);
     if (this.queued >= this.#opts.maxBatch) this.#pump(false);
@@ -236,13 +267,17 @@ export class Scheduler {
   }
 
   closed(s: StreamState): void {
+    if (s.background && s.queued) {
+      this.#background.splice(this.#background.indexOf(s), 1);
+      s.queued = false;
+    }
     this.#streams.delete(s.id);
     this.#engine.closeStream(s.id);
   }
 
   /** Resolves when nothing is queued or in flight (shutdown, tests). */
   whenIdle(): Promise<void> {
-    if (this.queued === 0 && this.#inFlight === 0) return Promise.resolve();
+    if (this.queued === 0 && this.#inFlight === 0 && !this.#background.length) return Promise.resolve();
     return new Promise((r) => this.#idleWaiters.push(r));
   }
 
@@ -255,9 +290,36 @@ export class Scheduler {
       if (this.queued > 0) this.#deadline = this.#queue[this.#head]!.readySince + this.#opts.maxWaitMs;
     }
     this.#arm();
+    this.#pumpBackground();
     this.#checkIdle();
   }
 
+  /** One background window, when nothing else is waiting, none is in the engine and the live streams have headroom. */
+  #pumpBackground(): void {
+    if (this.#backgroundInFlight || !this.#background.length || this.#backgroundTimer) return;
+    // The others first (their completion pumps again), and a slot always stays free for them.
+    if (this.queued > 0 || (this.#inFlight > 0 && this.#inFlight + 1 >= this.#opts.maxInFlight)) return;
+    if (this.#opts.headroom && !this.#opts.headroom()) {
+      this.#backgroundTimer = setTimeout(() => {
+        this.#backgroundTimer = null;
+        this.#pumpBackground();
+      }, HEADROOM_POLL_MS);
+      return;
+    }
+    while (this.#background.length) {
+      const s = this.#background.shift()!;
+      s.queued = false;
+      const w = s.cut(this.policy);
+      if (!w) continue;
+      this.#backgroundInFlight = true;
+      this.batches++;
+      this.windows++;
+      this.observer?.batch(1);
+      this.#send([s], [w]);
+      return;
+    }
+    this.#checkIdle();
+  }
   #arm(): void {
     if (this.#timer || this.queued === 0 || this.#inFlight >= this.#opts.maxInFlight) return;
     const wait = this.#deadline - performance.now();
@@ -319,6 +381,7 @@ export class Scheduler {
 
   #complete(streams: StreamState[], results: EngineResult[] | null, err: Error | null): void {
     this.#inFlight--;
+    if (streams.length === 1 && streams[0]!.background) this.#backgroundInFlight = false;
     for (let i = 0; i < streams.length; i++) {
       const s = streams[i]!;
       const r = results?.[i];
@@ -344,7 +407,7 @@ export class Scheduler {
   }
 
   #checkIdle(): void {
-    if (this.queued === 0 && this.#inFlight === 0 && this.#idleWaiters.length) {
+    if (this.queued === 0 && this.#inFlight === 0 && !this.#background.length && this.#idleWaiters.length) {
       const w = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const f of w) f();
@@ -353,6 +416,10 @@ export class Scheduler {
 
   /** Stops the batch timer (shutdown). */
   close(): void {
+    if (this.#backgroundTimer) {
+      clearTimeout(this.#backgroundTimer);
+      this.#backgroundTimer = null;
+    }
     if (this.#timer) {
       clearTimeout(this.#timer as NodeJS.Timeout);
       clearImmediate(this.#timer as NodeJS.Immediate);

@@ -15,6 +15,12 @@ export interface TranscribeOptions {
   realtime?: boolean;
   onPartial?: (h: Hypothesis) => void;
   onFinal?: (u: Utterance) => void;
+  /** Run through this scheduler (the gateway's) instead of a private one. */
+  scheduler?: Scheduler;
+  /** A background stream: it yields to the scheduler's other streams (file jobs). */
+  background?: boolean;
+  /** Stops the transcription (it rejects with the signal's reason). */
+  signal?: AbortSignal;
 }
 
 export interface TranscribeResult {
@@ -38,7 +44,7 @@ function schedulerFor(engine: Engine): Scheduler {
 export async function transcribePcm(engine: Engine, pcm: Int16Array, opts: TranscribeOptions = {}): Promise<TranscribeResult> {
   const policy = engine.info.policy;
   const size = Math.max(1, Math.min(opts.windowSamples ?? policy.minSamples, policy.maxSamples));
-  const scheduler = schedulerFor(engine);
+  const scheduler = opts.scheduler ?? schedulerFor(engine);
   // A private ring: room for two windows, mirrored so any window is contiguous.
   const capacity = 2 * policy.maxSamples;
   const ring = new RingBuffer({ index: -1, samples: new Int16Array(capacity + policy.maxSamples) }, capacity, policy.maxSamples);
@@ -75,7 +81,13 @@ export async function transcribePcm(engine: Engine, pcm: Int16Array, opts: Trans
       progressed();
     },
     onUnparked: progressed,
-  });
+  }, { background: opts.background === true });
+  const onAbort = () => {
+    failure ??= opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted');
+    progressed();
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) onAbort();
   /** Waits until the stream is idle (or failed). Parked streams wait for the engine's ready event. */
   const whileBusy = async (done: () => boolean) => {
     while (!failure && !done()) await new Promise<void>((r) => (wakeUp = r));
@@ -98,6 +110,7 @@ export async function transcribePcm(engine: Engine, pcm: Int16Array, opts: Trans
     stream.flush();
     await whileBusy(() => stream.settled && stream.idle);
   } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
     stream.close();
   }
   return { finals, windows, decoderWaitMs, parks };

@@ -85,6 +85,20 @@ export class SessionManager {
   get engineLagSeconds(): number {
     return this.#engineLag;
   }
+  /**
+   * Longest wait of any live session's oldest undecoded audio right now
+   * (measured at most every 10 ms): whether file jobs may use the engine.
+   */
+  liveLagSeconds(): number {
+    const now = performance.now();
+    if (now - this.#liveLagAt >= 10) {
+      this.#liveLag = this.#measureLag();
+      this.#liveLagAt = now;
+    }
+    return this.#liveLag;
+  }
+  #liveLag = 0;
+  #liveLagAt = -Infinity;
   get scratchBytes(): number {
     return this.#scratch.byteLength;
   }

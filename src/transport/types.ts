@@ -52,6 +52,14 @@ export interface HttpRequest {
   readonly query: URLSearchParams;
   readonly headers: Readonly<Record<string, string>>;
   readonly remoteAddress: string;
+  /**
+   * The whole request body (empty for GET and HEAD), at most
+   * TransportOptions.maxBodyBytes: a larger one is answered by
+   * `bodyTooLarge` before more of it is buffered.
+   */
+  readonly body: Uint8Array;
+  /** Called once if the client goes away before the response is written (long requests stop their work). */
+  onAbort(listener: () => void): void;
 }
 
 export interface HttpResponse {
@@ -76,6 +84,10 @@ export interface TransportOptions {
    * gateway, which logs it and closes that connection.
    */
   readonly onHandlerError: (err: unknown, conn: WsConnection) => void;
+  /** Largest HTTP request body buffered; a larger one gets `bodyTooLarge` (413) and the connection is closed. */
+  readonly maxBodyBytes: number;
+  /** The 413 answer, in the dialect of the route asked for (the body is not handed to `http`). */
+  readonly bodyTooLarge: (req: Omit<HttpRequest, 'body' | 'onAbort'>, limit: number) => HttpResponse;
 }
 
 export interface Transport {
@@ -101,11 +113,26 @@ export const STATUS_TEXT: Readonly<Record<number, string>> = {
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
   426: 'Upgrade Required',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
   503: 'Service Unavailable',
 };
+
+/** Methods whose requests are read for a body. */
+export function hasBody(method: string): boolean {
+  return method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS' && method !== 'DELETE';
+}
+
+/** The declared Content-Length, or null (absent, chunked, or malformed). */
+export function declaredLength(headers: Readonly<Record<string, string>>): number | null {
+  const v = headers['content-length'];
+  if (v === undefined || !/^\d{1,15}$/.test(v.trim())) return null;
+  return Number(v.trim());
+}
 
 export function parseProtocols(header: string | undefined): string[] {
   return (header ?? '')

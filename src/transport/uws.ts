@@ -8,6 +8,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 
 import {
+  declaredLength,
+  hasBody,
   parseProtocols,
   STATUS_TEXT,
   type ConnectionHandler,
@@ -32,8 +34,10 @@ interface UwsWebSocket {
 interface UwsHttpResponse {
   writeStatus(status: string): UwsHttpResponse;
   writeHeader(key: string, value: string): UwsHttpResponse;
-  end(body?: string | Uint8Array): UwsHttpResponse;
+  end(body?: string | Uint8Array, closeConnection?: boolean): UwsHttpResponse;
   onAborted(cb: () => void): UwsHttpResponse;
+  onData(cb: (chunk: ArrayBuffer, isLast: boolean) => void): UwsHttpResponse;
+  close(): UwsHttpResponse;
   cork(cb: () => void): UwsHttpResponse;
   upgrade(userData: UserData, key: string, protocol: string, extensions: string, context: unknown): void;
   getRemoteAddressAsText(): ArrayBuffer;
@@ -120,10 +124,10 @@ function httpHeaders(req: UwsHttpRequest): Record<string, string> {
   return h;
 }
 
-function writeResponse(res: UwsHttpResponse, r: HttpResponse): void {
+function writeResponse(res: UwsHttpResponse, r: HttpResponse, closeConnection = false): void {
   res.writeStatus(`${r.status} ${STATUS_TEXT[r.status] ?? ''}`);
   for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
-  res.end(r.body);
+  res.end(r.body, closeConnection);
 }
 
 export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: TransportOptions): Transport {
@@ -237,7 +241,7 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
   });
 
   app.any('/*', (res, req) => {
-    const r: HttpRequest = {
+    const head = {
       method: req.getMethod().toUpperCase(),
       path: req.getUrl(),
       query: new URLSearchParams(req.getQuery() ?? ''),
@@ -245,15 +249,54 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
       remoteAddress: textDecoder.decode(res.getRemoteAddressAsText()),
     };
     let aborted = false;
+    let answered = false;
+    const abortListeners: (() => void)[] = [];
     res.onAborted(() => {
       aborted = true;
+      for (const f of abortListeners.splice(0)) f();
     });
-    const done = (resp: HttpResponse) => {
-      if (!aborted) res.cork(() => writeResponse(res, resp));
+    const done = (resp: HttpResponse, close = false) => {
+      if (aborted || answered) return;
+      answered = true;
+      // close: the rest of the body is not read, so the connection cannot carry another request; uWS closes it after the answer.
+      res.cork(() => writeResponse(res, resp, close));
     };
-    Promise.resolve()
-      .then(() => handlers.http(r))
-      .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }));
+    const run = (body: Uint8Array) => {
+      const r: HttpRequest = { ...head, body, onAbort: (f) => (aborted ? f() : abortListeners.push(f)) };
+      Promise.resolve()
+        .then(() => handlers.http(r))
+        .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }));
+    };
+    if (!hasBody(head.method) || (declaredLength(head.headers) ?? (head.headers['transfer-encoding'] ? -1 : 0)) === 0) {
+      run(new Uint8Array(0));
+      return;
+    }
+    const limit = opts.maxBodyBytes;
+    const declared = declaredLength(head.headers);
+    if (declared !== null && declared > limit) {
+      done(opts.bodyTooLarge(head, limit), true);
+      return;
+    }
+    // uWS lends each chunk only for the call: copy it. Memory grows with what arrives (doubling), never
+    // with what is declared: a client declaring a large body and sending nothing costs 64 KiB.
+    let buf = new Uint8Array(Math.min(declared ?? limit, 64 * 1024));
+    let size = 0;
+    res.onData((chunk, isLast) => {
+      if (answered || aborted) return;
+      const n = chunk.byteLength;
+      if (size + n > limit) {
+        done(opts.bodyTooLarge(head, limit), true);
+        return;
+      }
+      if (size + n > buf.length) {
+        const grown = new Uint8Array(Math.min(limit, Math.max(buf.length * 2, size + n)));
+        grown.set(buf.subarray(0, size));
+        buf = grown;
+      }
+      buf.set(new Uint8Array(chunk), size);
+      size += n;
+      if (isLast) run(buf.subarray(0, size));
+    });
   });
 
   return {

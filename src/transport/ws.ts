@@ -8,10 +8,13 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 
 import {
+  declaredLength,
+  hasBody,
   type ConnectionHandler,
   parseProtocols,
   STATUS_TEXT,
   type HttpRequest,
+  type HttpResponse,
   type Transport,
   type TransportHandlers,
   type TransportOptions,
@@ -110,25 +113,66 @@ export function createWsTransport<C>(handlers: TransportHandlers<C>, opts: Trans
 
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    const r: HttpRequest = {
+    const head = {
       method: (req.method ?? 'GET').toUpperCase(),
       path: url.pathname,
       query: url.searchParams,
       headers: headersOf(req),
       remoteAddress: req.socket.remoteAddress ?? '',
     };
-    Promise.resolve()
-      .then(() => handlers.http(r))
-      .then(
-        (resp) => {
-          res.writeHead(resp.status, resp.headers as http.OutgoingHttpHeaders | undefined);
-          res.end(resp.body);
-        },
-        (err: unknown) => {
-          res.writeHead(500);
-          res.end(`internal error: ${(err as Error).message}`);
-        },
-      );
+    let answered = false;
+    const abortListeners: (() => void)[] = [];
+    // The response closing before it was written: the client went away.
+    res.on('close', () => {
+      if (!res.writableFinished) for (const f of abortListeners.splice(0)) f();
+    });
+    const done = (resp: HttpResponse, close = false) => {
+      if (answered || res.destroyed) return;
+      answered = true;
+      const headers = { ...(resp.headers ?? {}), ...(close ? { connection: 'close' } : {}) };
+      res.writeHead(resp.status, headers as http.OutgoingHttpHeaders);
+      res.end(resp.body);
+      // The rest of the body is not read: stop reading it and drop the connection once the answer is out.
+      if (close) {
+        req.pause();
+        res.on('finish', () => req.socket.destroy());
+      }
+    };
+    const run = (body: Uint8Array) => {
+      const r: HttpRequest = { ...head, body, onAbort: (f) => (res.destroyed ? f() : abortListeners.push(f)) };
+      Promise.resolve()
+        .then(() => handlers.http(r))
+        .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }));
+    };
+    if (!hasBody(head.method)) {
+      req.resume();
+      run(new Uint8Array(0));
+      return;
+    }
+    const limit = opts.maxBodyBytes;
+    const declared = declaredLength(head.headers);
+    if (declared !== null && declared > limit) {
+      done(opts.bodyTooLarge(head, limit), true);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      if (answered) return;
+      size += chunk.length;
+      if (size > limit) {
+        chunks.length = 0;
+        done(opts.bodyTooLarge(head, limit), true);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (!answered) run(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    });
+    req.on('error', () => {
+      for (const f of abortListeners.splice(0)) f();
+    });
   });
 
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {

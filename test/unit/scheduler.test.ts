@@ -59,9 +59,9 @@ class Owner implements StreamSink {
   results: EngineResult[] = [];
   failures: unknown[] = [];
   throwOnResult = false;
-  constructor(scheduler: Scheduler, pool: SlabPool) {
+  constructor(scheduler: Scheduler, pool: SlabPool, background = false) {
     this.ring = new RingBuffer(pool.acquire()!, 16000, 1600);
-    this.stream = scheduler.open(this.ring, this);
+    this.stream = scheduler.open(this.ring, this, { background });
   }
   write(n: number) {
     this.ring.write(new Int16Array(n));
@@ -280,5 +280,80 @@ describe('Scheduler', () => {
     await tick();
     expect(owners[0]!.results).toHaveLength(1);
     expect(owners[2]!.results).toHaveLength(1);
+  });
+});
+
+describe('Scheduler: background streams (file jobs) yield', () => {
+  function withBackground(headroom: () => boolean) {
+    const engine = new ManualEngine();
+    const scheduler = new Scheduler(engine as unknown as Engine, { maxBatch: 8, maxWaitMs: 0, maxInFlight: 3, headroom });
+    const pool = new SlabPool({ slabs: 3, slabSamples: 17600 });
+    const live = [new Owner(scheduler, pool), new Owner(scheduler, pool)];
+    const file = new Owner(scheduler, pool, true);
+    return { engine, scheduler, live, file };
+  }
+
+  it('a background window goes alone, only when no live window waits, one at a time', async () => {
+    const { engine, scheduler, live, file } = withBackground(() => true);
+    live[0]!.write(1600);
+    file.write(1600);
+    await tick();
+    // The live window first; the file waits while it is queued, then goes as a batch of one.
+    expect(engine.calls.map((c) => c.map((w) => w.stream))).toEqual([[1], [3]]);
+    file.write(1600);
+    live[1]!.write(1600);
+    await tick();
+    // The file's next window waits for its first; the live one goes.
+    expect(engine.calls.map((c) => c.map((w) => w.stream))).toEqual([[1], [3], [2]]);
+    engine.completeNext();
+    engine.completeNext();
+    await tick();
+    expect(engine.calls.at(-1)!.map((w) => w.stream)).toEqual([3]);
+    engine.completeNext();
+    engine.completeNext();
+    await scheduler.whenIdle();
+    expect(file.results).toHaveLength(2);
+  });
+
+  it('never takes the last free in-flight slot while the engine is busy', async () => {
+    const engine = new ManualEngine();
+    const scheduler = new Scheduler(engine as unknown as Engine, { maxBatch: 8, maxWaitMs: 0, maxInFlight: 2 });
+    const pool = new SlabPool({ slabs: 2, slabSamples: 17600 });
+    const live = new Owner(scheduler, pool);
+    const file = new Owner(scheduler, pool, true);
+    live.write(1600);
+    file.write(1600);
+    await tick();
+    expect(engine.calls).toHaveLength(1);
+    engine.completeNext();
+    await tick();
+    expect(engine.calls.at(-1)!.map((w) => w.stream)).toEqual([2]);
+    engine.completeNext();
+    await scheduler.whenIdle();
+  });
+
+  it('waits while headroom() says the live streams are behind, and goes when they catch up', async () => {
+    let room = false;
+    const { engine, scheduler, file } = withBackground(() => room);
+    file.write(1600);
+    await sleep(60);
+    expect(engine.calls).toHaveLength(0);
+    expect(scheduler.backgroundQueued).toBe(1);
+    room = true;
+    await sleep(60);
+    expect(engine.calls).toHaveLength(1);
+    engine.completeNext();
+    await scheduler.whenIdle();
+    expect(file.results).toHaveLength(1);
+  });
+
+  it('a closed background stream leaves the queue', async () => {
+    const { scheduler, file } = withBackground(() => false);
+    file.write(1600);
+    expect(scheduler.backgroundQueued).toBe(1);
+    file.stream.close();
+    expect(scheduler.backgroundQueued).toBe(0);
+    await scheduler.whenIdle();
+    scheduler.close();
   });
 });

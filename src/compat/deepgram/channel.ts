@@ -54,12 +54,12 @@ type Outgoing = Record<string, unknown> & { type: string };
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
 /** Deepgram's `word`: lower case, without the punctuation around it (that stays in punctuated_word). */
-function bareWord(w: string): string {
+export function bareWord(w: string): string {
   return w.toLowerCase().replace(/^[^\p{L}\p{N}']+|[^\p{L}\p{N}']+$/gu, '');
 }
 
 /** A stable UUID-shaped id for the configured engine (Deepgram reports models by uuid). */
-function modelUuid(name: string, version: string): string {
+export function modelUuid(name: string, version: string): string {
   const h = createHash('sha256').update(`${name}\0${version}`).digest('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }

@@ -155,11 +155,16 @@ function integer(name: string, v: string, min: number, max: number): number {
   return n;
 }
 
+const LIVE_PARAMS: readonly string[] = ['encoding', 'sample_rate', 'channels', 'interim_results', 'model', 'language', 'utterance_end_ms', 'vad_events', 'endpointing'];
+
 /**
- * Parses a Deepgram live URL's parameters, or throws DeepgramParamError
- * naming the first parameter that is refused or invalid.
+ * The checks every Deepgram request's parameters go through, live or
+ * pre-recorded: a parameter given twice, a refused one, or a formatting
+ * option turned on throws DeepgramParamError naming it. Returns the
+ * parameters accepted without effect (`name=value`); those in `known` are
+ * the caller's to read.
  */
-export function parseDeepgramParams(query: URLSearchParams): DeepgramParams {
+export function screenDeepgramParams(query: URLSearchParams, known: readonly string[]): string[] {
   const ignored: string[] = [];
   const seen = new Set<string>();
   for (const [k, v] of query) {
@@ -178,24 +183,37 @@ export function parseDeepgramParams(query: URLSearchParams): DeepgramParams {
       ignored.push(`${k}=${v.slice(0, 64)}`);
       continue;
     }
-    if (
-      ![
-        'encoding',
-        'sample_rate',
-        'channels',
-        'interim_results',
-        'model',
-        'language',
-        'utterance_end_ms',
-        'vad_events',
-        'endpointing',
-      ].includes(k)
-    ) {
+    if (!known.includes(k)) {
       // Deepgram adds parameters often; one we do not know cannot be honoured, so it is ignored visibly.
       ignored.push(`${k}=${v.slice(0, 64)}`);
     }
   }
+  return ignored;
+}
 
+/** English, or a regional English (`en-US`, `en_GB`); anything else throws. */
+export function deepgramLanguage(query: URLSearchParams): string {
+  const language = query.get('language') ?? 'en';
+  if (!/^en([-_][A-Za-z]{2,4})?$/.test(language)) {
+    throw new DeepgramParamError('language', `language=${language.slice(0, 32)} is not supported: only English (en, en-US, en-GB, …) is transcribed here`);
+  }
+  return language;
+}
+
+export function deepgramBool(name: string, v: string): boolean {
+  return bool(name, v);
+}
+
+export function deepgramInteger(name: string, v: string, min: number, max: number): number {
+  return integer(name, v, min, max);
+}
+
+/**
+ * Parses a Deepgram live URL's parameters, or throws DeepgramParamError
+ * naming the first parameter that is refused or invalid.
+ */
+export function parseDeepgramParams(query: URLSearchParams): DeepgramParams {
+  const ignored = screenDeepgramParams(query, LIVE_PARAMS);
   const encRaw = query.get('encoding');
   if (encRaw === null) {
     throw new DeepgramParamError(
@@ -212,10 +230,7 @@ export function parseDeepgramParams(query: URLSearchParams): DeepgramParams {
   const sampleRate = integer('sample_rate', sr, 8000, 48000);
   const channels = query.has('channels') ? integer('channels', query.get('channels')!, 1, 2) : 1;
 
-  const language = query.get('language') ?? 'en';
-  if (!/^en([-_][A-Za-z]{2,4})?$/.test(language)) {
-    throw new DeepgramParamError('language', `language=${language.slice(0, 32)} is not supported: only English (en, en-US, en-GB, …) is transcribed here`);
-  }
+  const language = deepgramLanguage(query);
   const ue = query.get('utterance_end_ms');
   const ep = query.get('endpointing');
   let endpointing: number | null = null;
