@@ -100,7 +100,8 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
     const seconds = Math.max(3, Math.min(5 + rand() * 40, (deadline - Date.now()) / 1000));
     const fast = rand() < 0.05;
     const abrupt = rand() < 0.15;
-    const c = await connect(url, stereo48 ? { sampleRate: 48000, channels: 2 } : { sampleRate: 16000 });
+    // An abrupt one is a client that vanishes for good: no resume (the server parks it, then ends it).
+    const c = await connect(url, { ...(stereo48 ? { sampleRate: 48000, channels: 2 } : { sampleRate: 16000 }), resume: !abrupt });
     result.sessionsRun++;
     const frames = Math.floor(seconds * 10);
     const t0 = performance.now();
