@@ -201,6 +201,8 @@ void WhisperRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut& o
     s.utt.clear();
     s.inUtt = false;
     s.lastPartialLen = 0;
+    // The pre-roll of the next utterance never reaches back into this one.
+    s.preroll.clear();
   };
   const size_t frame = Vad::kFrameShift;
   auto feedFrame = [&](const int16_t* f) {
