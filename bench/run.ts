@@ -71,6 +71,8 @@ const overheadEnv = (n: number, transport: string) => ({
   CAPTIONGATE_SERVER_TRANSPORT: transport,
   CAPTIONGATE_POOL_SLABS: String(n + 50),
   CAPTIONGATE_LIMITS_MAX_SESSIONS_PER_ADDRESS: String(n + 50),
+  // Every load generator connects from 127.0.0.1.
+  CAPTIONGATE_LIMITS_MAX_CONNECTIONS_PER_ADDRESS: String(n + 50),
   CAPTIONGATE_RATE_LIMITS_OPENS_PER_MINUTE_PER_ADDRESS: '1000000',
   CAPTIONGATE_ADMISSION_MAX_ENGINE_LAG_SECONDS: '600',
 });
@@ -146,6 +148,8 @@ async function sectionOverhead(): Promise<void> {
     const b = await overheadRun(n, 'bare');
     runs.push(g);
     bare.push(b);
+    // A run where sessions were refused carried fewer streams than it divides by: not comparable.
+    if (g.refused > 0 || b.refused > 0) row('1 overhead', `INVALID @${n}`, `${g.refused} gateway / ${b.refused} bare sessions refused`, 'none refused', false);
     row('1 overhead', `gateway CPU per 100 streams @${n}`, `${g.cpuPer100.toFixed(2)}% of a core`, '≤ 1%', g.cpuPer100 <= 1);
     row('1 overhead', `bare uWS floor per 100 streams @${n}`, `${b.cpuPer100.toFixed(2)}% (gateway = ${(g.cpuPer100 / b.cpuPer100).toFixed(2)}× floor)`, '≤ 1.5× floor', g.cpuPer100 <= 1.5 * b.cpuPer100);
     row('1 overhead', `ingest→submit p50 / p99 @${n}`, `${g.ingestP50Ms.toFixed(2)} / ${g.ingestP99Ms.toFixed(2)} ms (batch wait ${maxWait} ms)`, 'p99 < 5 ms beyond the wait', g.ingestP99Ms - maxWait < 5);
