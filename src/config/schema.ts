@@ -89,6 +89,7 @@ export const configSchema = z
       .object({
         maxBatch: int(1, 4096),
         maxWaitMs: num(0, 1000),
+        minIntervalMs: num(0, 1000),
         maxInFlight: int(1, 1024),
       })
       .strict(),

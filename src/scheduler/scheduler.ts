@@ -7,7 +7,12 @@
  *
  * - A batch goes when it is full (maxBatch) or when the oldest ready stream
  *   has waited maxWaitMs (0: at the end of the current event-loop turn,
- *   which still batches everything that arrived in it).
+ *   which still batches everything that arrived in it), but a batch that is
+ *   not full goes no sooner than minIntervalMs after the one before. So at a
+ *   low window rate every window goes at once, and at a high one the
+ *   windows of many streams share one engine call: one thread handoff and
+ *   one completion wakeup per batch, not per window, for at most
+ *   minIntervalMs of added wait.
  * - Streams wait in one FIFO and each contributes at most one window per
  *   batch, so every stream is served in turn.
  * - At most maxInFlight batches are in the engine at once; beyond that,
@@ -63,6 +68,8 @@ export interface SchedulerOptions {
   readonly maxBatch: number;
   readonly maxWaitMs: number;
   readonly maxInFlight: number;
+  /** Least time between two engine calls whose batch is not full (default 0). */
+  readonly minIntervalMs?: number;
   /** Whether background windows may go now (default: always). Polled while one waits. */
   readonly headroom?: () => boolean;
 }
@@ -203,6 +210,8 @@ export class Scheduler {
   #head = 0;
   #inFlight = 0;
   #deadline = 0;
+  /** performance.now() of the last live batch submitted. */
+  #lastSubmitAt = -Infinity;
   #timer: NodeJS.Timeout | NodeJS.Immediate | null = null;
   /** Background streams with a window ready, in turn; at most one of their windows is in the engine. */
   #background: StreamState[] = [];
@@ -260,7 +269,7 @@ export class Scheduler {
       this.#pumpBackground();
       return;
     }
-    if (this.queued === 0) this.#deadline = s.readySince + this.#opts.maxWaitMs;
+    if (this.queued === 0) this.#deadline = this.#dueAt(s.readySince);
     this.#queue.push(s);
     if (this.queued >= this.#opts.maxBatch) this.#pump(false);
     else this.#arm();
@@ -287,7 +296,7 @@ export class Scheduler {
       if (!due) break;
       this.#submitOne();
       timerFired = false;
-      if (this.queued > 0) this.#deadline = this.#queue[this.#head]!.readySince + this.#opts.maxWaitMs;
+      if (this.queued > 0) this.#deadline = this.#dueAt(this.#queue[this.#head]!.readySince);
     }
     this.#arm();
     this.#pumpBackground();
@@ -320,6 +329,11 @@ export class Scheduler {
     }
     this.#checkIdle();
   }
+  /** When a batch whose oldest window became ready at `readySince` is due, unless it fills first. */
+  #dueAt(readySince: number): number {
+    return Math.max(readySince + this.#opts.maxWaitMs, this.#lastSubmitAt + (this.#opts.minIntervalMs ?? 0));
+  }
+
   #arm(): void {
     if (this.#timer || this.queued === 0 || this.#inFlight >= this.#opts.maxInFlight) return;
     const wait = this.#deadline - performance.now();
@@ -350,6 +364,7 @@ export class Scheduler {
       this.#head = 0;
     }
     if (!windows.length) return;
+    this.#lastSubmitAt = now;
     this.batches++;
     this.windows += windows.length;
     observer?.batch(windows.length);

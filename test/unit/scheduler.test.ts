@@ -22,6 +22,8 @@ const ok = (w: EngineWindow, over: Partial<EngineResult> = {}): EngineResult => 
 /** An engine whose batches complete only when the test says so. */
 class ManualEngine {
   calls: EngineWindow[][] = [];
+  /** performance.now() of each call. */
+  callTimes: number[] = [];
   #pending: ((r: EngineResult[]) => void)[] = [];
   #ready: ((ids: readonly StreamId[]) => void)[] = [];
   #next = 1;
@@ -41,6 +43,7 @@ class ManualEngine {
   }
   submit(windows: readonly EngineWindow[]): Promise<EngineResult[]> {
     this.calls.push([...windows]);
+    this.callTimes.push(performance.now());
     return new Promise((resolve) => this.#pending.push(resolve));
   }
   /** Completes the oldest pending call; `answer` may change a window's result. */
@@ -82,7 +85,7 @@ class Owner implements StreamSink {
 const tick = () => new Promise((r) => setImmediate(r));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function setup(opts: { maxBatch: number; maxWaitMs: number; maxInFlight: number }, n: number) {
+function setup(opts: { maxBatch: number; maxWaitMs: number; maxInFlight: number; minIntervalMs?: number }, n: number) {
   const engine = new ManualEngine();
   const scheduler = new Scheduler(engine as unknown as Engine, opts);
   const pool = new SlabPool({ slabs: n, slabSamples: 17600 });
@@ -115,6 +118,35 @@ describe('Scheduler', () => {
     await tick();
     expect(engine.calls).toHaveLength(1);
     expect(engine.calls[0]).toHaveLength(10);
+  });
+
+  it('minIntervalMs: a window at a low rate goes at once; at a high rate the windows of many streams share a call', async () => {
+    const { engine, owners } = setup({ maxBatch: 64, maxWaitMs: 0, maxInFlight: 1024, minIntervalMs: 30 }, 10);
+    // Low rate: each window is the first in a long while, so it goes in the same turn.
+    owners[0]!.write(1600);
+    await tick();
+    expect(engine.calls).toHaveLength(1);
+    engine.completeNext();
+    await sleep(45);
+    owners[1]!.write(1600);
+    await tick();
+    expect(engine.calls).toHaveLength(2);
+    // High rate: ten streams ready one after another, well inside the interval,
+    // wait for it and go as one call, not ten.
+    const before = engine.calls.length;
+    const t0 = performance.now();
+    for (const o of owners) {
+      o.write(1600);
+      await sleep(1);
+    }
+    const writing = performance.now() - t0;
+    const sent = () => engine.calls.slice(before).flat().length;
+    for (let i = 0; i < 1000 && sent() < 9; i++) await sleep(1);
+    expect(sent()).toBe(10 - 1); // owners[1] is still in flight
+    // One call per interval the writes spanned (one, unless the machine stalled this test).
+    expect(engine.calls.length - before).toBeLessThanOrEqual(1 + Math.floor(writing / 30));
+    // Calls are the interval apart (timers run late on a loaded machine; libuv's whole-ms clock may fire one early).
+    for (let i = before; i < engine.calls.length; i++) expect(engine.callTimes[i]! - engine.callTimes[i - 1]!).toBeGreaterThanOrEqual(27);
   });
 
   it('bounds batches in flight, and serves every stream in turn (FIFO, one window each per batch)', async () => {
