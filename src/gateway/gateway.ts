@@ -104,6 +104,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     parkedSessions: () => manager?.parked ?? 0,
     batchesInFlight: () => scheduler?.inFlight ?? 0,
     engineLagSeconds: () => manager?.engineLagSeconds ?? 0,
+    store: () => store.status(),
   });
   lifecycle.onClose('metrics', () => metrics.close());
 
