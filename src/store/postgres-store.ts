@@ -132,8 +132,10 @@ export async function openPostgresStore(opts: PostgresStoreOptions, log: Logger)
     types,
   });
   // An idle connection that breaks (the server went away) is dropped by the
-  // pool and reported here; the next batch or read finds out for itself.
-  pool.on('error', (err) => log.warn({ err: { message: err.message }, store: where }, 'caption store: an idle PostgreSQL connection failed'));
+  // pool and reported here: without a listener it would crash the process.
+  // Once the store exists, it takes this as a sign the database is down.
+  const idle = { failed: (err: Error) => log.warn({ err: { message: err.message }, store: where }, 'caption store: an idle PostgreSQL connection failed') };
+  pool.on('error', (err) => idle.failed(err));
   let client: pg.PoolClient;
   try {
     client = await pool.connect();
@@ -166,7 +168,9 @@ export async function openPostgresStore(opts: PostgresStoreOptions, log: Logger)
     await pool.end().catch(() => {});
     throw err;
   }
-  return new PostgresStore(pool, opts, where, log);
+  const store = new PostgresStore(pool, opts, where, log);
+  idle.failed = (err) => store.connectionLost(err);
+  return store;
 }
 
 class PostgresStore implements Store {
@@ -184,6 +188,7 @@ class PostgresStore implements Store {
   #writing: Promise<void> = Promise.resolve();
   /** Consecutive failed attempts; > 0 means the database is unreachable. */
   #failures = 0;
+  #probing = false;
   #dropped = 0;
   #droppedLoggedAt = 0;
   #closed = false;
@@ -314,8 +319,48 @@ class PostgresStore implements Store {
     try {
       return await this.#pool.query<R>(sql, params);
     } catch (err) {
-      throw transient(err) ? unavailable(err) : err;
+      if (!transient(err)) throw err;
+      this.connectionLost(err as Error);
+      throw unavailable(err);
     }
+  }
+
+  /**
+   * A connection broke (a read failed, an idle connection was cut): one
+   * connection, or the database? A probe (SELECT 1) right away tells; if it
+   * fails, the store is degraded and probed on the retry schedule until it
+   * answers, even with nothing queued.
+   */
+  connectionLost(err: Error): void {
+    if (this.#closed || this.#failures > 0 || this.#probing) return;
+    this.#probing = true;
+    this.#log.warn({ err: { message: err.message }, store: this.#where }, 'caption store: a PostgreSQL connection failed; checking the database');
+    this.#writing = this.#writing.then(() =>
+      this.#pool.query('SELECT 1').then(
+        () => {
+          this.#probing = false;
+        },
+        (probe: unknown) => {
+          this.#probing = false;
+          if (!this.#closed && this.#failures === 0) this.#failed(probe);
+        },
+      ),
+    );
+  }
+
+  #failed(err: unknown): void {
+    if (this.#failures++ === 0) {
+      this.#log.warn(
+        { err: { message: (err as Error).message }, store: this.#where, queuedWrites: this.#pending.size + this.#inFlight },
+        'caption store: PostgreSQL is unreachable; writes are queued (up to store.maxQueuedWrites) and retried, reads answer 503',
+      );
+    }
+    if (this.#retryTimer) return;
+    const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(this.#failures - 1, 10));
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      void this.flush();
+    }, delay);
   }
 
   flush(): Promise<void> {
@@ -327,7 +372,8 @@ class PostgresStore implements Store {
       clearTimeout(this.#retryTimer);
       this.#retryTimer = null;
     }
-    if (!this.#pending.empty) {
+    // While the database is down, an attempt is made even with nothing queued: it is the probe that finds it back.
+    if (!this.#pending.empty || this.#failures > 0) {
       const batch = this.#pending;
       this.#pending = new Pending();
       this.#inFlight += batch.size;
@@ -359,27 +405,23 @@ class PostgresStore implements Store {
         return;
       }
       if (this.#closed) {
+        if (batch.size === 0) return;
         this.#dropped += batch.size;
         this.#log.error({ err: { message: (err as Error).message }, store: this.#where, records: batch.size }, 'caption store: PostgreSQL is unreachable at shutdown; queued writes are lost');
         return;
       }
       this.#pending.absorb(batch);
-      if (this.#failures++ === 0) {
-        this.#log.warn(
-          { err: { message: (err as Error).message }, store: this.#where, queuedWrites: this.#pending.size },
-          'caption store: PostgreSQL is unreachable; writes are queued (up to store.maxQueuedWrites) and retried, reads answer 503',
-        );
-      }
-      const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** Math.min(this.#failures - 1, 10));
-      this.#retryTimer = setTimeout(() => {
-        this.#retryTimer = null;
-        void this.flush();
-      }, delay);
+      this.#failed(err);
     }
   }
 
   /** One transaction; resolves with how many finals were skipped (their session is gone). */
   async #write(b: Pending): Promise<number> {
+    if (b.empty) {
+      // A probe while the database is down.
+      await this.#pool.query('SELECT 1');
+      return 0;
+    }
     const client = await this.#pool.connect();
     // A checked-out client has no error listener of the pool's: a broken
     // connection must not become an uncaught 'error' event.

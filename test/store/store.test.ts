@@ -407,6 +407,30 @@ describe('PostgreSQL store: the database goes away and comes back', () => {
     }
   });
 
+  it('a store with nothing to write finds out too: degraded while the database is down, back when it is', async () => {
+    const url = await pgServer.createDatabase('idle_outage');
+    const store = await openPostgresStore({ url, poolSize: 2, connectTimeoutMs: 2000, ...defaults }, silentLog);
+    const until = async (ok: boolean) => {
+      const deadline = Date.now() + 30_000;
+      while (store.status().ok !== ok && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(store.status().ok).toBe(ok);
+    };
+    try {
+      expect(await store.getSession('x')).toBeNull();
+      await pgServer.stop();
+      // Its idle connection is cut (or the next read fails): a probe finds the database gone.
+      await store.getSession('x').catch(() => null);
+      await until(false);
+      await expect(store.getSession('x')).rejects.toBeInstanceOf(StoreUnavailableError);
+      await pgServer.start();
+      await until(true);
+      expect(await store.getSession('x')).toBeNull();
+    } finally {
+      if (!(await pgServer.query('postgres', 'SELECT 1').then(() => true, () => false))) await pgServer.start();
+      await store.close();
+    }
+  });
+
   it('a clean stop while the database is down does not hang, and says what was lost', async () => {
     const url = await pgServer.createDatabase('down_at_stop');
     const lines: Record<string, unknown>[] = [];
