@@ -43,6 +43,8 @@ const QUERY_TIMEOUT_MS = 30_000;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 2000;
 const DROP_LOG_INTERVAL_MS = 10_000;
+/** Records per transaction: a long outage's queue is written in several. */
+const MAX_RECORDS_PER_TRANSACTION = 5000;
 /** pg_advisory_xact_lock key for migrations ("capt" in ASCII). */
 const MIGRATION_LOCK = 0x63617074;
 
@@ -99,6 +101,33 @@ class Pending {
 
   get empty(): boolean {
     return this.size === 0 && this.expireBefore === null;
+  }
+
+  /**
+   * Moves up to `max` records out, in the order a transaction needs them
+   * (a session before its finals and its end); the retention sweep goes
+   * with the last of them.
+   */
+  take(max: number): Pending {
+    const out = new Pending();
+    let n = 0;
+    const move = <V>(from: Map<string, V>, to: Map<string, V>) => {
+      for (const [k, v] of from) {
+        if (n >= max) return;
+        to.set(k, v);
+        from.delete(k);
+        n++;
+      }
+    };
+    move(this.sessions, out.sessions);
+    move(this.meetings, out.meetings);
+    move(this.finals, out.finals);
+    move(this.ended, out.ended);
+    if (this.size === 0) {
+      out.expireBefore = this.expireBefore;
+      this.expireBefore = null;
+    }
+    return out;
   }
 
   /** Takes back an unwritten older batch under this one: what this one holds wins. */
@@ -383,27 +412,43 @@ class PostgresStore implements Store {
     return this.#writing;
   }
 
+  /**
+   * Writes a batch, MAX_RECORDS_PER_TRANSACTION records per transaction, in
+   * dependency order (sessions, meetings, finals, ends), so that the queue
+   * of a long outage never becomes one transaction too big to finish. Never
+   * rejects: what a connection error leaves unwritten goes back in the queue.
+   */
   async #attempt(batch: Pending): Promise<void> {
+    let written = 0;
     try {
-      const skipped = await this.#write(batch);
-      this.#inFlight -= batch.size;
-      if (skipped > 0) {
-        this.#dropped += skipped;
-        this.#log.warn({ store: this.#where, finals: skipped }, 'caption store: finals of sessions no longer in the store were not written');
-      }
+      do {
+        const chunk = batch.take(MAX_RECORDS_PER_TRANSACTION);
+        try {
+          const skipped = await this.#write(chunk);
+          if (skipped > 0) {
+            this.#dropped += skipped;
+            this.#log.warn({ store: this.#where, finals: skipped }, 'caption store: finals of sessions no longer in the store were not written');
+          }
+          written += chunk.size;
+        } catch (err) {
+          if (transient(err)) {
+            batch.absorb(chunk);
+            throw err;
+          }
+          // The chunk's own fault: it would fail again.
+          this.#dropped += chunk.size;
+          this.#log.error({ err, store: this.#where, records: chunk.size }, 'caption store: a batch of writes failed');
+        }
+        this.#inFlight -= chunk.size;
+      } while (!batch.empty);
       if (this.#failures > 0) {
-        this.#log.info({ store: this.#where, failedAttempts: this.#failures, written: batch.size }, 'caption store: PostgreSQL is reachable again; queued writes written');
+        this.#log.info({ store: this.#where, failedAttempts: this.#failures, written }, 'caption store: PostgreSQL is reachable again; queued writes written');
         this.#failures = 0;
         // Writes queued meanwhile go in the next batch, at the usual pace.
         if (!this.#pending.empty) this.#queued();
       }
     } catch (err) {
       this.#inFlight -= batch.size;
-      if (!transient(err)) {
-        this.#dropped += batch.size;
-        this.#log.error({ err, store: this.#where, records: batch.size }, 'caption store: a batch of writes failed');
-        return;
-      }
       if (this.#closed) {
         if (batch.size === 0) return;
         this.#dropped += batch.size;

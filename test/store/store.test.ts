@@ -266,6 +266,31 @@ describe.each(backends)('caption store contract: $name', (b) => {
     }
   });
 
+  it('writes a large queue whole (12,000 finals in one flush: several transactions for PostgreSQL), each session before its finals', async () => {
+    const place = await b.place();
+    const store = await place.open();
+    try {
+      const t0 = Date.now();
+      for (let k = 0; k < 3; k++) {
+        store.sessionStarted(session(`big${k}`, 'sub:big', t0 + k));
+        for (let i = 0; i < 4000; i++) store.final(`big${k}`, final(i, `line ${i} of ${k}`, i));
+        store.sessionEnded(`big${k}`, ended(t0 + 10_000));
+      }
+      await store.flush();
+      expect(store.status()).toMatchObject({ ok: true, queuedWrites: 0, droppedWrites: 0 });
+      const finals = await store.getFinals('big2');
+      if (!b.durable) {
+        expect(finals).toEqual([]);
+        return;
+      }
+      expect(finals).toHaveLength(4000);
+      expect(finals[3999]!.text).toBe('line 3999 of 2');
+      expect((await store.getSession('big2'))!.endReason).toBe('client_stop');
+    } finally {
+      await store.close();
+    }
+  });
+
   it.runIf(b.durable)('refuses a store written by a newer captiongate, saying so', async () => {
     const place = await b.place();
     await place.setSchemaVersion(99);
