@@ -456,6 +456,27 @@ describe('PostgreSQL store: the database goes away and comes back', () => {
     }
   });
 
+  it('a batch PostgreSQL refuses for its own sake is dropped and counted, not retried, and the store stays up', async () => {
+    const url = await pgServer.createDatabase('refused_batch');
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'warn' }, { write: (l: string) => lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const store = await openPostgresStore({ url, poolSize: 2, connectTimeoutMs: 2000, ...defaults }, log);
+    try {
+      store.sessionStarted(session('ok', null, Date.now()));
+      await store.flush();
+      // A segment number beyond PostgreSQL's INTEGER: SQLSTATE 22003, which no retry would fix.
+      store.final('ok', final(2 ** 40, 'out of range', 0));
+      store.final('ok', final(1, 'same batch', 0));
+      await store.flush();
+      expect(store.status()).toEqual({ ok: true, queuedWrites: 0, droppedWrites: 2 });
+      expect(lines.some((l) => l.msg === 'caption store: a batch of writes failed' && l.records === 2)).toBe(true);
+      store.final('ok', final(2, 'next batch', 0));
+      expect((await store.getFinals('ok')).map((f) => f.text)).toEqual(['next batch']);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('a clean stop while the database is down does not hang, and says what was lost', async () => {
     const url = await pgServer.createDatabase('down_at_stop');
     const lines: Record<string, unknown>[] = [];
