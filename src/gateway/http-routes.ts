@@ -44,6 +44,8 @@ export interface HttpRouteDeps {
   readonly hub: MeetingHub;
   readonly store: Store;
   readonly gatekeeper: Gatekeeper;
+  /** Shared services that are down (e.g. "redis"): reported by /readyz, which stays 200. */
+  readonly degraded?: () => string[];
   /** /metrics on this port (false when it has its own listener). */
   readonly serveMetrics: boolean;
   /** POST /v1/audio/transcriptions (OpenAI). */
@@ -174,10 +176,10 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
         return json(200, { status: 'ok' });
       case '/readyz': {
         const refused = manager.admissible('readyz', true);
-        // A shared service that is down degrades the node, never drains it: sessions still work.
-        const degraded = store.status().ok ? [] : ['store'];
+        // A shared service down is reported, not a reason to take the node out of rotation.
+        const degraded = deps.degraded?.() ?? [];
         return refused
-          ? json(503, { status: 'not_ready', code: refused.code, reason: refused.message })
+          ? json(503, { status: 'not_ready', ready: false, code: refused.code, reason: refused.message, degraded })
           : json(200, { status: 'ready', ready: true, degraded, sessions: manager.size, slabsFree: pool.available });
       }
       case '/metrics':
