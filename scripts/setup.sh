@@ -5,6 +5,7 @@
 #   scripts/setup.sh          what the gateway needs to run
 #   scripts/setup.sh --test   plus what the test suite needs (flite, chromium, nginx,
 #                             cmake + GoogleTest for native/test/run.sh,
+#                             PostgreSQL 15 for the PostgreSQL store tests,
 #                             and the CTranslate2 reference the Whisper tests compare with,
 #                             and the Moonshine wheels' own transcribers the Moonshine tests compare with)
 #
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNTIME_PACKAGES=(build-essential python3 python3-pip python3-venv pkg-config libpocketsphinx-dev pocketsphinx-en-us libspeexdsp-dev libopenblas-dev ffmpeg)
-TEST_PACKAGES=(pocketsphinx-testdata flite chromium nginx-light cmake libgtest-dev)
+TEST_PACKAGES=(pocketsphinx-testdata flite chromium nginx-light cmake libgtest-dev postgresql)
 
 packages=("${RUNTIME_PACKAGES[@]}")
 if [[ "${1:-}" == "--test" ]]; then packages+=("${TEST_PACKAGES[@]}"); fi
@@ -63,6 +64,11 @@ node scripts/fetch-whisper-model.mjs
 node scripts/fetch-moonshine-model.mjs
 
 if [[ "${1:-}" == "--test" ]]; then
+  # The PostgreSQL store tests start their own server from here (test/helpers/postgres-server.ts).
+  if [[ ! -x /usr/lib/postgresql/15/bin/postgres ]]; then
+    echo "setup: /usr/lib/postgresql/15/bin/postgres is missing (Debian 12's postgresql is 15); the PostgreSQL store tests need it" >&2
+    exit 1
+  fi
   # Test-only Python reference: CTranslate2 runs the same model file, and
   # faster-whisper's numpy front end is an independent log-mel. Kept in
   # build/pyref, never in the system Python.

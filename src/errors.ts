@@ -168,6 +168,13 @@ export const ERRORS = {
     status: 400,
   },
   CAP_ERR_NOT_FOUND: { summary: 'No such route, session or meeting.', fatal: true, status: 404 },
+  CAP_ERR_STORE_UNAVAILABLE: {
+    summary:
+      'The caption store (PostgreSQL) cannot be reached: a stored caption file, session list or deletion cannot be served now. ' +
+      'Live sessions are not affected. Retry after `retryAfterMs`.',
+    fatal: true,
+    status: 503,
+  },
   CAP_ERR_RESUME_REFUSED: {
     summary:
       'A resume was refused: its token is unknown, expired (the session ended, or nobody came back within limits.resumeGraceSeconds), ' +

@@ -151,6 +151,8 @@ export function validateConfig(raw: unknown): Readonly<Config> {
       for (const seg of issue.path) value = isObject(value) ? (value as JsonObject)[String(seg)] : Array.isArray(value) ? (value as Json[])[Number(seg)] : undefined;
       // API keys are secrets: a message about one never repeats it.
       if (issue.path[0] === 'auth' && issue.path[1] === 'apiKeys') return `${key}: ${issue.message}`;
+      // store.url may hold a password: never repeated either.
+      if (issue.path[0] === 'store' && issue.path[1] === 'url') return `${key}: ${issue.message}`;
       if (issue.code === 'unrecognized_keys') {
         return `${key === '(root)' ? '' : `${key}: `}unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
       }
@@ -177,6 +179,14 @@ export function validateConfig(raw: unknown): Readonly<Config> {
     problems.push(
       `auth.secret: a secret of ${secretBytes} bytes is too short to sign tokens safely; use at least ${MIN_SECRET_BYTES} random bytes ` +
         '(for example: openssl rand -base64 48), or leave it empty to turn auth off',
+    );
+  }
+  if (c.store.kind === 'postgres' && !/^postgres(ql)?:\/\//.test(c.store.url)) {
+    // The value is not repeated: it may hold a password.
+    problems.push(
+      c.store.url === ''
+        ? 'store.url: must be set when store.kind is "postgres" (postgres://user:password@host:5432/database, or CAPTIONGATE_STORE_URL)'
+        : 'store.url: must be a postgres:// or postgresql:// URL',
     );
   }
   if (problems.length) throw new ConfigError(problems);

@@ -183,8 +183,11 @@ export const configSchema = z
       .strict(),
     store: z
       .object({
-        kind: z.enum(['sqlite', 'memory'], { error: 'must be "sqlite" or "memory"' }),
+        kind: z.enum(['sqlite', 'postgres', 'memory'], { error: 'must be "sqlite", "postgres" or "memory"' }),
         path: str(),
+        url: z.string({ error: 'must be a string (a postgres:// URL; empty unless store.kind is "postgres")' }),
+        poolSize: int(1, 100),
+        maxQueuedWrites: int(100, 10_000_000),
         flushMs: int(10, 5000),
         retentionDays: num(0, 36_500),
         maxSessionsPerOwner: int(1, 100_000_000),

@@ -104,6 +104,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     parkedSessions: () => manager?.parked ?? 0,
     batchesInFlight: () => scheduler?.inFlight ?? 0,
     engineLagSeconds: () => manager?.engineLagSeconds ?? 0,
+    store: () => store.status(),
   });
   lifecycle.onClose('metrics', () => metrics.close());
 
@@ -215,6 +216,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       hub,
       store,
       gatekeeper,
+      // What works less well than it should, without making the node unready (a Redis outage must not drain every node).
+      degraded: () => (store.status().ok ? [] : ['store']),
       serveMetrics: config.metrics.host === '',
       transcriptions: createTranscriptionsRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
       prerecorded: createPrerecordedRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),

@@ -18,7 +18,7 @@ import type { SlabPool } from '../pool/slab-pool.js';
 import { ID_CHARS } from '../protocol/messages.js';
 import type { Gatekeeper } from '../security/gatekeeper.js';
 import type { SessionManager } from '../session/manager.js';
-import type { SessionRecord, Store } from '../store/index.js';
+import { StoreUnavailableError, type SessionRecord, type Store } from '../store/index.js';
 import type { HttpRequest, HttpResponse } from '../transport/types.js';
 import { packageRoot } from '../util/paths.js';
 import { StaticFiles } from './static-files.js';
@@ -29,6 +29,8 @@ const SESSION_FILE = new RegExp(`^/v1/sessions/(${ID_CHARS})/captions\\.(vtt|srt
 const MEETING_FILE = new RegExp(`^/v1/meetings/(${ID_CHARS})/captions\\.(vtt|srt|json)$`);
 const SESSION = new RegExp(`^/v1/sessions/(${ID_CHARS})$`);
 const LIST_LIMIT = 100;
+/** When to try a stored file again while the store is unreachable (it retries every 2 s at most). */
+const STORE_RETRY_AFTER_MS = 2000;
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponse {
   return { status, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) };
@@ -42,6 +44,8 @@ export interface HttpRouteDeps {
   readonly hub: MeetingHub;
   readonly store: Store;
   readonly gatekeeper: Gatekeeper;
+  /** Shared services that are down (e.g. "redis"): reported by /readyz, which stays 200. */
+  readonly degraded?: () => string[];
   /** /metrics on this port (false when it has its own listener). */
   readonly serveMetrics: boolean;
   /** POST /v1/audio/transcriptions (OpenAI). */
@@ -159,7 +163,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
     return { status: 204, body: '' };
   };
 
-  return async (req) => {
+  const route = async (req: HttpRequest): Promise<HttpResponse> => {
     if (req.path === TRANSCRIPTIONS_PATH) return deps.transcriptions(req);
     if (req.path === '/v1/listen' && req.method === 'POST') return deps.prerecorded(req);
     if (req.method === 'DELETE') {
@@ -172,9 +176,11 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
         return json(200, { status: 'ok' });
       case '/readyz': {
         const refused = manager.admissible('readyz', true);
+        // A shared service down is reported, not a reason to take the node out of rotation.
+        const degraded = deps.degraded?.() ?? [];
         return refused
-          ? json(503, { status: 'not_ready', code: refused.code, reason: refused.message })
-          : json(200, { status: 'ready', sessions: manager.size, slabsFree: pool.available });
+          ? json(503, { status: 'not_ready', ready: false, code: refused.code, reason: refused.message, degraded })
+          : json(200, { status: 'ready', ready: true, degraded, sessions: manager.size, slabsFree: pool.available });
       }
       case '/metrics':
         if (deps.serveMetrics) return metricsResponse(metrics);
@@ -192,5 +198,15 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
     const mf = MEETING_FILE.exec(req.path);
     if (mf) return meetingFile(req, mf[1]!, mf[2]!);
     return (await staticFiles.get(req.path)) ?? json(404, errorBody('CAP_ERR_NOT_FOUND', `no route ${req.path}`));
+  };
+
+  return async (req) => {
+    try {
+      return await route(req);
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      const r = refuse(new GatewayError('CAP_ERR_STORE_UNAVAILABLE', err.message, STORE_RETRY_AFTER_MS));
+      return { ...r, headers: { ...r.headers, 'retry-after': String(STORE_RETRY_AFTER_MS / 1000) } };
+    }
   };
 }

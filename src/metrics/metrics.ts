@@ -18,6 +18,8 @@ export interface LiveSources {
   parkedSessions(): number;
   batchesInFlight(): number;
   engineLagSeconds(): number;
+  /** The caption store: reachable, records waiting to be written, records dropped. */
+  store(): { readonly ok: boolean; readonly queuedWrites: number; readonly droppedWrites: number };
 }
 
 const LOOP_RESOLUTION_MS = 50;
@@ -104,6 +106,9 @@ export class GatewayMetrics {
     gauge('captiongate_engine_model_bytes', 'Model memory the engine holds (Whisper: its weights; PocketSphinx: 0, not measured).', () => live.engine().modelBytes);
     gauge('captiongate_batches_in_flight', 'Engine batches submitted and not yet complete.', () => live.batchesInFlight());
     gauge('captiongate_engine_lag_seconds', 'How long the oldest undecoded audio of any session has waited, at the last sweep (admission control input).', () => live.engineLagSeconds());
+    gauge('captiongate_store_up', 'The caption store is reachable (0 while PostgreSQL is down: writes queue, stored files answer 503).', () => (live.store().ok ? 1 : 0));
+    gauge('captiongate_store_queued_writes', 'Records (sessions, finals, ends) waiting to be written to the caption store.', () => live.store().queuedWrites);
+    gauge('captiongate_store_dropped_writes', 'Records never written to the caption store since start (queue full at store.maxQueuedWrites, or a batch refused).', () => live.store().droppedWrites);
     // One window per scrape: the p50 gauge (collected first) closes the window
     // since the previous scrape; p99 and max read the same window.
     gauge('captiongate_event_loop_lag_p50_seconds', 'Event-loop delay p50 since the previous scrape.', () => {

@@ -4,7 +4,9 @@
  * before the durable store existed; tests that want that use it.
  */
 import type { FinalMessage } from '../protocol/messages.js';
-import type { MeetingFinal, SessionRecord, Store } from './types.js';
+import type { MeetingFinal, SessionRecord, Store, StoreStatus } from './types.js';
+
+const OK: StoreStatus = { ok: true, queuedWrites: 0, droppedWrites: 0 };
 
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
@@ -26,6 +28,9 @@ export class MemoryStore implements Store {
   }
   async deleteSession(): Promise<boolean> {
     return false;
+  }
+  status(): StoreStatus {
+    return OK;
   }
   async flush(): Promise<void> {}
   async close(): Promise<void> {}

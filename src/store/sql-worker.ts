@@ -35,9 +35,21 @@ const run = (batch) => batch.map(([sql, params, mode]) => {
   return s.run(...params).changes;
 });
 const tx = (batch) => db.transaction(run)(batch);
-parentPort.on('message', ({ id, batch, close }) => {
+// Read the version and migrate under the write lock (BEGIN IMMEDIATE): when
+// several processes open a new file at once, one migrates and the others
+// wait (busy timeout), then find it done.
+const migrate = (steps) => db.transaction(() => {
+  const from = db.pragma('user_version', { simple: true });
+  if (from > steps.length) return [from];
+  for (let v = from; v < steps.length; v++) {
+    for (const s of steps[v]) db.exec(s);
+    db.pragma('user_version = ' + (v + 1));
+  }
+  return [from];
+}).immediate();
+parentPort.on('message', ({ id, batch, close, migrate: steps }) => {
   if (close) { db && db.close(); parentPort.postMessage({ id, result: null }); return; }
-  try { parentPort.postMessage({ id, result: tx(batch) }); }
+  try { parentPort.postMessage({ id, result: steps ? migrate(steps) : tx(batch) }); }
   catch (e) { parentPort.postMessage({ id, error: String(e && e.message || e) }); }
 });
 `;
@@ -83,6 +95,21 @@ export class SqlWorker {
       this.#pending.set(id, { resolve, reject });
       this.#worker.postMessage({ id, batch });
     });
+  }
+
+  /**
+   * Brings the file to version steps.length (steps[v] takes it from v to
+   * v + 1) in one immediate transaction; resolves with the version it was
+   * at (above steps.length: nothing was done).
+   */
+  async migrate(steps: readonly (readonly string[])[]): Promise<number> {
+    if (this.#dead) throw this.#dead;
+    const id = this.#next++;
+    const [from] = await new Promise<unknown[]>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#worker.postMessage({ id, migrate: steps });
+    });
+    return from as number;
   }
 
   async close(): Promise<void> {

@@ -11,10 +11,11 @@ import path from 'node:path';
 
 import type { Logger } from 'pino';
 
-import type { FinalMessage, WordOut } from '../protocol/messages.js';
-import { SQLITE_MIGRATIONS } from './migrations.js';
+import type { FinalMessage } from '../protocol/messages.js';
+import { MIGRATIONS, SCHEMA_VERSION, newerSchemaMessage } from './migrations.js';
+import { FINAL_COLUMNS, SESSION_COLUMNS, SESSION_UPDATE, meetingOf, toFinal, toSession, type FinalRow, type SessionRow } from './rows.js';
 import { SqlWorker, type SqlParam, type Statement } from './sql-worker.js';
-import type { MeetingFinal, SessionRecord, Store } from './types.js';
+import type { MeetingFinal, SessionRecord, Store, StoreStatus } from './types.js';
 
 export interface SqliteStoreOptions {
   readonly path: string;
@@ -24,52 +25,7 @@ export interface SqliteStoreOptions {
   readonly busyTimeoutMs: number;
 }
 
-interface SessionRow {
-  id: string;
-  owner: string | null;
-  meeting_id: string | null;
-  speaker: string | null;
-  started_at: number;
-  ended_at: number | null;
-  end_reason: string | null;
-  received_samples: number;
-  decoded_samples: number;
-  dropped_samples: number;
-}
-
-interface FinalRow {
-  session_id: string;
-  segment: number;
-  start_s: number;
-  end_s: number;
-  text: string;
-  words: string;
-  speaker: string | null;
-}
-
-const SESSION_COLUMNS = 'id, owner, meeting_id, speaker, started_at, ended_at, end_reason, received_samples, decoded_samples, dropped_samples';
 const HOUR_MS = 3_600_000;
-
-const toSession = (r: SessionRow): SessionRecord => ({
-  id: r.id,
-  owner: r.owner,
-  meetingId: r.meeting_id,
-  speaker: r.speaker,
-  startedAt: r.started_at,
-  endedAt: r.ended_at,
-  endReason: r.end_reason,
-  receivedSamples: r.received_samples,
-  decodedSamples: r.decoded_samples,
-  droppedSamples: r.dropped_samples,
-});
-
-const toFinal = (r: FinalRow, shift = 0): FinalMessage => {
-  const round3 = (x: number) => Math.round(x * 1000) / 1000;
-  const words = (JSON.parse(r.words) as WordOut[]).map((w) => (shift ? { ...w, start: round3(w.start + shift), end: round3(w.end + shift) } : w));
-  const f: FinalMessage = { type: 'final', seq: 0, segment: r.segment, text: r.text, start: round3(r.start_s + shift), end: round3(r.end_s + shift), words };
-  if (r.speaker !== null) f.speaker = r.speaker;
-  return f;
-};
 
 /** Opens (creating or migrating) the store file; refuses one written by a newer captiongate. */
 export async function openSqliteStore(opts: SqliteStoreOptions, log: Logger): Promise<Store> {
@@ -77,19 +33,9 @@ export async function openSqliteStore(opts: SqliteStoreOptions, log: Logger): Pr
   const sql = new SqlWorker(opts.path, opts.busyTimeoutMs);
   try {
     await sql.opened();
-    const [row] = (await sql.exec([['PRAGMA user_version', [], 'get']])) as [{ user_version: number }];
-    const at = row.user_version;
-    const latest = SQLITE_MIGRATIONS.length;
-    if (at > latest) {
-      throw new Error(
-        `the caption store ${opts.path} is at schema version ${at}, written by a newer captiongate (this one knows up to ${latest}). ` +
-          'Run the newer version, or point store.path at another file.',
-      );
-    }
-    for (let v = at; v < latest; v++) {
-      await sql.exec([...SQLITE_MIGRATIONS[v]!.map((s): Statement => [s, [], 'run']), [`PRAGMA user_version = ${v + 1}`, [], 'run']]);
-      log.info({ store: opts.path, version: v + 1 }, `caption store migrated to schema version ${v + 1}`);
-    }
+    const at = await sql.migrate(MIGRATIONS.map((m) => m.sqlite));
+    if (at > SCHEMA_VERSION) throw new Error(newerSchemaMessage(opts.path, at, 'point store.path at another file'));
+    for (let v = at + 1; v <= SCHEMA_VERSION; v++) log.info({ store: opts.path, version: v }, `caption store migrated to schema version ${v}`);
   } catch (err) {
     await sql.close().catch(() => {});
     throw err;
@@ -107,6 +53,7 @@ class SqliteStore implements Store {
   #retention: NodeJS.Timeout | null = null;
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
+  #dropped = 0;
 
   constructor(sql: SqlWorker, opts: SqliteStoreOptions, log: Logger) {
     this.#sql = sql;
@@ -130,7 +77,8 @@ class SqliteStore implements Store {
 
   sessionStarted(r: SessionRecord): void {
     this.#push([
-      `INSERT OR REPLACE INTO sessions (${SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      // An upsert, not REPLACE: a session written again (resumed on another node) keeps its finals.
+      `INSERT INTO sessions (${SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET ${SESSION_UPDATE}`,
       [r.id, r.owner, r.meetingId, r.speaker, r.startedAt, r.endedAt, r.endReason, r.receivedSamples, r.decodedSamples, r.droppedSamples],
       'run',
     ]);
@@ -163,7 +111,12 @@ class SqliteStore implements Store {
   }
 
   meetingStarted(meetingId: string, startedAt: number): void {
-    this.#push(['INSERT OR IGNORE INTO meetings (id, started_at) VALUES (?, ?)', [meetingId, startedAt], 'run']);
+    // The earliest start wins, whichever process writes first.
+    this.#push([
+      'INSERT INTO meetings (id, started_at) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET started_at = min(started_at, excluded.started_at)',
+      [meetingId, startedAt],
+      'run',
+    ]);
   }
 
   async getSession(id: string): Promise<SessionRecord | null> {
@@ -172,7 +125,7 @@ class SqliteStore implements Store {
   }
 
   async getFinals(id: string): Promise<FinalMessage[]> {
-    const [rows] = (await this.#read([['SELECT * FROM finals WHERE session_id = ? ORDER BY segment', [id], 'all']])) as [FinalRow[]];
+    const [rows] = (await this.#read([[`SELECT ${FINAL_COLUMNS} FROM finals WHERE session_id = ? ORDER BY segment`, [id], 'all']])) as [FinalRow[]];
     return rows.map((r) => toFinal(r));
   }
 
@@ -180,15 +133,9 @@ class SqliteStore implements Store {
     const [meeting, sessions, finals] = (await this.#read([
       ['SELECT started_at FROM meetings WHERE id = ?', [meetingId], 'get'],
       [`SELECT ${SESSION_COLUMNS} FROM sessions WHERE meeting_id = ? ORDER BY started_at`, [meetingId], 'all'],
-      ['SELECT f.* FROM finals f JOIN sessions s ON s.id = f.session_id WHERE s.meeting_id = ?', [meetingId], 'all'],
+      [`SELECT f.* FROM finals f JOIN sessions s ON s.id = f.session_id WHERE s.meeting_id = ?`, [meetingId], 'all'],
     ])) as [{ started_at: number } | null, SessionRow[], FinalRow[]];
-    if (!meeting && !sessions.length) return null;
-    const recs = sessions.map(toSession);
-    const t0 = meeting?.started_at ?? Math.min(...recs.map((s) => s.startedAt));
-    const startOf = new Map(recs.map((s) => [s.id, s.startedAt]));
-    const out = finals.map((r): MeetingFinal => ({ ...toFinal(r, ((startOf.get(r.session_id) ?? t0) - t0) / 1000), sessionId: r.session_id }));
-    out.sort((a, b) => a.start - b.start || a.end - b.end);
-    return { startedAt: t0, sessions: recs, finals: out };
+    return meetingOf(meeting?.started_at ?? null, sessions, finals);
   }
 
   async listSessions(owner: string | null | undefined, opts: { limit: number; before?: number }): Promise<SessionRecord[]> {
@@ -204,6 +151,11 @@ class SqliteStore implements Store {
   async deleteSession(id: string): Promise<boolean> {
     const [n] = (await this.#read([['DELETE FROM sessions WHERE id = ?', [id], 'run']])) as [number];
     return n > 0;
+  }
+
+  status(): StoreStatus {
+    // A local file: never unreachable. Failed batches are counted as dropped.
+    return { ok: true, queuedWrites: this.#queue.length, droppedWrites: this.#dropped };
   }
 
   /** Reads see every write queued before them. */
@@ -224,7 +176,10 @@ class SqliteStore implements Store {
       this.#writing = this.#writing.then(() =>
         this.#sql.exec(batch).then(
           () => undefined,
-          (err: unknown) => this.#log.error({ err, statements: batch.length }, 'caption store: a batch of writes failed'),
+          (err: unknown) => {
+            this.#dropped += batch.length;
+            this.#log.error({ err, statements: batch.length }, 'caption store: a batch of writes failed');
+          },
         ),
       );
     }

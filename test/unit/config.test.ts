@@ -63,6 +63,23 @@ describe('config', () => {
     );
   });
 
+  it('store.kind "postgres" needs a postgres:// store.url, and a message about store.url never repeats it (it may hold a password)', () => {
+    expect(() => loadConfig({ ignoreEnv: true, overrides: { store: { kind: 'postgres' } } })).toThrow(/store\.url: must be set when store\.kind is "postgres"/);
+    const problems = (url: unknown) => {
+      try {
+        loadConfig({ ignoreEnv: true, overrides: { store: { kind: 'postgres', url } } });
+      } catch (e) {
+        return (e as ConfigError).problems.join('\n');
+      }
+      return '';
+    };
+    expect(problems('mysql://u:hunter2-secret@h/db')).toBe('store.url: must be a postgres:// or postgresql:// URL');
+    expect(problems(42)).toMatch(/^store\.url: must be a string/);
+    expect(problems('postgresql://u:hunter2-secret@h/db')).toBe('');
+    const env = loadConfig({ env: { CAPTIONGATE_STORE_KIND: 'postgres', CAPTIONGATE_STORE_URL: 'postgres://u:p@h:5433/c', CAPTIONGATE_STORE_POOL_SIZE: '8' } });
+    expect(env.store).toMatchObject({ kind: 'postgres', url: 'postgres://u:p@h:5433/c', poolSize: 8, maxQueuedWrites: 100_000 });
+  });
+
   it('derives every shape from durations: samples from seconds, bytes from samples', () => {
     const c = loadConfig({ ignoreEnv: true, overrides: { pool: { slabs: 10, slabSeconds: 30 } } });
     const s = deriveShapes(c, policy);
