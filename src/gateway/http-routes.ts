@@ -42,6 +42,8 @@ export interface HttpRouteDeps {
   readonly hub: MeetingHub;
   readonly store: Store;
   readonly gatekeeper: Gatekeeper;
+  /** Shared services that are down (e.g. "redis"): reported by /readyz, which stays 200. */
+  readonly degraded?: () => string[];
   /** /metrics on this port (false when it has its own listener). */
   readonly serveMetrics: boolean;
   /** POST /v1/audio/transcriptions (OpenAI). */
@@ -121,7 +123,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
     const denied = await authorize(req, { owner: null, meetingId: id });
     if (denied) return denied;
     const stored = await store.getMeeting(id);
-    const finals = stored ? stored.finals : hub.meetingFinals(id);
+    const finals = stored ? stored.finals : await hub.meetingFinals(id);
     if (!finals) return notFound(`no captions for meeting ${id}`);
     return captionBody(format, finals, { meetingId: id, ...(stored ? { startedAt: new Date(stored.startedAt).toISOString() } : {}) });
   };
@@ -172,9 +174,11 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
         return json(200, { status: 'ok' });
       case '/readyz': {
         const refused = manager.admissible('readyz', true);
+        // A shared service down is reported, not a reason to take the node out of rotation.
+        const degraded = deps.degraded?.() ?? [];
         return refused
-          ? json(503, { status: 'not_ready', code: refused.code, reason: refused.message })
-          : json(200, { status: 'ready', sessions: manager.size, slabsFree: pool.available });
+          ? json(503, { status: 'not_ready', ready: false, code: refused.code, reason: refused.message, degraded })
+          : json(200, { status: 'ready', ready: true, degraded, sessions: manager.size, slabsFree: pool.available });
       }
       case '/metrics':
         if (deps.serveMetrics) return metricsResponse(metrics);
