@@ -111,9 +111,19 @@ export function openBus(config: Readonly<Config>, log: Logger, registry?: Regist
   redis.on('close', () => {
     if (!closing) setHealth(false);
   });
+  let everHealthy = false;
+  let warnedStart = false;
+  redis.on('ready', () => (everHealthy = true));
   redis.on('error', (err: Error) => {
-    // ioredis reports every failed attempt; the state change is logged once in setHealth.
+    // ioredis reports every failed attempt; a loss is logged once in setHealth, a Redis that is away from the start once here.
     lastError = err.message;
+    if (!everHealthy && !warnedStart) {
+      warnedStart = true;
+      blog.warn(
+        { url: redactUrl(config.redis.url), err: err.message },
+        'redis is not reachable: this node serves its own sessions; meeting events wait for it (redis.outageBufferBytes), limits count locally; retrying',
+      );
+    }
   });
 
   return {

@@ -215,11 +215,13 @@ describe.skipIf(!redisAvailable())('two nodes, one Redis', () => {
     // Every final exactly once, attributed to its speaker, with its text.
     const key = (f: FinalMessage) => `${f.speaker}/${f.segment}`;
     const expected = [...own.alice.map((f) => `alice/${f.segment}:${f.text}`), ...own.bob.map((f) => `bob/${f.segment}:${f.text}`)].sort();
-    for (const v of [v1, v2]) {
+    for (const [v, replayed] of [[v1, 0], [v2, ready2.replay]] as const) {
       const fs = finalsOf(v.messages);
       expect(fs.map((f) => `${key(f)}:${f.text}`).sort()).toEqual(expected);
       // Seqs only grow (the outage restarted Redis empty: they jump, never go back).
-      const seqs = v.messages.filter((m) => m.type !== 'viewer_ready').map((m) => m.seq);
+      // (The replay comes first, sorted by start; live messages after it.)
+      const seqs = v.messages.slice(1 + replayed).flatMap((m) => ('seq' in m ? [m.seq] : []));
+      expect(v.messages[0]!.type).toBe('viewer_ready');
       for (let i = 1; i < seqs.length; i++) expect(seqs[i]!).toBeGreaterThan(seqs[i - 1]!);
       // Each speaker's finals in their own order.
       for (const s of ['alice', 'bob']) {

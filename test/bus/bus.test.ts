@@ -1,0 +1,143 @@
+/**
+ * The bus's parts against a real redis-server (no mocks): the shared
+ * connection through an outage, the meeting stream's exactly-once publish
+ * and order, and session caps that forget a node that died.
+ */
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { openBus, type Bus } from '../../src/bus/bus.js';
+import { MeetingStreams, type StreamEntry } from '../../src/bus/meeting-streams.js';
+import { SharedLimits } from '../../src/bus/shared-limits.js';
+import { GatewayError } from '../../src/errors.js';
+import { testConfig } from '../helpers/config.js';
+import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis-server.js';
+
+const log = pino({ level: 'silent' });
+const until = async (what: string, pred: () => boolean | Promise<boolean>, timeoutMs = 15_000) => {
+  const t0 = Date.now();
+  while (!(await pred())) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe.skipIf(!redisAvailable())('the Redis bus', () => {
+  let redis: RedisServer;
+  const buses: Bus[] = [];
+  const bus = (prefix = 'test:') => {
+    const b = openBus(testConfig({ redis: { url: redis.url, keyPrefix: prefix } }), log)!;
+    buses.push(b);
+    return b;
+  };
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    for (const b of buses) await b.close();
+    await redis?.destroy();
+  });
+
+  it('is null without redis.url', () => {
+    expect(openBus(testConfig(), log)).toBeNull();
+  });
+
+  it('fails commands fast during an outage, says so, and comes back on its own', async () => {
+    const b = bus();
+    await b.whenHealthy();
+    const changes: boolean[] = [];
+    b.onHealth((h) => changes.push(h));
+    await redis.stop();
+    await until('the loss to be noticed', () => !b.healthy());
+    const t0 = Date.now();
+    await expect(b.redis.ping()).rejects.toThrow();
+    // No offline queue: the command did not wait for Redis.
+    expect(Date.now() - t0).toBeLessThan(500);
+    await redis.start();
+    await until('the bus to be back', () => b.healthy());
+    expect(await b.redis.ping()).toBe('PONG');
+    expect(changes).toEqual([false, true]);
+    expect(b.losses).toBe(1);
+  }, 30_000);
+
+  it('publishes each event once, in order, with one seq per meeting, and a follower reads them all', async () => {
+    const pub = bus('order:');
+    const sub = bus('order:');
+    await Promise.all([pub.whenHealthy(), sub.whenHealthy()]);
+    const opts = { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 1 << 20, heartbeatMs: 1000 };
+    const a = new MeetingStreams(pub, log, opts);
+    const b = new MeetingStreams(sub, log, opts);
+    const got: StreamEntry[] = [];
+    let snapshotSeq = -1;
+    b.follow('m1', { snapshot: (s) => (snapshotSeq = s.seq), entry: (e) => got.push(e) });
+    await until('the snapshot', () => snapshotSeq === 0);
+    for (let i = 0; i < 50; i++) a.publish('m1', { kind: i % 2 ? 'p' : 'f', body: JSON.stringify({ i }), startedAt: 1000 + i });
+    await until('every event', () => got.length === 50);
+    expect(got.map((e) => e.seq)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    expect(got.map((e) => (JSON.parse(e.body) as { i: number }).i)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    // The meeting's start is its first event's.
+    expect(new Set(got.map((e) => e.start))).toEqual(new Set([1000]));
+    // Sent again (a reply lost in an outage): the script takes it once.
+    const k = MeetingStreams.keys('order:', 'm1');
+    const run = (pub.redis as unknown as { captiongatePublish: (...a: (string | number)[]) => Promise<[number, number]> }).captiongatePublish;
+    const [node, n] = got[49]!.origin.split(':');
+    const again = await run.call(pub.redis, k.meta, k.stream, k.parts, node!, Number(n), 0, '{}', 1000, 60_000, 0, 'f', '', '');
+    expect(again).toEqual([0, 0]);
+    expect(Number(await redis.command(['XLEN', k.stream]))).toBe(50);
+    const snap = await b.snapshot('m1');
+    expect(snap).toMatchObject({ exists: true, seq: 50, start: 1000, finals: 25 });
+    a.close();
+    b.close();
+  }, 30_000);
+
+  it("keeps finals through an outage and publishes them after it; drops partials", async () => {
+    const pub = bus('outage:');
+    await pub.whenHealthy();
+    const a = new MeetingStreams(pub, log, { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 1 << 20, heartbeatMs: 1000 });
+    a.publish('m2', { kind: 'f', body: '"before"', startedAt: 5 });
+    expect(await a.flushed(5000)).toBe(true);
+    await redis.stop();
+    await until('the loss', () => !pub.healthy());
+    a.publish('m2', { kind: 'f', body: '"during-1"', startedAt: 5 });
+    a.publish('m2', { kind: 'p', body: '"partial"', startedAt: 5 });
+    a.publish('m2', { kind: 'f', body: '"during-2"', startedAt: 5 });
+    expect(a.queued).toBe(2);
+    await redis.start();
+    expect(await a.flushed(10_000)).toBe(true);
+    const snap = await a.snapshot('m2');
+    // Redis came back empty: the kept finals went in, in order; the seq went on above what this node had seen.
+    expect(snap.entries.map((e) => e.body)).toEqual(['"during-1"', '"during-2"']);
+    expect(snap.entries[0]!.seq).toBeGreaterThan(1);
+    expect(snap.start).toBe(5);
+    a.close();
+  }, 30_000);
+
+  it("counts a token's sessions across nodes, and forgets a node that died once its lease lapses", async () => {
+    const x = bus('caps:');
+    const y = bus('caps:');
+    await Promise.all([x.whenHealthy(), y.whenHealthy()]);
+    const opts = { heartbeatMs: 200, leaseMs: 1000, unclaimedMs: 60_000 };
+    const lx = new SharedLimits(x, log, opts);
+    const ly = new SharedLimits(y, log, opts);
+    await new Promise((r) => setTimeout(r, 300)); // both leases written
+    const r1 = await lx.reserve('sub:capped', 2);
+    const r2 = await ly.reserve('sub:capped', 2);
+    expect(r1).not.toBeInstanceOf(GatewayError);
+    expect(r2).not.toBeInstanceOf(GatewayError);
+    const r3 = await lx.reserve('sub:capped', 2);
+    expect(r3).toBeInstanceOf(GatewayError);
+    expect((r3 as GatewayError).code).toBe('CAP_ERR_TOO_MANY_SESSIONS');
+    // A place comes back when it is released.
+    (r2 as { release(): void }).release();
+    await new Promise((r) => setTimeout(r, 50));
+    const r4 = await ly.reserve('sub:capped', 2);
+    expect(r4).not.toBeInstanceOf(GatewayError);
+    // Node x dies (no release, no more heartbeats): after its lease, its place is free.
+    lx.close = () => {};
+    await x.close();
+    expect(await ly.reserve('sub:capped', 2)).toBeInstanceOf(GatewayError);
+    await new Promise((r) => setTimeout(r, 1300));
+    expect(await ly.reserve('sub:capped', 2)).not.toBeInstanceOf(GatewayError);
+    ly.close();
+  }, 30_000);
+});
