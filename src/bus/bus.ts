@@ -47,8 +47,13 @@ export interface Bus {
 /** Backoff between reconnect attempts: 100 ms, growing to 2 s. */
 const retryStrategy = (times: number): number => Math.min(100 * times, 2000);
 
-function clientOptions(config: Readonly<Config>, name: string): RedisOptions {
+/** A command that gets no reply in this long fails (a Redis that hangs without closing the connection). */
+const COMMAND_TIMEOUT_MS = 2000;
+
+function clientOptions(name: string, blocking = false): RedisOptions {
   return {
+    // Blocking reads wait longer than any timeout on purpose.
+    ...(blocking ? {} : { commandTimeout: COMMAND_TIMEOUT_MS }),
     connectionName: `captiongate:${name}`,
     // Fail fast during an outage: no queue of commands waiting for Redis.
     enableOfflineQueue: false,
@@ -66,7 +71,7 @@ export function openBus(config: Readonly<Config>, log: Logger, registry?: Regist
   if (!config.redis.url) return null;
   const nodeId = randomBytes(8).toString('base64url');
   const blog = log.child({ component: 'redis', node: nodeId });
-  const redis = new Redis(config.redis.url, clientOptions(config, `cmd:${nodeId}`));
+  const redis = new Redis(config.redis.url, clientOptions(`cmd:${nodeId}`));
   const extra = new Set<Redis>();
   const listeners = new Set<(h: boolean) => void>();
   let isHealthy = false;
@@ -139,7 +144,7 @@ export function openBus(config: Readonly<Config>, log: Logger, registry?: Regist
       return () => listeners.delete(cb);
     },
     blockingClient(name) {
-      const c = new Redis(config.redis.url, clientOptions(config, `${name}:${nodeId}`));
+      const c = new Redis(config.redis.url, clientOptions(`${name}:${nodeId}`, true));
       c.on('error', () => {});
       extra.add(c);
       return c;

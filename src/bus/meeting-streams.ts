@@ -15,7 +15,7 @@
  * stream order = seq order = the meeting's order, whichever node published.
  * A node sends its events in the order they happened (one batch in flight).
  *
- * Exactly once. Each node numbers its events per meeting (`o` = node:n).
+ * Exactly once. Each node numbers its events (`o` = node:n, one growing counter per node).
  * The script skips an event whose number it has already taken (a batch
  * resent after its reply was lost), and readers skip one they already
  * applied (an event resent to a Redis that restarted without its data).
@@ -132,8 +132,6 @@ interface Followed {
 }
 
 interface PublishState {
-  /** This node's last event number in the meeting. */
-  n: number;
   /** Highest seq seen for the meeting (floor after a data loss). */
   seq: number;
   /** The meeting's start as Redis said (restored after a data loss). */
@@ -162,7 +160,14 @@ export class MeetingStreams {
   #redis: Redis & { captiongatePublish?: PublishFn };
   #queue: Queued[] = [];
   #queuedBytes = 0;
+  /**
+   * This node's event number, one counter for all meetings: it only grows,
+   * so each meeting's events from this node have growing numbers however
+   * long the node forgets the meeting in between (dedupe needs no more).
+   */
+  #n = 0;
   #sending = false;
+  #retry: NodeJS.Timeout | null = null;
   #state = new Map<string, PublishState>();
   #followed = new Map<string, Followed>();
   #reader: Redis;
@@ -239,7 +244,7 @@ export class MeetingStreams {
 
   #stateOf(meetingId: string): PublishState {
     let s = this.#state.get(meetingId);
-    if (!s) this.#state.set(meetingId, (s = { n: 0, seq: 0, start: null, holds: 0, idleSince: Date.now() }));
+    if (!s) this.#state.set(meetingId, (s = { seq: 0, start: null, holds: 0, idleSince: Date.now() }));
     return s;
   }
 
@@ -275,8 +280,8 @@ export class MeetingStreams {
         return;
       }
     }
-    const st = this.#stateOf(meetingId);
-    this.#queue.push({ meetingId, ev, n: ++st.n, bytes });
+    this.#stateOf(meetingId);
+    this.#queue.push({ meetingId, ev, n: ++this.#n, bytes });
     this.#queuedBytes += bytes;
     this.#send();
   }
@@ -350,7 +355,13 @@ export class MeetingStreams {
         this.#queue = keep;
         this.#queuedBytes = keep.reduce((n, q) => n + q.bytes, 0);
       }
-      return; // resumes on the bus's next health event
+      // Again when the bus says it is back, or in a while if it never said it was gone (a command timed out).
+      this.#retry ??= setTimeout(() => {
+        this.#retry = null;
+        this.#send();
+      }, 500);
+      this.#retry.unref();
+      return;
     }
     this.#dropWarned = false;
     this.#send();
@@ -506,6 +517,7 @@ export class MeetingStreams {
   close(): void {
     this.#closed = true;
     clearInterval(this.#heartbeat);
+    if (this.#retry) clearTimeout(this.#retry);
     this.#offHealth();
     this.#followed.clear();
     if (this.#queue.length) this.#log.warn({ events: this.#queue.length }, 'closing with meeting events not yet published to redis');
@@ -531,5 +543,5 @@ function parseEntry(id: string, fields: string[]): StreamEntry | null {
 }
 
 function isConnectionError(err: Error): boolean {
-  return /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|enableOfflineQueue|MaxRetriesPerRequest/i.test(err.message);
+  return /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|timed out|enableOfflineQueue|MaxRetriesPerRequest/i.test(err.message);
 }

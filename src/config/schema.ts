@@ -201,8 +201,7 @@ export const configSchema = z
         heartbeatMs: int(100, 60_000),
         leaseMs: int(500, 600_000),
       })
-      .strict()
-      .refine((r) => r.leaseMs >= r.heartbeatMs * 2, { error: 'redis.leaseMs must be at least twice redis.heartbeatMs (a live node must renew its lease before it lapses)' }),
+      .strict(),
     files: z
       .object({
         maxUploadBytes: int(1024, 1 << 30),
