@@ -154,6 +154,8 @@ describe.skipIf(!redisAvailable())('two nodes, one Redis', () => {
     const own = { alice: [] as FinalMessage[], bob: [] as FinalMessage[] };
     alice.on('final', (f) => f.text && own.alice.push(f));
     bob.on('final', (f) => f.text && own.bob.push(f));
+    const speakerTrouble: string[] = [];
+    for (const c of [alice, bob]) c.on('message', (m) => (m.type === 'error' || m.type === 'warning') && speakerTrouble.push(JSON.stringify(m)));
 
     // Phase 1: both speak, Redis up.
     await Promise.all([speak(alice, audio.alice[0]!), speak(bob, audio.bob[0]!)]);
@@ -236,13 +238,33 @@ describe.skipIf(!redisAvailable())('two nodes, one Redis', () => {
     const order1 = finalsOf(v1.messages).map(key);
     expect(live2.map(key)).toEqual(order1.slice(order1.length - live2.length));
 
+    // The speakers never heard of the outage.
+    expect(speakerTrouble).toEqual([]);
+    // Each node saw one loss, is up again, and held its queue through the outage (partials dropped, no final).
+    for (const n of [a, b]) {
+      const text = await (await fetch(`http://127.0.0.1:${n.port}/metrics`)).text();
+      const value = (name: string) => Number(/^(\S+) (\S+)$/m.exec(text.split('\n').find((l) => l.startsWith(`${name} `)) ?? '')?.[2] ?? NaN);
+      expect(value('captiongate_redis_up')).toBe(1);
+      expect(value('captiongate_redis_connection_losses_total')).toBe(1);
+      expect(value('captiongate_meeting_bus_queued_events')).toBe(0);
+      expect(text).not.toMatch(/captiongate_meeting_bus_dropped_total\{kind="final"\} [1-9]/);
+    }
+
     // A viewer joining now (node B, which mirrors the meeting) gets every final as its replay.
     const v3 = new RawClient(await viewerUrl(b.port, 'viewer-3'));
     const ready3 = await v3.waitFor((m): m is Extract<WireMessage, { type: 'viewer_ready' }> => m.type === 'viewer_ready');
     expect(ready3.replay).toBe(total);
     await v3.waitFor(() => finalsOf(v3.messages).length >= total);
     expect(finalsOf(v3.messages).map((f) => `${key(f)}:${f.text}`).sort()).toEqual(expected);
-    for (const v of [v1, v2, v3]) v.ws.close();
+    // A viewer coming back on the other node with ?lastSeq= (a seq it saw on node B) gets exactly what came after it.
+    const f1 = finalsOf(v1.messages);
+    const cut = f1[phase1 - 1]!.seq;
+    const v4 = new RawClient(`${await viewerUrl(a.port, 'viewer-4')}&lastSeq=${cut}`);
+    const ready4 = await v4.waitFor((m): m is Extract<WireMessage, { type: 'viewer_ready' }> => m.type === 'viewer_ready');
+    expect(ready4.replay).toBe(total - phase1);
+    await v4.waitFor(() => finalsOf(v4.messages).length >= total - phase1);
+    expect(finalsOf(v4.messages).map((f) => [f.seq, key(f), f.text])).toEqual(f1.slice(phase1).map((f) => [f.seq, key(f), f.text]));
+    for (const v of [v1, v2, v3, v4]) v.ws.close();
   }, 240_000);
 
   it("counts a token's opens, and its concurrent sessions, across both nodes", async () => {
