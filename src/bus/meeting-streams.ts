@@ -221,7 +221,7 @@ export class MeetingStreams {
       });
       this.#dropped = new Counter({
         name: 'captiongate_meeting_bus_dropped_total',
-        help: 'Meeting events not published to Redis: partials during an outage (kind=partial), finals past redis.outageBufferBytes (kind=final), events Redis refused (kind=error).',
+        help: 'Meeting events not published to Redis: partials during an outage (kind=partial), finals and participant events past redis.outageBufferBytes (kind=final), events Redis refused (kind=error).',
         labelNames: ['kind'],
         registers: [registry],
       });
@@ -263,22 +263,21 @@ export class MeetingStreams {
   publish(meetingId: string, ev: PublishedEvent): void {
     if (this.#closed) return;
     const bytes = ev.body.length * 2 + (ev.participant?.length ?? 0) * 2 + 64;
-    if (!this.#bus.healthy()) {
-      if (ev.kind === 'p') {
-        this.#dropped?.inc({ kind: 'partial' });
-        return;
+    if (ev.kind === 'p' && !this.#bus.healthy()) {
+      this.#dropped?.inc({ kind: 'partial' });
+      return;
+    }
+    // The same bound whether Redis is away or only slow (a hung Redis still looks connected until commands time out).
+    if (this.#queuedBytes + bytes > this.#opts.outageBufferBytes) {
+      this.#dropped?.inc({ kind: ev.kind === 'p' ? 'partial' : 'final' });
+      if (ev.kind !== 'p' && !this.#dropWarned) {
+        this.#dropWarned = true;
+        this.#log.warn(
+          { meeting: meetingId, queuedBytes: this.#queuedBytes },
+          'redis.outageBufferBytes is full: newer meeting events are dropped until redis takes them again (viewers will miss them; caption files keep them)',
+        );
       }
-      if (this.#queuedBytes + bytes > this.#opts.outageBufferBytes) {
-        this.#dropped?.inc({ kind: 'final' });
-        if (!this.#dropWarned) {
-          this.#dropWarned = true;
-          this.#log.warn(
-            { meeting: meetingId, queuedBytes: this.#queuedBytes },
-            'redis.outageBufferBytes is full: newer meeting events are dropped until redis is back (viewers on other nodes will miss them; caption files keep them)',
-          );
-        }
-        return;
-      }
+      return;
     }
     this.#stateOf(meetingId);
     this.#queue.push({ meetingId, ev, n: ++this.#n, bytes });

@@ -112,6 +112,22 @@ describe.skipIf(!redisAvailable())('the Redis bus', () => {
     a.close();
   }, 30_000);
 
+  it('bounds what it keeps through an outage (redis.outageBufferBytes): the oldest kept go out, newer ones are dropped', async () => {
+    const pub = bus('bounded:');
+    await pub.whenHealthy();
+    // Each event below costs 2 x 20 + 64 = 104 bytes of the bound.
+    const a = new MeetingStreams(pub, log, { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 350, heartbeatMs: 1000 });
+    await redis.stop();
+    await until('the loss', () => !pub.healthy());
+    for (let i = 0; i < 6; i++) a.publish('m3', { kind: 'f', body: JSON.stringify(`final-${i}`.padEnd(18)), startedAt: 1 });
+    expect(a.queued).toBe(3);
+    await redis.start();
+    expect(await a.flushed(10_000)).toBe(true);
+    const snap = await a.snapshot('m3');
+    expect(snap.entries.map((e) => (JSON.parse(e.body) as string).trim())).toEqual(['final-0', 'final-1', 'final-2']);
+    a.close();
+  }, 30_000);
+
   it("counts a token's sessions across nodes, and forgets a node that died once its lease lapses", async () => {
     const x = bus('caps:');
     const y = bus('caps:');
