@@ -15,6 +15,9 @@
  *   stands (/readyz shows it as degraded, never as not ready);
  * - blocking reads (XREAD BLOCK) get a connection of their own
  *   (`blockingClient`), so they never hold up commands.
+ *
+ * Each process is a node with a random id and a lease in Redis (`nodeKey`),
+ * renewed by the bus, deleted on a clean close.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -29,6 +32,13 @@ export interface Bus {
   readonly nodeId: string;
   /** `redis.keyPrefix`: every key this gateway writes starts with it. */
   readonly prefix: string;
+  /**
+   * A node's lease key (`<prefix>node:<id>`): it exists while the node is
+   * alive. The bus renews this node's every `redis.heartbeatMs`, lasting
+   * `redis.leaseMs`, so a node that died is gone from Redis's view within
+   * `redis.leaseMs`; users key per-node state by node id and check it here.
+   */
+  nodeKey(nodeId: string): string;
   /** The shared command client. Commands fail fast while Redis is away. */
   readonly redis: Redis;
   /** Connected and ready for commands. */
@@ -112,7 +122,16 @@ export function openBus(config: Readonly<Config>, log: Logger, registry?: Regist
       }
     }
   };
-  redis.on('ready', () => setHealth(true));
+  const nodeKey = (id: string) => `${config.redis.keyPrefix}node:${id}`;
+  const renewLease = () => {
+    if (isHealthy) redis.set(nodeKey(nodeId), String(Date.now()), 'PX', config.redis.leaseMs).catch(() => {});
+  };
+  const lease = setInterval(renewLease, config.redis.heartbeatMs);
+  lease.unref();
+  redis.on('ready', () => {
+    setHealth(true);
+    renewLease();
+  });
   redis.on('close', () => {
     if (!closing) setHealth(false);
   });
@@ -134,6 +153,7 @@ export function openBus(config: Readonly<Config>, log: Logger, registry?: Regist
   return {
     nodeId,
     prefix: config.redis.keyPrefix,
+    nodeKey,
     redis,
     healthy: () => isHealthy,
     get losses() {
@@ -157,14 +177,18 @@ export function openBus(config: Readonly<Config>, log: Logger, registry?: Regist
     async close() {
       if (closing) return;
       closing = true;
+      clearInterval(lease);
       const w = waiters;
       waiters = [];
       for (const f of w) f(false);
       isHealthy = false;
       for (const c of extra) c.disconnect();
       extra.clear();
-      // QUIT lets replies in flight arrive; a dead Redis gets a plain disconnect.
-      if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
+      // This node is gone now, not at lease expiry. QUIT lets replies in flight arrive; a dead Redis gets a plain disconnect.
+      if (redis.status === 'ready') {
+        await redis.del(nodeKey(nodeId)).catch(() => {});
+        await redis.quit().catch(() => redis.disconnect());
+      }
       else redis.disconnect();
     },
   };

@@ -8,8 +8,8 @@
  *   each node writes how many places it holds for an identity into one hash
  *   field (`<prefix>caps:<identity>`, field = node id), and a Lua step sums
  *   the fields of live nodes before it grants one more. A node is live while
- *   its lease key (`<prefix>node:<id>`, renewed every `redis.heartbeatMs`,
- *   lasting `redis.leaseMs`) exists, so a node that died stops counting
+ *   its lease key (`Bus.nodeKey`, renewed every `redis.heartbeatMs`, lasting
+ *   `redis.leaseMs`) exists, so a node that died stops counting
  *   within `redis.leaseMs`: its fields are dropped the next time anyone
  *   counts. Every write is the node's absolute count, so the heartbeat also
  *   repairs what an outage left stale.
@@ -115,9 +115,6 @@ export class SharedLimits {
     }
   }
 
-  #nodeKey(node: string): string {
-    return `${this.#bus.prefix}node:${node}`;
-  }
   #capsKey(identity: string): string {
     return `${this.#bus.prefix}caps:${identity}`;
   }
@@ -153,7 +150,7 @@ export class SharedLimits {
     const mine = this.#change(identity, +1);
     if (this.#bus.healthy()) {
       try {
-        const [ok, others] = await this.#redis.captiongateReserve(this.#capsKey(identity), this.#bus.nodeId, mine, max, `${this.#bus.prefix}node:`, this.#opts.leaseMs);
+        const [ok, others] = await this.#redis.captiongateReserve(this.#capsKey(identity), this.#bus.nodeId, mine, max, this.#bus.nodeKey(''), this.#opts.leaseMs);
         if (!ok) {
           this.#change(identity, -1);
           this.#write(identity);
@@ -206,13 +203,13 @@ export class SharedLimits {
     p.catch(() => this.#dirty.add(identity));
   }
 
-  /** Renews this node's lease and rewrites its counts (repairs anything stale after an outage). */
+  /** Rewrites this node's counts (repairs anything stale after an outage); the bus renews the node's lease. */
   async #heartbeat(): Promise<void> {
     if (!this.#bus.healthy()) return;
+    if (!this.#held.size && !this.#dirty.size) return;
     const dirty = [...this.#dirty];
     this.#dirty.clear();
     const pipe = this.#redis.pipeline();
-    pipe.set(this.#nodeKey(this.#bus.nodeId), String(Date.now()), 'PX', this.#opts.leaseMs);
     for (const [identity, n] of this.#held) {
       const key = this.#capsKey(identity);
       pipe.hset(key, this.#bus.nodeId, n).pexpire(key, this.#opts.leaseMs);
@@ -232,7 +229,6 @@ export class SharedLimits {
     // This node's places go now, not at lease expiry (best effort).
     if (this.#bus.healthy()) {
       const pipe = this.#redis.pipeline();
-      pipe.del(this.#nodeKey(this.#bus.nodeId));
       for (const identity of this.#held.keys()) pipe.hdel(this.#capsKey(identity), this.#bus.nodeId);
       pipe.exec().catch(() => {});
     }

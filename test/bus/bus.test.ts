@@ -25,8 +25,8 @@ const until = async (what: string, pred: () => boolean | Promise<boolean>, timeo
 describe.skipIf(!redisAvailable())('the Redis bus', () => {
   let redis: RedisServer;
   const buses: Bus[] = [];
-  const bus = (prefix = 'test:') => {
-    const b = openBus(testConfig({ redis: { url: redis.url, keyPrefix: prefix } }), log)!;
+  const bus = (prefix = 'test:', lease: Record<string, number> = {}) => {
+    const b = openBus(testConfig({ redis: { url: redis.url, keyPrefix: prefix, ...lease } }), log)!;
     buses.push(b);
     return b;
   };
@@ -129,8 +129,8 @@ describe.skipIf(!redisAvailable())('the Redis bus', () => {
   }, 30_000);
 
   it("counts a token's sessions across nodes, and forgets a node that died once its lease lapses", async () => {
-    const x = bus('caps:');
-    const y = bus('caps:');
+    const x = bus('caps:', { heartbeatMs: 200, leaseMs: 1000 });
+    const y = bus('caps:', { heartbeatMs: 200, leaseMs: 1000 });
     await Promise.all([x.whenHealthy(), y.whenHealthy()]);
     const opts = { heartbeatMs: 200, leaseMs: 1000, unclaimedMs: 60_000 };
     const lx = new SharedLimits(x, log, opts);
@@ -150,7 +150,7 @@ describe.skipIf(!redisAvailable())('the Redis bus', () => {
     expect(r4).not.toBeInstanceOf(GatewayError);
     // Node x dies (no release, no more heartbeats): after its lease, its place is free.
     lx.close = () => {};
-    await x.close();
+    x.redis.disconnect();
     expect(await ly.reserve('sub:capped', 2)).toBeInstanceOf(GatewayError);
     await new Promise((r) => setTimeout(r, 1300));
     expect(await ly.reserve('sub:capped', 2)).not.toBeInstanceOf(GatewayError);
