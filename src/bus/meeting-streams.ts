@@ -7,7 +7,8 @@
  *   <prefix>meeting:{<id>}:meta    hash: seq (the meeting's last seq), start (ms of its
  *                                  first participant), finals (count), p:<node> (dedupe)
  *   <prefix>meeting:{<id>}:stream  the events, XADD MAXLEN ~ redis.meetingMaxLen
- *   <prefix>meeting:{<id>}:parts   hash: session id -> participant (for viewers who join)
+ *   <prefix>meeting:{<id>}:parts   hash: session id -> {n: node, p: participant, l: its "left" event}
+ *                                  (for viewers who join later, and for reaping)
  * All three expire `retentionMs` after the last node that has a participant
  * or a viewer in the meeting stopped renewing them (heartbeat).
  *
@@ -26,6 +27,16 @@
  * supersedes them). When Redis is back the queue goes out first, in order.
  * Readers go on from the last stream id they applied, so viewers get the
  * finals of the outage afterwards, once each.
+ *
+ * Participants of a node that died. Every node that follows a meeting
+ * checks, each heartbeat, that the nodes of its participants still hold
+ * their lease (Bus.nodeKey); for one that has not for `leaseMs` more (a
+ * Redis that lost its data lost the leases too, until the next renewal;
+ * so a dead node's participants leave 1-2 leases after it died), a Lua step removes the
+ * participant and appends the "left" event it stored when it joined (once,
+ * whoever notices first). A node that was only cut off from Redis for
+ * longer than its lease puts its participants back when it returns (their
+ * "joined" again), as it does after Redis lost its data.
  *
  * Redis restarted without its data: the first event of a meeting it no
  * longer knows restores the meeting's start from the publisher's memory and
@@ -73,6 +84,21 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
 return {seq, tonumber(start)}
 `;
 
+const REAP_LUA = `
+local meta, stream, parts = KEYS[1], KEYS[2], KEYS[3]
+local v = redis.call('HGET', parts, ARGV[1])
+if not v then return 0 end
+local rec = cjson.decode(v)
+if redis.call('EXISTS', ARGV[2] .. rec.n) == 1 then return 0 end
+if redis.call('HEXISTS', meta, 'seq') == 0 then return 0 end
+redis.call('HDEL', parts, ARGV[1])
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local start = redis.call('HGET', meta, 'start') or '0'
+redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], '*', 'seq', seq, 'start', start, 'o', 'reap/' .. ARGV[1] .. ':' .. ARGV[5], 'b', rec.l)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+return seq
+`;
+
 /** What a publisher hands over: the hub's own serialized event. */
 export interface PublishedEvent {
   /** j: a participant joined; l: left; f: a final (kept through an outage); p: a partial (dropped in one). */
@@ -83,6 +109,8 @@ export interface PublishedEvent {
   /** j/l: the participant's session id, and (j) what viewers who join later are told. */
   readonly sessionId?: string;
   readonly participant?: string;
+  /** j: the participant's "left" event, published for it if its node dies. */
+  readonly leftBody?: string;
 }
 
 /** One event as read back from the stream. */
@@ -148,16 +176,24 @@ export interface MeetingStreamsOptions {
   readonly retentionMs: number;
   readonly outageBufferBytes: number;
   readonly heartbeatMs: number;
+  /** A node whose lease has been missing this long (as this node sees it) is dead: its participants leave. */
+  readonly leaseMs: number;
 }
 
 type PublishReply = [number, number];
 type PublishFn = (meta: string, stream: string, parts: string, ...args: (string | number)[]) => Promise<PublishReply>;
+type ReapFn = (meta: string, stream: string, parts: string, ...args: (string | number)[]) => Promise<number>;
 
 export class MeetingStreams {
   #bus: Bus;
   #log: Logger;
   #opts: MeetingStreamsOptions;
-  #redis: Redis & { captiongatePublish?: PublishFn };
+  #redis: Redis & { captiongatePublish: PublishFn; captiongateReap: ReapFn };
+  /** This node's participants per meeting: session id -> their "joined" event (put back if Redis lost them). */
+  #mine = new Map<string, Map<string, PublishedEvent>>();
+  #reaping = false;
+  /** Nodes whose lease this node found missing, since when (a Redis that lost its data loses leases for a heartbeat too). */
+  #missingSince = new Map<string, number>();
   #queue: Queued[] = [];
   #queuedBytes = 0;
   /**
@@ -187,8 +223,9 @@ export class MeetingStreams {
     this.#bus = bus;
     this.#log = log.child({ component: 'meeting-streams' });
     this.#opts = opts;
-    this.#redis = bus.redis;
+    this.#redis = bus.redis as Redis & { captiongatePublish: PublishFn; captiongateReap: ReapFn };
     this.#redis.defineCommand('captiongatePublish', { numberOfKeys: 3, lua: PUBLISH_LUA });
+    this.#redis.defineCommand('captiongateReap', { numberOfKeys: 3, lua: REAP_LUA });
     this.#reader = bus.blockingClient('meetings-reader');
     this.#reader.on('ready', () => {
       this.#reader.client('ID').then(
@@ -280,6 +317,13 @@ export class MeetingStreams {
       return;
     }
     this.#stateOf(meetingId);
+    if (ev.sessionId !== undefined && (ev.kind === 'j' || ev.kind === 'l')) {
+      let mine = this.#mine.get(meetingId);
+      if (ev.kind === 'j') {
+        if (!mine) this.#mine.set(meetingId, (mine = new Map()));
+        mine.set(ev.sessionId, ev);
+      } else if (mine?.delete(ev.sessionId) && !mine.size) this.#mine.delete(meetingId);
+    }
     this.#queue.push({ meetingId, ev, n: ++this.#n, bytes });
     this.#queuedBytes += bytes;
     this.#send();
@@ -308,7 +352,7 @@ export class MeetingStreams {
         st.start ?? q.ev.startedAt,
         q.ev.kind,
         q.ev.sessionId ?? '',
-        q.ev.participant ?? '',
+        q.ev.kind === 'j' ? JSON.stringify({ n: this.#bus.nodeId, p: q.ev.participant ?? '', l: q.ev.leftBody ?? '' }) : '',
       );
     }
     pipe.exec().then(
@@ -406,7 +450,10 @@ export class MeetingStreams {
       seq: Number(meta.seq ?? 0),
       start: meta.start !== undefined ? Number(meta.start) : null,
       finals: Number(meta.finals ?? 0),
-      participants: new Map(Object.entries(parts)),
+      participants: new Map(Object.entries(parts).flatMap(([sid, v]) => {
+        const rec = parseParticipant(v);
+        return rec ? [[sid, rec.p] as [string, string]] : [];
+      })),
       entries,
     };
   }
@@ -506,10 +553,63 @@ export class MeetingStreams {
         n++;
       }
       if (n) pipe.exec().catch(() => {});
+      void this.#reap();
     }
     for (const [id, s] of this.#state) {
       // Keep the numbering while events may still be queued or the keys live.
       if (!s.holds && now - s.idleSince > this.#opts.retentionMs && !this.#queue.some((q) => q.meetingId === id)) this.#state.delete(id);
+    }
+  }
+
+  /**
+   * Once per heartbeat: participants whose node's lease is gone leave (the
+   * stored "left" goes into the stream, once); this node's own participants
+   * that Redis no longer lists (it lost its data, or reaped them while this
+   * node was cut off) join again.
+   */
+  async #reap(): Promise<void> {
+    if (this.#reaping || this.#closed) return;
+    this.#reaping = true;
+    try {
+      const meetings = [...new Set([...this.#followed.keys(), ...this.#mine.keys()])];
+      if (!meetings.length) return;
+      const read = this.#redis.pipeline();
+      for (const id of meetings) read.hgetall(MeetingStreams.keys(this.#bus.prefix, id).parts);
+      const lists = (await read.exec()) ?? [];
+      const suspects: { meetingId: string; sid: string; node: string }[] = [];
+      for (let i = 0; i < meetings.length; i++) {
+        const [err, parts] = lists[i] ?? [new Error('no reply'), null];
+        if (err || !parts) continue;
+        const listed = parts as Record<string, string>;
+        for (const [sid, v] of Object.entries(listed)) {
+          const rec = parseParticipant(v);
+          if (rec && rec.n !== this.#bus.nodeId) suspects.push({ meetingId: meetings[i]!, sid, node: rec.n });
+        }
+        // Ours, no longer listed: join again (a mirror that still has it just updates it).
+        for (const [sid, joined] of this.#mine.get(meetings[i]!) ?? []) if (!(sid in listed) && !this.#queue.some((q) => q.ev === joined)) this.publish(meetings[i]!, joined);
+      }
+      if (!suspects.length) return;
+      const nodes = [...new Set(suspects.map((x) => x.node))];
+      const alive = await Promise.all(nodes.map((n) => this.#redis.exists(this.#bus.nodeKey(n))));
+      const now = Date.now();
+      const dead = new Set<string>();
+      nodes.forEach((n, i) => {
+        if (alive[i]) return void this.#missingSince.delete(n);
+        const since = this.#missingSince.get(n) ?? now;
+        this.#missingSince.set(n, since);
+        if (now - since >= this.#opts.leaseMs) dead.add(n);
+      });
+      for (const n of this.#missingSince.keys()) if (!nodes.includes(n)) this.#missingSince.delete(n);
+      for (const x of suspects) {
+        if (!dead.has(x.node)) continue;
+        const k = MeetingStreams.keys(this.#bus.prefix, x.meetingId);
+        const seq = await this.#redis.captiongateReap(k.meta, k.stream, k.parts, x.sid, this.#bus.nodeKey(''), this.#opts.maxLen, this.#opts.retentionMs, 1);
+        if (seq) this.#log.info({ meeting: x.meetingId, node: x.node }, "a participant's node is gone (its lease lapsed): it left the meeting");
+      }
+    } catch (err) {
+      this.#log.debug({ err }, 'participant check failed; next heartbeat');
+    } finally {
+      this.#reaping = false;
     }
   }
 
@@ -539,6 +639,18 @@ function parseEntry(id: string, fields: string[]): StreamEntry | null {
   const start = Number(f.start);
   if (!Number.isSafeInteger(seq) || seq < 1 || !Number.isFinite(start) || typeof f.o !== 'string' || typeof f.b !== 'string') return null;
   return { id, seq, start, origin: f.o, body: f.b };
+}
+
+/** A participants-hash value: {n: node id, p: what viewers are told, l: its "left" event}. */
+function parseParticipant(v: string): { n: string; p: string; l: string } | null {
+  try {
+    const o = JSON.parse(v) as unknown;
+    if (typeof o !== 'object' || o === null) return null;
+    const { n, p, l } = o as Record<string, unknown>;
+    return typeof n === 'string' && typeof p === 'string' && typeof l === 'string' ? { n, p, l } : null;
+  } catch {
+    return null;
+  }
 }
 
 function isConnectionError(err: Error): boolean {

@@ -133,6 +133,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           retentionMs: Math.max(config.meetings.retentionSeconds * 1000, config.redis.leaseMs * 2),
           outageBufferBytes: config.redis.outageBufferBytes,
           heartbeatMs: config.redis.heartbeatMs,
+          leaseMs: config.redis.leaseMs,
         },
         metrics.registry,
       )

@@ -301,7 +301,7 @@ export class MeetingHub {
       body: JSON.stringify(e),
       startedAt: e.m.startedAt,
       sessionId: e.m.sessionId,
-      ...(e.k === 'joined' ? { participant: JSON.stringify(e.m) } : {}),
+      ...(e.k === 'joined' ? { participant: JSON.stringify(e.m), leftBody: JSON.stringify({ k: 'left', m: e.m }) } : {}),
     });
   }
 
@@ -309,6 +309,11 @@ export class MeetingHub {
   #apply(r: Room, seq: number, e: MeetingEvent): void {
     const m = e.m;
     if (e.k !== 'caption') {
+      // Across nodes a participant is announced again when Redis lost it: viewers who know it hear nothing new.
+      if (e.k === 'joined' && r.participants.get(m.sessionId)?.participant === m.participant) {
+        r.seq = seq;
+        return;
+      }
       if (e.k === 'joined') r.participants.set(m.sessionId, m);
       else r.participants.delete(m.sessionId);
       const plain = { type: 'participant' as const, event: e.k, speaker: m.speaker, participant: m.participant };

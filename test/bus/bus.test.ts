@@ -64,7 +64,7 @@ describe.skipIf(!redisAvailable())('the Redis bus', () => {
     const pub = bus('order:');
     const sub = bus('order:');
     await Promise.all([pub.whenHealthy(), sub.whenHealthy()]);
-    const opts = { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 1 << 20, heartbeatMs: 1000 };
+    const opts = { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 1 << 20, heartbeatMs: 1000, leaseMs: 5000 };
     const a = new MeetingStreams(pub, log, opts);
     const b = new MeetingStreams(sub, log, opts);
     const got: StreamEntry[] = [];
@@ -93,7 +93,7 @@ describe.skipIf(!redisAvailable())('the Redis bus', () => {
   it("keeps finals through an outage and publishes them after it; drops partials", async () => {
     const pub = bus('outage:');
     await pub.whenHealthy();
-    const a = new MeetingStreams(pub, log, { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 1 << 20, heartbeatMs: 1000 });
+    const a = new MeetingStreams(pub, log, { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 1 << 20, heartbeatMs: 1000, leaseMs: 5000 });
     a.publish('m2', { kind: 'f', body: '"before"', startedAt: 5 });
     expect(await a.flushed(5000)).toBe(true);
     await redis.stop();
@@ -116,7 +116,7 @@ describe.skipIf(!redisAvailable())('the Redis bus', () => {
     const pub = bus('bounded:');
     await pub.whenHealthy();
     // Each event below costs 2 x 20 + 64 = 104 bytes of the bound.
-    const a = new MeetingStreams(pub, log, { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 350, heartbeatMs: 1000 });
+    const a = new MeetingStreams(pub, log, { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 350, heartbeatMs: 1000, leaseMs: 5000 });
     await redis.stop();
     await until('the loss', () => !pub.healthy());
     for (let i = 0; i < 6; i++) a.publish('m3', { kind: 'f', body: JSON.stringify(`final-${i}`.padEnd(18)), startedAt: 1 });
@@ -126,6 +126,40 @@ describe.skipIf(!redisAvailable())('the Redis bus', () => {
     const snap = await a.snapshot('m3');
     expect(snap.entries.map((e) => (JSON.parse(e.body) as string).trim())).toEqual(['final-0', 'final-1', 'final-2']);
     a.close();
+  }, 30_000);
+
+  it("puts a participant back when Redis lost it, and says a participant left when its node's lease lapses", async () => {
+    const lease = { heartbeatMs: 200, leaseMs: 1000 };
+    const x = bus('reap:', lease);
+    const y = bus('reap:', lease);
+    await Promise.all([x.whenHealthy(), y.whenHealthy()]);
+    const opts = { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 1 << 20, heartbeatMs: 200, leaseMs: 1000 };
+    const sx = new MeetingStreams(x, log, opts);
+    const sy = new MeetingStreams(y, log, opts);
+    sx.publish('m4', { kind: 'j', body: '"joined-s1"', startedAt: 7, sessionId: 's1', participant: '{"who":"s1"}', leftBody: '"left-s1"' });
+    expect(await sx.flushed(5000)).toBe(true);
+    const got: string[] = [];
+    let loaded = false;
+    sy.follow('m4', { snapshot: () => (loaded = true), entry: (e) => got.push(e.body) });
+    await until('the snapshot', () => loaded);
+    expect([...(await sy.snapshot('m4')).participants]).toEqual([['s1', '{"who":"s1"}']]);
+    // Redis loses everything: node x announces its participant again within a heartbeat.
+    await redis.command(['FLUSHALL']);
+    await until('the participant to be back', async () => (await sy.snapshot('m4')).participants.has('s1'));
+    // Longer than a lease: the leases Redis lost came back in time, so nobody left.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(got.filter((b) => b === '"left-s1"')).toEqual([]);
+    // Node x dies: once its lease lapses, node y says its participant left, once.
+    sx.close();
+    x.redis.disconnect();
+    await until('the participant to leave', () => got.includes('"left-s1"'), 10_000);
+    expect(got.filter((b) => b === '"left-s1"')).toHaveLength(1);
+    expect(got.at(-1)).toBe('"left-s1"');
+    expect((await sy.snapshot('m4')).participants.size).toBe(0);
+    const n = got.length;
+    await new Promise((r) => setTimeout(r, 600));
+    expect(got).toHaveLength(n);
+    sy.close();
   }, 30_000);
 
   it("counts a token's sessions across nodes, and forgets a node that died once its lease lapses", async () => {
