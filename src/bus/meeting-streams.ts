@@ -22,8 +22,9 @@
  * applied (an event resent to a Redis that restarted without its data).
  *
  * Outage. Publishing never waits for Redis. While it is away, finals and
- * participant events queue here, up to `redis.outageBufferBytes` (then the
- * newest are dropped, counted and logged); partials are dropped (a final
+ * participant events queue here, finals up to `redis.outageBufferBytes` (then the
+ * newest are dropped, counted and logged; participant events, one pair per
+ * session, always queue); partials are dropped (a final
  * supersedes them). When Redis is back the queue goes out first, in order.
  * Readers go on from the last stream id they applied, so viewers get the
  * finals of the outage afterwards, once each.
@@ -258,7 +259,7 @@ export class MeetingStreams {
       });
       this.#dropped = new Counter({
         name: 'captiongate_meeting_bus_dropped_total',
-        help: 'Meeting events not published to Redis: partials during an outage (kind=partial), finals and participant events past redis.outageBufferBytes (kind=final), events Redis refused (kind=error).',
+        help: 'Meeting events not published to Redis: partials during an outage (kind=partial), finals past redis.outageBufferBytes (kind=final), events Redis refused (kind=error).',
         labelNames: ['kind'],
         registers: [registry],
       });
@@ -299,15 +300,16 @@ export class MeetingStreams {
   /** Queues one event; it goes out at once unless Redis is away. Never throws, never waits. */
   publish(meetingId: string, ev: PublishedEvent): void {
     if (this.#closed) return;
-    const bytes = ev.body.length * 2 + (ev.participant?.length ?? 0) * 2 + 64;
+    const bytes = (ev.body.length + (ev.participant?.length ?? 0) + (ev.leftBody?.length ?? 0)) * 2 + 64;
     if (ev.kind === 'p' && !this.#bus.healthy()) {
       this.#dropped?.inc({ kind: 'partial' });
       return;
     }
     // The same bound whether Redis is away or only slow (a hung Redis still looks connected until commands time out).
-    if (this.#queuedBytes + bytes > this.#opts.outageBufferBytes) {
+    // Participant events always queue: they are few (one pair per session) and a lost one would misstate who is there.
+    if (this.#queuedBytes + bytes > this.#opts.outageBufferBytes && (ev.kind === 'f' || ev.kind === 'p')) {
       this.#dropped?.inc({ kind: ev.kind === 'p' ? 'partial' : 'final' });
-      if (ev.kind !== 'p' && !this.#dropWarned) {
+      if (ev.kind === 'f' && !this.#dropWarned) {
         this.#dropWarned = true;
         this.#log.warn(
           { meeting: meetingId, queuedBytes: this.#queuedBytes },
