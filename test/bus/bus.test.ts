@@ -90,6 +90,30 @@ describe.skipIf(!redisAvailable())('the Redis bus', () => {
     b.close();
   }, 30_000);
 
+  it('one reader per node follows a meeting added while it is blocked in XREAD at once', async () => {
+    const pub = bus('unblock:');
+    const sub = bus('unblock:');
+    await Promise.all([pub.whenHealthy(), sub.whenHealthy()]);
+    const opts = { maxLen: 1000, retentionMs: 60_000, outageBufferBytes: 1 << 20, heartbeatMs: 1000, leaseMs: 5000 };
+    const a = new MeetingStreams(pub, log, opts);
+    const b = new MeetingStreams(sub, log, opts);
+    const got: string[] = [];
+    let loaded = 0;
+    b.follow('u1', { snapshot: () => loaded++, entry: (e) => got.push(`u1:${e.body}`) });
+    await until('the first snapshot', () => loaded === 1);
+    await new Promise((r) => setTimeout(r, 300)); // the reader is now blocked on u1 alone
+    b.follow('u2', { snapshot: () => loaded++, entry: (e) => got.push(`u2:${e.body}`) });
+    await until('the second snapshot', () => loaded === 2);
+    const t0 = Date.now();
+    a.publish('u2', { kind: 'f', body: '"x"', startedAt: 1 });
+    await until('the event', () => got.length === 1);
+    // Well under the reader's 5 s BLOCK: the new meeting interrupted it (CLIENT UNBLOCK).
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(got).toEqual(['u2:"x"']);
+    a.close();
+    b.close();
+  }, 30_000);
+
   it("keeps finals through an outage and publishes them after it; drops partials", async () => {
     const pub = bus('outage:');
     await pub.whenHealthy();
