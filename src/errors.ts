@@ -103,7 +103,7 @@ export const ERRORS = {
     close: CloseCode.IDLE_TIMEOUT,
   },
   CAP_ERR_TOO_MANY_SESSIONS: {
-    summary: 'This client address already has limits.maxSessionsPerAddress sessions. Retry after `retryAfterMs`.',
+    summary: 'This client address already has limits.maxSessionsPerAddress sessions, or this token its maxSessions (across nodes with Redis). Retry after `retryAfterMs`.',
     fatal: true,
     close: CloseCode.CAPACITY,
     status: 429,

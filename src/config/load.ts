@@ -151,8 +151,8 @@ export function validateConfig(raw: unknown): Readonly<Config> {
       for (const seg of issue.path) value = isObject(value) ? (value as JsonObject)[String(seg)] : Array.isArray(value) ? (value as Json[])[Number(seg)] : undefined;
       // API keys are secrets: a message about one never repeats it.
       if (issue.path[0] === 'auth' && issue.path[1] === 'apiKeys') return `${key}: ${issue.message}`;
-      // store.url may hold a password: never repeated either.
-      if (issue.path[0] === 'store' && issue.path[1] === 'url') return `${key}: ${issue.message}`;
+      // store.url and redis.url may hold a password: never repeated either.
+      if ((issue.path[0] === 'store' || issue.path[0] === 'redis') && issue.path[1] === 'url') return `${key}: ${issue.message}`;
       if (issue.code === 'unrecognized_keys') {
         return `${key === '(root)' ? '' : `${key}: `}unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
       }
@@ -174,6 +174,9 @@ export function validateConfig(raw: unknown): Readonly<Config> {
     );
   }
   if (c.engine.decoders < 1) problems.push('engine.decoders: must be at least 1');
+  if (c.redis.leaseMs < c.redis.heartbeatMs * 2) {
+    problems.push(`redis.leaseMs: ${c.redis.leaseMs} must be at least twice redis.heartbeatMs (${c.redis.heartbeatMs}): a live node renews its lease before it lapses`);
+  }
   const secretBytes = Buffer.byteLength(c.auth.secret, 'utf8');
   if (secretBytes > 0 && secretBytes < MIN_SECRET_BYTES) {
     problems.push(

@@ -194,6 +194,18 @@ export const configSchema = z
         busyTimeoutMs: int(0, 600_000),
       })
       .strict(),
+    redis: z
+      .object({
+        url: z.string({ error: 'must be a string: redis://host:port[/db] (empty: no Redis, one node)' }).refine((u) => u === '' || /^rediss?:\/\//.test(u), {
+          error: 'must start with redis:// or rediss:// (or be empty: no Redis)',
+        }),
+        keyPrefix: str(),
+        meetingMaxLen: int(100, 10_000_000),
+        outageBufferBytes: int(0, 1 << 30),
+        heartbeatMs: int(100, 60_000),
+        leaseMs: int(500, 600_000),
+      })
+      .strict(),
     files: z
       .object({
         maxUploadBytes: int(1024, 1 << 30),

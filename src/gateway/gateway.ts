@@ -14,6 +14,9 @@ import http from 'node:http';
 
 import type { Logger } from 'pino';
 
+import { openBus, type Bus } from '../bus/bus.js';
+import { MeetingStreams } from '../bus/meeting-streams.js';
+import { SharedLimits } from '../bus/shared-limits.js';
 import { CaptionArchive } from '../captions/archive.js';
 import { DeepgramConnection } from '../compat/deepgram/connection.js';
 import { createPrerecordedRoute, deepgramTooLarge } from '../compat/deepgram/prerecorded.js';
@@ -67,6 +70,8 @@ export interface Gateway {
   readonly hub: MeetingHub;
   readonly archive: CaptionArchive;
   readonly store: Store;
+  /** The shared Redis connection (redis.url), or null: one node, nothing shared. */
+  readonly bus: Bus | null;
   readonly log: Logger;
   /** The port actually bound (after listen). */
   readonly port: number;
@@ -116,13 +121,45 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   });
   lifecycle.onClose('scheduler', () => scheduler?.close());
 
+  // Redis, when configured: closed after everything that uses it.
+  const bus = openBus(config, log, metrics.registry);
+  if (bus) lifecycle.onClose('redis', () => bus.close());
+  const streams = bus
+    ? new MeetingStreams(
+        bus,
+        log,
+        {
+          maxLen: config.redis.meetingMaxLen,
+          // Keys outlive their last participant or viewer by the meeting's retention (at least two leases).
+          retentionMs: Math.max(config.meetings.retentionSeconds * 1000, config.redis.leaseMs * 2),
+          outageBufferBytes: config.redis.outageBufferBytes,
+          heartbeatMs: config.redis.heartbeatMs,
+          leaseMs: config.redis.leaseMs,
+        },
+        metrics.registry,
+      )
+    : null;
+  if (streams) lifecycle.onClose('meeting streams', () => streams.close());
+  const shared = bus
+    ? new SharedLimits(
+        bus,
+        log,
+        { heartbeatMs: config.redis.heartbeatMs, leaseMs: config.redis.leaseMs, unclaimedMs: (config.limits.startTimeoutSeconds + 10) * 1000 },
+        metrics.registry,
+      )
+    : null;
+  if (shared) lifecycle.onClose('shared limits', () => shared.close());
+
   const archive = new CaptionArchive(config.captions);
   const hub = new MeetingHub({
     ...config.meetings,
     stalledReaderSeconds: config.server.stalledReaderSeconds,
     onSlowViewer: () => metrics.errors.inc({ code: 'CAP_ERR_SLOW_READER' }),
+    streams,
   });
   lifecycle.onClose('meetings', () => hub.close());
+  // After the sessions drained (their last finals are published): let them reach Redis.
+  if (streams) lifecycle.onDrain('meeting streams', () => streams.flushed(2000).then(() => undefined));
 
   const meetingOf = (s: Session) => (typeof s.meta.meetingId === 'string' ? s.meta.meetingId : null);
   const sessions = new SessionManager({
@@ -183,7 +220,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   lifecycle.onDrain('sessions', () => sessions.shutdown(config.server.shutdownGraceSeconds * 1000));
   lifecycle.onClose('sessions', () => sessions.close());
 
-  const gatekeeper = new Gatekeeper(config);
+  const gatekeeper = new Gatekeeper(config, shared);
   lifecycle.onClose('gatekeeper', () => gatekeeper.close());
   const connections = new ConnectionCounter(config.limits.maxConnectionsPerAddress);
 
@@ -197,6 +234,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         const r = sessions.resumable(token, identity);
         return r instanceof GatewayError ? r : null;
       },
+      reserveSession: shared ? (identity, max) => shared.reserve(identity, max) : undefined,
     }),
     open(conn, ctx) {
       const refused = connections.open(ctx.remoteAddress);
@@ -217,7 +255,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       store,
       gatekeeper,
       // What works less well than it should, without making the node unready (a Redis outage must not drain every node).
-      degraded: () => (store.status().ok ? [] : ['store']),
+      degraded: () => [...(store.status().ok ? [] : ['store']), ...(bus && !bus.healthy() ? ['redis'] : [])],
       serveMetrics: config.metrics.host === '',
       transcriptions: createTranscriptionsRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
       prerecorded: createPrerecordedRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
@@ -290,6 +328,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     hub,
     archive,
     store,
+    bus,
     log,
     get port() {
       return port;
@@ -372,7 +411,7 @@ function logStartup(
     },
     `memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +
       `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror of 16 kHz 16-bit samples); ` +
-      `captions at most ${formatBytes(captions.captions)} (caption files) + ${formatBytes(captions.replays)} (meeting replays) + ` +
+      `captions at most ${formatBytes(captions.captions)} (caption files) + ${formatBytes(captions.replays)} (meeting replays${config.redis.url ? ' and the Redis outage buffer' : ''}) + ` +
       `${formatBytes(captions.resumeLogs)} (resume logs: ${config.limits.resumeBufferBytes} B x (${shapes.slabs} live + ${config.limits.maxParkedSessions} parked))`,
   );
   const modelBytes = engine.stats().modelBytes;

@@ -125,7 +125,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
     const denied = await authorize(req, { owner: null, meetingId: id });
     if (denied) return denied;
     const stored = await store.getMeeting(id);
-    const finals = stored ? stored.finals : hub.meetingFinals(id);
+    const finals = stored ? stored.finals : await hub.meetingFinals(id);
     if (!finals) return notFound(`no captions for meeting ${id}`);
     return captionBody(format, finals, { meetingId: id, ...(stored ? { startedAt: new Date(stored.startedAt).toISOString() } : {}) });
   };

@@ -9,6 +9,7 @@
  */
 import type { Logger } from 'pino';
 
+import type { Reservation } from '../bus/shared-limits.js';
 import type { DeepgramParams } from '../compat/deepgram/params.js';
 import type { Config } from '../config/schema.js';
 import { closeCode, ERRORS, type ErrorCode, GatewayError } from '../errors.js';
@@ -38,6 +39,8 @@ export interface ListenContext {
   readonly resume: { readonly token: string; readonly lastSeq: number } | null;
   /** The connection speaks Deepgram's live dialect (src/compat/deepgram) with these parameters. */
   readonly deepgram?: DeepgramParams;
+  /** A place held across nodes for a token with maxSessions (Redis); the session takes it over. */
+  readonly reservation?: Reservation | null;
 }
 
 /** RFC 6455 7.4.1: no close frame was received (the TCP connection just ended). */
@@ -84,11 +87,14 @@ export class ListenConnection implements ConnectionHandler {
   #startTimer: NodeJS.Timeout | null = null;
   /** Backpressure for senders faster than real time (read-gate.ts). */
   #gate: ReadGate;
+  /** Held until a session takes it, or released when none will. */
+  #reservation: Reservation | null;
 
   constructor(deps: ListenDeps, conn: WsConnection, ctx: ListenContext) {
     this.#gate = new ReadGate(conn, deps.config.server.maxHeldAudioBytes, (data, isBinary) => this.message(data, isBinary));
     this.#deps = deps;
     this.#ctx = ctx;
+    this.#reservation = ctx.reservation ?? null;
     const { server, limits } = deps.config;
     this.#outbox = new Outbox(conn, ctx.mode, {
       maxBufferedBytes: server.maxBackpressureBytes,
@@ -200,8 +206,11 @@ export class ListenConnection implements ConnectionHandler {
       identity: id?.key,
       sub: id?.sub,
       maxSessions: id?.maxSessions,
+      hold: this.#reservation,
     });
+    this.#reservation = null;
     if (r instanceof GatewayError) {
+      this.#ctx.reservation?.release();
       // The manager counted the refusal already.
       if (ERRORS[r.code].fatal) this.#fatal(r.code, r.message, r.retryAfterMs, false);
       else this.#error(r.code, r.message);
@@ -267,6 +276,8 @@ export class ListenConnection implements ConnectionHandler {
       this.#startTimer = null;
     }
     this.#gate.close();
+    // A place held for a session that never started.
+    if (!this.#session) this.#ctx.reservation?.release();
     const s = this.#session;
     if (s && !s.ended) {
       try {

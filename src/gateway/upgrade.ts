@@ -4,6 +4,7 @@
  * gatekeeper (origin, rate limits, token), all before anything is
  * allocated for the connection.
  */
+import type { Reservation } from '../bus/shared-limits.js';
 import { GatewayError, httpStatus, type ErrorCode } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { ID_CHARS, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, type WireMode } from '../protocol/messages.js';
@@ -40,6 +41,8 @@ export interface UpgradeDeps {
   shuttingDown(): boolean;
   /** Refuses a resume whose token names no session this identity may take back. */
   resumeRefusal(token: string, identity: string | null): GatewayError | null;
+  /** Across nodes (Redis): holds one of a token's maxSessions places before the connection opens. */
+  reserveSession?: ((identity: string, max: number) => Promise<Reservation | GatewayError>) | undefined;
 }
 
 /** `?lastSeq=<n>`: a whole number, or null when absent. */
@@ -111,6 +114,14 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
       const refused = deps.resumeRefusal(resume.token, admitted.identity?.key ?? null);
       if (refused) return counted(refused);
     }
+    // A token's concurrent sessions count on every node: its place is held now, and the session takes it over.
+    let reservation: Reservation | null = null;
+    const max = admitted.identity?.maxSessions;
+    if (!resume && deps.reserveSession && admitted.identity && max !== undefined) {
+      const r = await deps.reserveSession(admitted.identity.key, max);
+      if (r instanceof GatewayError) return counted(r);
+      reservation = r;
+    }
     return {
       accept: true,
       protocol,
@@ -124,6 +135,7 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
         identity: admitted.identity,
         authEnabled: deps.gatekeeper.authEnabled,
         ...(deepgram ? { deepgram: deepgram.params } : {}),
+        reservation,
       },
     };
   };

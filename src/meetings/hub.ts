@@ -27,13 +27,25 @@
  *
  * Session ids are not shown to viewers unless the viewer may read that
  * session's caption file anyway (`canRead`): the id is a handle on the file.
+ *
+ * Across nodes (`redis.url` set, `streams` given): every participant event
+ * goes through the meeting's Redis Stream (src/bus/meeting-streams.ts),
+ * which gives it the meeting's seq; a node keeps a room only for meetings
+ * it has viewers of, as a mirror of the stream (its replay, participants
+ * and seq), fed by the node's one reader, and encodes each event once per
+ * wire format for all its viewers. Viewers on the speaker's own node read
+ * the stream too, so every viewer sees one order. The limits above hold
+ * per node (`maxMeetings` bounds the meetings a node has participants in,
+ * and the mirrors it keeps). Without Redis all of this stays in process.
  */
 import { randomBytes } from 'node:crypto';
 
+import type { MeetingSnapshot, MeetingStreams, StreamEntry } from '../bus/meeting-streams.js';
 import { finalBytes } from '../captions/archive.js';
 import type { CaptionEvent } from '../captions/stabilizer.js';
 import { CloseCode, GatewayError } from '../errors.js';
-import type { FinalMessage, PartialMessage, ServerMessage, Unsequenced } from '../protocol/messages.js';
+import { encodeServerMessage } from '../protocol/codec.js';
+import type { FinalMessage, PartialMessage, ServerMessage, Unsequenced, WireMode } from '../protocol/messages.js';
 import type { Outbox } from '../session/outbox.js';
 
 export interface MeetingOptions {
@@ -47,6 +59,8 @@ export interface MeetingOptions {
   readonly stalledReaderSeconds: number;
   /** Called when a viewer is dropped for not reading (metrics). */
   readonly onSlowViewer?: () => void;
+  /** Meetings across nodes through Redis (null or absent: in process). */
+  readonly streams?: MeetingStreams | null;
 }
 
 export interface Participant {
@@ -88,13 +102,28 @@ interface Member extends Participant {
   readonly participant: string;
 }
 
+/** What happens in a meeting: applied to a room in process, or sent through its stream (as JSON). */
+type MeetingEvent =
+  | { readonly k: 'joined'; readonly m: Member }
+  | { readonly k: 'left'; readonly m: Member }
+  | { readonly k: 'caption'; readonly m: Member; readonly ev: CaptionEvent };
+
+interface KeptFinal {
+  msg: Unsequenced<FinalMessage>;
+  seq: number;
+  sessionId: string;
+  owner: string | null;
+  bytes: number;
+}
+
 interface Room {
   readonly id: string;
-  readonly startedAt: number;
+  /** The meeting's start (ms); NaN in a mirror until the stream says. */
+  startedAt: number;
   readonly participants: Map<string, Member>;
   readonly viewers: Map<Outbox, ViewerState>;
   /** Finals for the replay, with their session's id and owner (who may see the id). */
-  finals: { msg: Unsequenced<FinalMessage>; seq: number; sessionId: string; owner: string | null; bytes: number }[];
+  finals: KeptFinal[];
   replayBytes: number;
   truncated: number;
   /** The meeting seq of the newest final dropped from the replay (0: none). */
@@ -102,33 +131,54 @@ interface Room {
   /** The last meeting seq stamped. */
   seq: number;
   idleSince: number;
+  /** A mirror of a meeting's stream (Redis), else null. */
+  mirror: Mirror | null;
+}
+
+interface Mirror {
+  /** The snapshot is in: viewers can be served. */
+  loaded: boolean;
+  /** The meeting exists in Redis (someone spoke in it). */
+  exists: boolean;
+  /** Viewers who came before the snapshot, with their lastSeq. */
+  readonly pending: Map<Outbox, { who: ViewerIdentity; lastSeq: number | null }>;
+  /** Per publishing node, the last event number applied (exactly once). */
+  readonly origins: Map<string, number>;
 }
 
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 const opaqueId = () => randomBytes(6).toString('base64url');
+/** A mirror with no viewers is dropped after this long (a viewer reconnecting soon finds it). */
+const MIRROR_LINGER_MS = 5000;
 
 export class MeetingHub {
   #opts: MeetingOptions;
+  #streams: MeetingStreams | null;
   #rooms = new Map<string, Room>();
-  /** Viewers of meetings with no room yet. */
+  /** Viewers of meetings with no room yet (in process only). */
   #waiting = new Map<string, Map<Outbox, ViewerState>>();
+  /** Across nodes: this node's participants, per meeting. */
+  #local = new Map<string, Map<string, Member>>();
   #sweep: NodeJS.Timeout;
   /** Viewers dropped as slow readers (metrics/tests). */
   slowViewersDropped = 0;
+  /** Across nodes: stream events skipped as already applied (tests). */
+  duplicatesSkipped = 0;
 
   constructor(opts: MeetingOptions) {
     this.#opts = opts;
+    this.#streams = opts.streams ?? null;
     this.#sweep = setInterval(() => this.#tick(), 500);
     this.#sweep.unref();
   }
 
   get meetings(): number {
-    return this.#rooms.size;
+    return this.#streams ? this.#local.size : this.#rooms.size;
   }
 
-  /** The most memory replays can hold. */
+  /** The most memory replays (and, across nodes, the outage buffer) can hold. */
   budgetBytes(): number {
-    return this.#opts.maxMeetings * this.#opts.maxReplayBytes;
+    return this.#opts.maxMeetings * this.#opts.maxReplayBytes + (this.#streams?.budgetBytes ?? 0);
   }
 
   /** Viewers across all meetings (waiting ones included), and participants (leak checks). */
@@ -138,16 +188,41 @@ export class MeetingHub {
     let waitingViewers = 0;
     let maxViewerQueuedBytes = 0;
     for (const r of this.#rooms.values()) {
-      viewers += r.viewers.size;
-      participants += r.participants.size;
+      viewers += r.viewers.size + (r.mirror?.pending.size ?? 0);
+      if (!this.#streams) participants += r.participants.size;
       for (const v of r.viewers.keys()) maxViewerQueuedBytes = Math.max(maxViewerQueuedBytes, v.queuedBytes);
     }
+    for (const m of this.#local.values()) participants += m.size;
     for (const w of this.#waiting.values()) waitingViewers += w.size;
-    return { meetings: this.#rooms.size, viewers: viewers + waitingViewers, waitingViewers, participants, maxViewerQueuedBytes };
+    return { meetings: this.meetings, viewers: viewers + waitingViewers, waitingViewers, participants, maxViewerQueuedBytes };
   }
 
   viewers(meetingId: string): number {
-    return (this.#rooms.get(meetingId)?.viewers.size ?? 0) + (this.#waiting.get(meetingId)?.size ?? 0);
+    const r = this.#rooms.get(meetingId);
+    return (r?.viewers.size ?? 0) + (r?.mirror?.pending.size ?? 0) + (this.#waiting.get(meetingId)?.size ?? 0);
+  }
+
+  #newRoom(id: string, startedAt: number, mirror: Mirror | null): Room {
+    return {
+      id,
+      startedAt,
+      participants: new Map(),
+      viewers: new Map(),
+      finals: [],
+      replayBytes: 0,
+      truncated: 0,
+      lastDroppedSeq: 0,
+      seq: 0,
+      idleSince: Date.now(),
+      mirror,
+    };
+  }
+
+  #tooManyMeetings(meetingId: string): GatewayError {
+    return new GatewayError(
+      'CAP_ERR_CAPACITY',
+      `captions of this session are not shared with meeting ${meetingId}'s viewers: the server already has ${this.#opts.maxMeetings} meetings (meetings.maxMeetings)`,
+    );
   }
 
   /**
@@ -155,26 +230,22 @@ export class MeetingHub {
    * (the room cannot be made): the session still works, and is told so.
    */
   joined(meetingId: string, p: Participant): GatewayError | null {
+    const m: Member = { ...p, participant: opaqueId() };
+    if (this.#streams) {
+      let local = this.#local.get(meetingId);
+      if (!local) {
+        if (this.#local.size >= this.#opts.maxMeetings) return this.#tooManyMeetings(meetingId);
+        this.#local.set(meetingId, (local = new Map()));
+      }
+      local.set(p.sessionId, m);
+      this.#streams.hold(meetingId);
+      this.#send(meetingId, { k: 'joined', m });
+      return null;
+    }
     let r = this.#rooms.get(meetingId);
     if (!r) {
-      if (this.#rooms.size >= this.#opts.maxMeetings) {
-        return new GatewayError(
-          'CAP_ERR_CAPACITY',
-          `captions of this session are not shared with meeting ${meetingId}'s viewers: the server already has ${this.#opts.maxMeetings} meetings (meetings.maxMeetings)`,
-        );
-      }
-      r = {
-        id: meetingId,
-        startedAt: p.startedAt,
-        participants: new Map(),
-        viewers: new Map(),
-        finals: [],
-        replayBytes: 0,
-        truncated: 0,
-        lastDroppedSeq: 0,
-        seq: 0,
-        idleSince: Date.now(),
-      };
+      if (this.#rooms.size >= this.#opts.maxMeetings) return this.#tooManyMeetings(meetingId);
+      r = this.#newRoom(meetingId, p.startedAt, null);
       this.#rooms.set(meetingId, r);
       // Viewers who were waiting for this meeting come in.
       const waiting = this.#waiting.get(meetingId);
@@ -183,19 +254,25 @@ export class MeetingHub {
         for (const [outbox, st] of waiting) r.viewers.set(outbox, st);
       }
     }
-    const m: Member = { ...p, participant: opaqueId() };
-    r.participants.set(p.sessionId, m);
-    this.#broadcast(r, (st) => ({ type: 'participant', event: 'joined', ...this.#tag(m, st.who) }));
+    this.#apply(r, r.seq + 1, { k: 'joined', m });
     return null;
   }
 
   left(meetingId: string, sessionId: string): void {
+    if (this.#streams) {
+      const local = this.#local.get(meetingId);
+      const m = local?.get(sessionId);
+      if (!local || !m) return;
+      local.delete(sessionId);
+      if (!local.size) this.#local.delete(meetingId);
+      this.#send(meetingId, { k: 'left', m });
+      this.#streams.release(meetingId);
+      return;
+    }
     const r = this.#rooms.get(meetingId);
     const m = r?.participants.get(sessionId);
     if (!r || !m) return;
-    r.participants.delete(sessionId);
-    this.#broadcast(r, (st) => ({ type: 'participant', event: 'left', ...this.#tag(m, st.who) }));
-    if (!r.participants.size && !r.viewers.size) r.idleSince = Date.now();
+    this.#apply(r, r.seq + 1, { k: 'left', m });
   }
 
   /** Speaker name, participant id, and the session id where this viewer may see it. */
@@ -205,10 +282,48 @@ export class MeetingHub {
 
   /** A participant's caption: shift onto the meeting timeline, keep finals, fan out. */
   publish(meetingId: string, sessionId: string, ev: CaptionEvent): void {
+    if (this.#streams) {
+      const m = this.#local.get(meetingId)?.get(sessionId);
+      if (m) this.#send(meetingId, { k: 'caption', m, ev });
+      return;
+    }
     const r = this.#rooms.get(meetingId);
     const m = r?.participants.get(sessionId);
     if (!r || !m) return;
-    const offset = (m.startedAt - r.startedAt) / 1000;
+    this.#apply(r, r.seq + 1, { k: 'caption', m, ev });
+  }
+
+  /** Across nodes: an event into the meeting's stream (its seq comes back with it). */
+  #send(meetingId: string, e: MeetingEvent): void {
+    const kind = e.k === 'joined' ? 'j' : e.k === 'left' ? 'l' : e.ev.type === 'final' && e.ev.text ? 'f' : 'p';
+    this.#streams!.publish(meetingId, {
+      kind,
+      body: JSON.stringify(e),
+      startedAt: e.m.startedAt,
+      sessionId: e.m.sessionId,
+      ...(e.k === 'joined' ? { participant: JSON.stringify(e.m), leftBody: JSON.stringify({ k: 'left', m: e.m }) } : {}),
+    });
+  }
+
+  /** One event, with its meeting seq, into a room: participants, replay, fan-out. */
+  #apply(r: Room, seq: number, e: MeetingEvent): void {
+    const m = e.m;
+    if (e.k !== 'caption') {
+      // Across nodes a participant is announced again when Redis lost it: viewers who know it hear nothing new.
+      if (e.k === 'joined' && r.participants.get(m.sessionId)?.participant === m.participant) {
+        r.seq = seq;
+        return;
+      }
+      if (e.k === 'joined') r.participants.set(m.sessionId, m);
+      else r.participants.delete(m.sessionId);
+      const plain = { type: 'participant' as const, event: e.k, speaker: m.speaker, participant: m.participant };
+      const withId = { ...plain, sessionId: m.sessionId };
+      this.#broadcast(r, seq, (st) => (st.who.canRead(m.owner) ? withId : plain));
+      if (e.k === 'left' && !r.participants.size && !r.viewers.size) r.idleSince = Date.now();
+      return;
+    }
+    const ev = e.ev;
+    const offset = (m.startedAt - r.startedAt) / 1000 || 0;
     // Built once per caption; each viewer gets the one its rights allow.
     const shifted = { speaker: m.speaker, participant: m.participant, start: round3(ev.start + offset), end: round3(ev.end + offset) };
     let plain: Unsequenced<FinalMessage> | Unsequenced<PartialMessage>;
@@ -218,13 +333,13 @@ export class MeetingHub {
         ...shifted,
         words: ev.words.map((w) => ({ ...w, start: round3(w.start + offset), end: round3(w.end + offset) })),
       };
-      if (f.text) this.#keep(r, f, m, r.seq + 1); // the seq #broadcast stamps next
+      if (f.text) this.#keep(r, f, m, seq);
       plain = f;
     } else {
       plain = { ...ev, ...shifted };
     }
-    const withId = { ...plain, sessionId };
-    this.#broadcast(r, (st) => (st.who.canRead(m.owner) ? withId : plain));
+    const withId = { ...plain, sessionId: m.sessionId };
+    this.#broadcast(r, seq, (st) => (st.who.canRead(m.owner) ? withId : plain));
   }
 
   #keep(r: Room, f: Unsequenced<FinalMessage>, m: Member, seq: number): void {
@@ -240,9 +355,24 @@ export class MeetingHub {
     }
   }
 
-  /** The meeting's kept finals with their session ids, by start (its caption file without a store); null if there is no room. */
-  meetingFinals(meetingId: string): (Unsequenced<FinalMessage> & { sessionId: string })[] | null {
-    const r = this.#rooms.get(meetingId);
+  /**
+   * The meeting's kept finals with their session ids, by start (its caption
+   * file without a store); null if there is no such meeting. Across nodes,
+   * read from the meeting's stream when this node has no mirror of it.
+   */
+  async meetingFinals(meetingId: string): Promise<(Unsequenced<FinalMessage> & { sessionId: string })[] | null> {
+    let r = this.#rooms.get(meetingId);
+    if (this.#streams && !r?.mirror?.loaded) {
+      let snap: MeetingSnapshot;
+      try {
+        snap = await this.#streams.snapshot(meetingId);
+      } catch {
+        return null;
+      }
+      if (!snap.exists) return null;
+      r = this.#newRoom(meetingId, NaN, { loaded: true, exists: true, pending: new Map(), origins: new Map() });
+      this.#load(r, snap);
+    }
     if (!r) return null;
     return r.finals.map(({ msg, sessionId }) => ({ ...msg, sessionId })).sort((a, b) => a.start - b.start || a.end - b.end);
   }
@@ -255,9 +385,10 @@ export class MeetingHub {
   addViewer(meetingId: string, outbox: Outbox, who: ViewerIdentity, lastSeq: number | null = null): GatewayError | null {
     const r = this.#rooms.get(meetingId);
     const o = this.#opts;
-    const inRoom = r ? [...r.viewers.values()] : [];
+    const pendingHere = r?.mirror ? [...r.mirror.pending.values()] : [];
+    const inRoom = r ? [...r.viewers.values(), ...pendingHere] : [];
     const waitingHere = this.#waiting.get(meetingId);
-    if (r && r.viewers.size >= o.maxViewersPerMeeting) {
+    if (r && inRoom.length >= o.maxViewersPerMeeting) {
       return new GatewayError('CAP_ERR_CAPACITY', `meeting ${meetingId} already has ${o.maxViewersPerMeeting} viewers`, 5000);
     }
     if (who.token !== null) {
@@ -266,14 +397,19 @@ export class MeetingHub {
         return new GatewayError('CAP_ERR_TOO_MANY_CONNECTIONS', `this token already holds ${mine} viewer places in meeting ${meetingId} (meetings.maxViewersPerToken)`, 5000);
       }
     }
-    if (!r) {
+    // A meeting nobody has spoken in yet: its viewers wait, and how many may wait is bounded.
+    if (!r || (r.mirror && !r.mirror.exists)) {
       let byAddress = 0;
       let byToken = 0;
-      for (const w of this.#waiting.values()) {
-        for (const v of w.values()) {
-          if (v.who.address === who.address) byAddress++;
-          if (who.token !== null && v.who.token === who.token) byToken++;
-        }
+      const count = (v: { who: ViewerIdentity }) => {
+        if (v.who.address === who.address) byAddress++;
+        if (who.token !== null && v.who.token === who.token) byToken++;
+      };
+      for (const w of this.#waiting.values()) for (const v of w.values()) count(v);
+      for (const room of this.#rooms.values()) {
+        if (!room.mirror || room.mirror.exists) continue;
+        for (const v of room.viewers.values()) count(v);
+        for (const v of room.mirror.pending.values()) count(v);
       }
       if (byAddress >= o.maxWaitingViewersPerAddress || (who.token !== null && byToken >= o.maxWaitingViewersPerToken)) {
         return new GatewayError(
@@ -284,7 +420,41 @@ export class MeetingHub {
         );
       }
     }
-    const finals = r?.finals ?? [];
+    if (this.#streams) {
+      let room = r;
+      if (!room) {
+        let mirrors = 0;
+        for (const x of this.#rooms.values()) if (x.mirror) mirrors++;
+        if (mirrors >= o.maxMeetings) {
+          return new GatewayError('CAP_ERR_CAPACITY', `this server already follows ${o.maxMeetings} meetings (meetings.maxMeetings)`, 5000);
+        }
+        room = this.#newRoom(meetingId, NaN, { loaded: false, exists: false, pending: new Map(), origins: new Map() });
+        this.#rooms.set(meetingId, room);
+        this.#follow(room);
+      }
+      if (!room.mirror!.loaded) {
+        room.mirror!.pending.set(outbox, { who, lastSeq });
+        return null;
+      }
+      this.#welcome(room, outbox, who, lastSeq);
+      return null;
+    }
+    if (!r) {
+      const state: ViewerState = { who, replay: [], next: 0 };
+      let w = this.#waiting.get(meetingId);
+      if (!w) this.#waiting.set(meetingId, (w = new Map()));
+      w.set(outbox, state);
+      outbox.sendAt({ type: 'viewer_ready', meetingId, participants: [], replay: 0, truncated: 0 }, 0);
+      this.#pump(outbox, state);
+      return null;
+    }
+    this.#welcome(r, outbox, who, lastSeq);
+    return null;
+  }
+
+  /** viewer_ready, then the replay (paced by the socket), then live. */
+  #welcome(r: Room, outbox: Outbox, who: ViewerIdentity, lastSeq: number | null): void {
+    const finals = r.finals;
     const sorted =
       lastSeq === null ? [...finals].sort((a, b) => a.msg.start - b.msg.start || a.msg.end - b.msg.end) : finals.filter((f) => f.seq > lastSeq);
     const state: ViewerState = {
@@ -292,31 +462,104 @@ export class MeetingHub {
       replay: sorted.map(({ msg, seq, sessionId, owner }) => ({ msg: who.canRead(owner) ? { ...msg, sessionId } : msg, seq })),
       next: 0,
     };
-    if (r) r.viewers.set(outbox, state);
-    else {
-      let w = this.#waiting.get(meetingId);
-      if (!w) this.#waiting.set(meetingId, (w = new Map()));
-      w.set(outbox, state);
-    }
+    r.viewers.set(outbox, state);
     // Finals after lastSeq that are no longer kept were lost to this viewer.
-    const truncated = !r ? 0 : lastSeq === null || lastSeq < r.lastDroppedSeq ? r.truncated : 0;
+    const truncated = lastSeq === null || lastSeq < r.lastDroppedSeq ? r.truncated : 0;
     outbox.sendAt(
       {
         type: 'viewer_ready',
-        meetingId,
-        participants: r ? [...r.participants.values()].map((m) => this.#tag(m, who)) : [],
+        meetingId: r.id,
+        participants: [...r.participants.values()].map((m) => this.#tag(m, who)),
         replay: sorted.length,
         truncated,
       },
-      r?.seq ?? 0,
+      r.seq,
     );
     this.#pump(outbox, state);
-    return null;
+  }
+
+  /** Across nodes: mirror a meeting's stream for this node's viewers. */
+  #follow(r: Room): void {
+    this.#streams!.follow(r.id, {
+      snapshot: (s) => {
+        if (this.#rooms.get(r.id) !== r) return;
+        this.#load(r, s);
+        const pending = [...r.mirror!.pending];
+        r.mirror!.pending.clear();
+        for (const [outbox, p] of pending) if (!outbox.closed) this.#welcome(r, outbox, p.who, p.lastSeq);
+      },
+      entry: (e) => {
+        if (this.#rooms.get(r.id) === r) this.#entry(r, e);
+      },
+    });
+  }
+
+  /** A snapshot into a mirror: participants, replay, seq; nothing is sent. */
+  #load(r: Room, s: MeetingSnapshot): void {
+    const mir = r.mirror!;
+    mir.loaded = true;
+    mir.exists = s.exists;
+    r.seq = s.seq;
+    if (s.start !== null) r.startedAt = s.start;
+    for (const json of s.participants.values()) {
+      const m = parseMember(safeJson(json));
+      if (m) r.participants.set(m.sessionId, m);
+    }
+    let kept = 0;
+    for (const e of s.entries) {
+      this.#origin(r, e);
+      const ev = parseEvent(e.body);
+      if (ev?.k !== 'caption') continue;
+      const c = ev.ev;
+      if (c.type !== 'final' || !c.text) continue;
+      r.startedAt = e.start;
+      const offset = (ev.m.startedAt - r.startedAt) / 1000 || 0;
+      const f: Unsequenced<FinalMessage> = {
+        ...c,
+        speaker: ev.m.speaker,
+        participant: ev.m.participant,
+        start: round3(c.start + offset),
+        end: round3(c.end + offset),
+        words: c.words.map((w) => ({ ...w, start: round3(w.start + offset), end: round3(w.end + offset) })),
+      };
+      this.#keep(r, f, ev.m, e.seq);
+      kept++;
+    }
+    // Finals the stream no longer holds (redis.meetingMaxLen).
+    const trimmed = Math.max(0, s.finals - kept);
+    if (trimmed) {
+      r.truncated += trimmed;
+      r.lastDroppedSeq = Math.max(r.lastDroppedSeq, (s.entries[0]?.seq ?? s.seq + 1) - 1);
+    }
+  }
+
+  /** Records an entry's origin; false if it was applied before (resent after a lost reply or a Redis restart). */
+  #origin(r: Room, e: StreamEntry): boolean {
+    const i = e.origin.lastIndexOf(':');
+    const node = e.origin.slice(0, i);
+    const n = Number(e.origin.slice(i + 1));
+    const origins = r.mirror!.origins;
+    if (n <= (origins.get(node) ?? 0)) return false;
+    origins.set(node, n);
+    return true;
+  }
+
+  #entry(r: Room, e: StreamEntry): void {
+    if (!this.#origin(r, e)) {
+      this.duplicatesSkipped++;
+      return;
+    }
+    const ev = parseEvent(e.body);
+    if (!ev) return;
+    r.mirror!.exists = true;
+    r.startedAt = e.start;
+    // After Redis lost its data, a node that knew little may restart the seq low: never go back.
+    this.#apply(r, Math.max(e.seq, r.seq + 1), ev);
   }
 
   /** The viewer's socket drained: continue its replay. */
   drained(meetingId: string, outbox: Outbox): void {
-    const st = this.#rooms.get(meetingId)?.viewers.get(outbox);
+    const st = this.#rooms.get(meetingId)?.viewers.get(outbox) ?? this.#waiting.get(meetingId)?.get(outbox);
     if (st) this.#pump(outbox, st);
   }
 
@@ -335,15 +578,25 @@ export class MeetingHub {
     const r = this.#rooms.get(meetingId);
     if (!r) return;
     r.viewers.delete(outbox);
+    r.mirror?.pending.delete(outbox);
     if (!r.participants.size && !r.viewers.size) r.idleSince = Date.now();
+    if (r.mirror && !r.viewers.size && !r.mirror.pending.size) r.idleSince = Date.now();
   }
 
-  #broadcast(r: Room, messageFor: (st: ViewerState) => Unsequenced<ServerMessage>): void {
-    const seq = ++r.seq;
+  /** Stamps the room's seq and sends to every viewer, encoding each distinct message once per wire format. */
+  #broadcast(r: Room, seq: number, messageFor: (st: ViewerState) => Unsequenced<ServerMessage>): void {
+    r.seq = seq;
+    const encoded = new Map<Unsequenced<ServerMessage>, Partial<Record<WireMode, string | Uint8Array>>>();
     for (const [v, st] of r.viewers) {
       const msg = messageFor(st);
-      if (st.replay) st.replay.push({ msg, seq });
-      else v.sendAt(msg, seq);
+      if (st.replay) {
+        st.replay.push({ msg, seq });
+        continue;
+      }
+      let byMode = encoded.get(msg);
+      if (!byMode) encoded.set(msg, (byMode = {}));
+      const data = (byMode[v.mode] ??= encodeServerMessage({ ...msg, seq } as ServerMessage, v.mode));
+      v.sendEncoded(data, msg.type);
     }
   }
 
@@ -364,6 +617,14 @@ export class MeetingHub {
           v.close(CloseCode.SLOW_READER, 'slow_reader');
         }
       }
+      if (r.mirror) {
+        for (const v of [...r.mirror.pending.keys()]) if (v.closed) r.mirror.pending.delete(v);
+        if (!r.viewers.size && !r.mirror.pending.size && now - r.idleSince > MIRROR_LINGER_MS) {
+          this.#rooms.delete(r.id);
+          this.#streams?.unfollow(r.id);
+        }
+        continue;
+      }
       if (!r.participants.size && !r.viewers.size && now - r.idleSince > this.#opts.retentionSeconds * 1000) {
         this.#rooms.delete(r.id);
       }
@@ -376,9 +637,56 @@ export class MeetingHub {
 
   close(): void {
     clearInterval(this.#sweep);
-    for (const r of this.#rooms.values()) for (const v of r.viewers.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
+    for (const r of this.#rooms.values()) {
+      for (const v of r.viewers.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
+      if (r.mirror) for (const v of r.mirror.pending.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
+    }
     for (const w of this.#waiting.values()) for (const v of w.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
     this.#rooms.clear();
     this.#waiting.clear();
+    this.#local.clear();
   }
+}
+
+function safeJson(s: string): unknown {
+  try {
+    return JSON.parse(s) as unknown;
+  } catch {
+    return null;
+  }
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+function parseMember(v: unknown): Member | null {
+  if (!isObj(v)) return null;
+  const { sessionId, speaker, participant, startedAt, owner } = v;
+  if (typeof sessionId !== 'string' || typeof speaker !== 'string' || typeof participant !== 'string' || !isNum(startedAt)) return null;
+  if (owner !== null && typeof owner !== 'string') return null;
+  return { sessionId, speaker, participant, startedAt, owner };
+}
+
+/** The one validator of a meeting event read back from a stream (another node, or an older version, wrote it). */
+function parseEvent(body: string): MeetingEvent | null {
+  const v = safeJson(body);
+  if (!isObj(v)) return null;
+  const m = parseMember(v.m);
+  if (!m) return null;
+  if (v.k === 'joined') return { k: 'joined', m };
+  if (v.k === 'left') return { k: 'left', m };
+  if (v.k !== 'caption' || !isObj(v.ev)) return null;
+  const ev = v.ev;
+  if (typeof ev.text !== 'string' || !isNum(ev.start) || !isNum(ev.end) || !isNum(ev.segment)) return null;
+  if (ev.type === 'partial') {
+    if (!isNum(ev.revision)) return null;
+    return { k: 'caption', m, ev: { type: 'partial', segment: ev.segment, revision: ev.revision, text: ev.text, start: ev.start, end: ev.end } };
+  }
+  if (ev.type !== 'final' || !Array.isArray(ev.words)) return null;
+  const words = [];
+  for (const w of ev.words as unknown[]) {
+    if (!isObj(w) || typeof w.word !== 'string' || !isNum(w.start) || !isNum(w.end) || !isNum(w.confidence)) return null;
+    words.push({ word: w.word, start: w.start, end: w.end, confidence: w.confidence });
+  }
+  return { k: 'caption', m, ev: { type: 'final', segment: ev.segment, text: ev.text, start: ev.start, end: ev.end, words } };
 }

@@ -36,6 +36,11 @@ import type { UpgradeRequest } from '../transport/types.js';
 import { hashApiKey, type HashedApiKey } from './api-keys.js';
 import { RateLimiter } from './rate-limit.js';
 
+/** Open rates counted across nodes (src/bus/shared-limits.ts); the local limiter is the fallback. */
+export interface SharedRates {
+  take(kind: string, key: string, perMinute: number, local: RateLimiter): Promise<number>;
+}
+
 export type Scope = 'listen' | 'view';
 export const SCOPES: readonly Scope[] = ['listen', 'view'];
 
@@ -67,9 +72,11 @@ export class Gatekeeper {
   #origins: Set<string>;
   /** API keys by the SHA-256 of the key (the only form the process holds). */
   #keys: Map<string, Identity>;
+  #shared: SharedRates | null;
 
-  constructor(config: Readonly<Config>) {
+  constructor(config: Readonly<Config>, shared: SharedRates | null = null) {
     this.#config = config;
+    this.#shared = shared;
     this.#secret = config.auth.secret ? enc.encode(config.auth.secret) : null;
     this.#keys = new Map(config.auth.apiKeys.map((k) => [k.hash, keyIdentity(k)]));
     this.#byAddress = new RateLimiter(config.rateLimits.opensPerMinutePerAddress);
@@ -98,7 +105,7 @@ export class Gatekeeper {
       return new GatewayError('CAP_ERR_FORBIDDEN', `origin ${origin} is not allowed (server.allowedOrigins)`);
     }
     const remoteAddress = this.remoteAddress(req);
-    const waitA = this.#byAddress.take(remoteAddress);
+    const waitA = await this.#take('addr', remoteAddress, this.#config.rateLimits.opensPerMinutePerAddress, this.#byAddress);
     if (waitA > 0) {
       return new GatewayError('CAP_ERR_RATE_LIMITED', `too many session opens from ${remoteAddress}`, waitA);
     }
@@ -113,9 +120,14 @@ export class Gatekeeper {
     if (meetingId !== null && identity.meetingId !== meetingId) {
       return new GatewayError('CAP_ERR_FORBIDDEN', `this token does not allow meeting ${meetingId}`);
     }
-    const waitT = this.#byToken.take(identity.key);
+    const waitT = await this.#take('token', identity.key, this.#config.rateLimits.opensPerMinutePerToken, this.#byToken);
     if (waitT > 0) return new GatewayError('CAP_ERR_RATE_LIMITED', 'too many session opens with this token', waitT);
     return { remoteAddress, identity };
+  }
+
+  /** One open from a bucket: across nodes when Redis is configured, else (and during an outage) here. */
+  #take(kind: string, key: string, perMinute: number, local: RateLimiter): number | Promise<number> {
+    return this.#shared ? this.#shared.take(kind, key, perMinute, local) : local.take(key);
   }
 
   /**

@@ -2,6 +2,8 @@
  * Token buckets keyed by address or token: `perMinute` opens, refilled
  * continuously, burst of the same size. Memory is bounded: full (idle)
  * buckets are forgotten, and at most MAX_KEYS are tracked (the oldest go).
+ * With Redis configured, the same buckets are kept in Redis across nodes
+ * (src/bus/shared-limits.ts) and this one counts only during an outage.
  */
 const MAX_KEYS = 100_000;
 

@@ -54,6 +54,7 @@ export class SessionManager {
   #perAddress = new Map<string, number>();
   #perIdentity = new Map<string, number>();
   #identityOf = new WeakMap<Session, string>();
+  #holds = new WeakMap<Session, { release(): void }>();
   #scratch: Int16Array;
   #sweep: NodeJS.Timeout;
   #shuttingDown = false;
@@ -149,6 +150,8 @@ export class SessionManager {
       readonly identity?: string | undefined;
       readonly sub?: string | null | undefined;
       readonly maxSessions?: number | undefined;
+      /** The token's place across nodes (src/bus/shared-limits.ts): the session holds it until it ends. */
+      readonly hold?: { claim(): void; release(): void } | null | undefined;
     } = {},
   ): Session | GatewayError {
     const refused = this.admissible(remoteAddress);
@@ -205,6 +208,10 @@ export class SessionManager {
     if (limits.identity !== undefined) {
       this.#identityOf.set(session, limits.identity);
       this.#perIdentity.set(limits.identity, (this.#perIdentity.get(limits.identity) ?? 0) + 1);
+    }
+    if (limits.hold) {
+      limits.hold.claim();
+      this.#holds.set(session, limits.hold);
     }
     this.#deps.metrics.sessionsStarted.inc();
     this.#deps.started?.(session);
@@ -300,6 +307,7 @@ export class SessionManager {
     this.#byId.delete(s.id);
     this.#byResumeToken.delete(s.resumeToken);
     this.#addressCount(s.remoteAddress, -1);
+    this.#holds.get(s)?.release();
     const who = this.#identityOf.get(s);
     if (who !== undefined) {
       const k = (this.#perIdentity.get(who) ?? 1) - 1;
