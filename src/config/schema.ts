@@ -37,6 +37,8 @@ export const configSchema = z
         allowedOrigins: z.array(z.string(), { error: 'must be an array of origins' }),
         maxHeldAudioBytes: int(0, 1 << 30),
         trustProxy: bool(),
+        /** This node's name in the session registry (empty: hostname:pid). */
+        nodeId: z.string({ error: 'must be a string (empty: hostname:pid)' }).max(200, { error: 'must be at most 200 characters' }),
       })
       .strict(),
     auth: z
@@ -188,6 +190,12 @@ export const configSchema = z
         retentionDays: num(0, 36_500),
         maxSessionsPerOwner: int(1, 100_000_000),
         busyTimeoutMs: int(0, 600_000),
+      })
+      .strict(),
+    redis: z
+      .object({
+        url: z.string({ error: 'must be a string (empty: no Redis)' }).refine((u) => u === '' || /^rediss?:\/\//.test(u), { error: 'must be a redis:// or rediss:// URL, or empty (no Redis)' }),
+        keyPrefix: z.string({ error: 'must be a string' }),
       })
       .strict(),
     files: z

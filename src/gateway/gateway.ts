@@ -11,6 +11,9 @@
  *                                                     Session ─► CaptionStabilizer ─► Outbox ─► transport
  */
 import http from 'node:http';
+import os from 'node:os';
+
+import { Redis } from 'ioredis';
 
 import type { Logger } from 'pino';
 
@@ -27,6 +30,8 @@ import { ENGINE_SAMPLE_RATE, type Engine } from '../engine/types.js';
 import { closeCode, GatewayError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { openStore, type Store } from '../store/index.js';
+import { CrossNodeResume } from '../registry/cross-node.js';
+import { SessionRegistry } from '../registry/registry.js';
 import { MeetingHub } from '../meetings/hub.js';
 import { GatewayMetrics } from '../metrics/metrics.js';
 import { SlabPool } from '../pool/slab-pool.js';
@@ -68,6 +73,8 @@ export interface Gateway {
   readonly archive: CaptionArchive;
   readonly store: Store;
   readonly log: Logger;
+  /** Resume across nodes and draining (redis.url set); null on a single node. */
+  readonly crossNode: CrossNodeResume | null;
   /** The port actually bound (after listen). */
   readonly port: number;
   /** The metrics listener's port, when metrics.host gives /metrics a listener of its own (after listen). */
@@ -121,9 +128,36 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     stalledReaderSeconds: config.server.stalledReaderSeconds,
     onSlowViewer: () => metrics.errors.inc({ code: 'CAP_ERR_SLOW_READER' }),
   });
-  lifecycle.onClose('meetings', () => hub.close());
+  lifecycle.onClose('meetings', () => hub.close(config.redis.url !== ''));
+
+  // Several nodes: the registry of live and parked sessions (src/registry).
+  // The Redis client is this gateway's own until the shared bus hands one over.
+  let crossNode: CrossNodeResume | null = null;
+  let manager2: SessionManager | null = null;
+  if (config.redis.url !== '') {
+    const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1, lazyConnect: false });
+    redis.on('error', (err: Error) => log.debug({ err }, 'redis connection error'));
+    const registry = new SessionRegistry(redis, {
+      nodeId: config.server.nodeId || `${os.hostname()}:${process.pid}`,
+      keyPrefix: config.redis.keyPrefix,
+      resumeGraceSeconds: config.limits.resumeGraceSeconds,
+      log,
+    });
+    crossNode = new CrossNodeResume({ registry, manager: () => manager2!, store, hub, log });
+    lifecycle.onClose('session registry', async () => {
+      registry.close();
+      await redis.quit().catch(() => redis.disconnect());
+    });
+  }
+  const cross = crossNode;
 
   const meetingOf = (s: Session) => (typeof s.meta.meetingId === 'string' ? s.meta.meetingId : null);
+  const joinMeeting = (s: Session, clock?: number) => {
+    const m = meetingOf(s);
+    if (!m) return;
+    const unavailable = hub.joined(m, { sessionId: s.id, speaker: s.meta.speaker ?? 'speaker', startedAt: s.startedAt, owner: s.owner }, clock);
+    if (unavailable) s.warn('meeting_unavailable', unavailable.message);
+  };
   const sessions = new SessionManager({
     config,
     shapes,
@@ -151,16 +185,23 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       if (m) store.meetingStarted(m, s.startedAt);
       // Eviction of ended files is per owner; with auth off, per client address.
       archive.started(s.id, { owner: s.owner, group: s.owner ?? `addr:${s.remoteAddress}`, meetingId: m });
-      if (m) {
-        const unavailable = hub.joined(m, { sessionId: s.id, speaker: s.meta.speaker ?? 'speaker', startedAt: s.startedAt, owner: s.owner });
-        if (unavailable) s.warn('meeting_unavailable', unavailable.message);
-      }
+      joinMeeting(s);
+      cross?.track(s);
     },
+    // Continued here from another node: its store record exists (cross-node.ts wrote it if this store lacked it).
+    adopted: (s) => {
+      archive.started(s.id, { owner: s.owner, group: s.owner ?? `addr:${s.remoteAddress}`, meetingId: meetingOf(s) });
+      joinMeeting(s, cross?.meetingClock(s.id));
+      cross?.track(s);
+    },
+    parked: (s) => cross?.checkpoint(s),
     published: (s, ev) => {
       if (ev.type === 'final') {
-        const f = { ...ev, seq: 0 };
+        // The final's own seq: a resume on another node replays it from the store with it.
+        const f = { ...ev, seq: s.seq };
         archive.record(s.id, f);
         if (f.text) store.final(s.id, f);
+        cross?.checkpoint(s);
       }
       const m = meetingOf(s);
       if (m) hub.publish(m, s.id, ev);
@@ -168,6 +209,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     ended: (s) => {
       archive.ended(s.id);
+      cross?.ended(s);
+      const m0 = meetingOf(s);
+      if (s.movedAway) {
+        // It goes on on another node: not ended in the store.
+        if (m0) hub.left(m0, s.id);
+        return;
+      }
       const a = s.audio;
       store.sessionEnded(s.id, { endedAt: Date.now(), reason: s.endReason ?? 'unknown', receivedSamples: a.received, decodedSamples: a.decoded, droppedSamples: a.dropped });
       const m = meetingOf(s);
@@ -175,11 +223,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
   });
   manager = sessions;
+  manager2 = sessions;
   liveLag = () => sessions.liveLagSeconds();
   const jobs = new FileJobs({ config, engine, scheduler, log });
   // Drained after the sessions (reverse order): a running file job gets up to the same grace to finish.
   lifecycle.onDrain('file jobs', () => jobs.close(config.server.shutdownGraceSeconds * 1000));
-  lifecycle.onDrain('sessions', () => sessions.shutdown(config.server.shutdownGraceSeconds * 1000));
+  // With several nodes, a drain hands every session over (4014: reconnect elsewhere); alone, sessions finish.
+  lifecycle.onDrain('sessions', () =>
+    cross ? cross.drain(config.server.shutdownGraceSeconds * 1000) : sessions.shutdown(config.server.shutdownGraceSeconds * 1000),
+  );
   lifecycle.onClose('sessions', () => sessions.close());
 
   const gatekeeper = new Gatekeeper(config);
@@ -196,6 +248,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         const r = sessions.resumable(token, identity);
         return r instanceof GatewayError ? r : null;
       },
+      ...(cross ? { remoteResume: (token: string, lastSeq: number, identity: string | null) => cross.find(token, lastSeq, identity) } : {}),
     }),
     open(conn, ctx) {
       const refused = connections.open(ctx.remoteAddress);
@@ -288,6 +341,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     archive,
     store,
     log,
+    crossNode,
     get port() {
       return port;
     },
@@ -316,6 +370,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       };
     },
     async listen() {
+      if (cross) {
+        await cross.start();
+        log.info({ node: cross.nodeId }, `session registry on Redis: node ${cross.nodeId}`);
+      }
       port = await transport.listen(config.server.host, config.server.port);
       log.info({ host: config.server.host, port }, `listening on ${config.server.host}:${port}`);
       if (metricsServer) {

@@ -154,7 +154,7 @@ export class MeetingHub {
    * A speaker joined. Returns an error when its captions cannot be shared
    * (the room cannot be made): the session still works, and is told so.
    */
-  joined(meetingId: string, p: Participant): GatewayError | null {
+  joined(meetingId: string, p: Participant, clock?: number): GatewayError | null {
     let r = this.#rooms.get(meetingId);
     if (!r) {
       if (this.#rooms.size >= this.#opts.maxMeetings) {
@@ -165,7 +165,8 @@ export class MeetingHub {
       }
       r = {
         id: meetingId,
-        startedAt: p.startedAt,
+        // A participant continued from another node brings the meeting's clock.
+        startedAt: clock ?? p.startedAt,
         participants: new Map(),
         viewers: new Map(),
         finals: [],
@@ -201,6 +202,11 @@ export class MeetingHub {
   /** Speaker name, participant id, and the session id where this viewer may see it. */
   #tag(m: Member, who: ViewerIdentity): { speaker: string; participant: string; sessionId?: string } {
     return who.canRead(m.owner) ? { speaker: m.speaker, participant: m.participant, sessionId: m.sessionId } : { speaker: m.speaker, participant: m.participant };
+  }
+
+  /** The meeting's clock (its first participant's start, ms since the epoch); null without a room. */
+  clock(meetingId: string): number | null {
+    return this.#rooms.get(meetingId)?.startedAt ?? null;
   }
 
   /** A participant's caption: shift onto the meeting timeline, keep finals, fan out. */
@@ -374,10 +380,12 @@ export class MeetingHub {
     }
   }
 
-  close(): void {
+  /** Closes every viewer: 4006, or 4014 "reconnect" when other nodes serve the meeting (a drain). */
+  close(reconnect = false): void {
     clearInterval(this.#sweep);
-    for (const r of this.#rooms.values()) for (const v of r.viewers.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
-    for (const w of this.#waiting.values()) for (const v of w.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
+    const [code, reason] = reconnect ? [CloseCode.RECONNECT, 'reconnect'] : [CloseCode.SERVER_SHUTDOWN, 'server_shutdown'];
+    for (const r of this.#rooms.values()) for (const v of r.viewers.keys()) v.close(code, reason);
+    for (const w of this.#waiting.values()) for (const v of w.keys()) v.close(code, reason);
     this.#rooms.clear();
     this.#waiting.clear();
   }

@@ -37,4 +37,7 @@ export const SQLITE_MIGRATIONS: readonly (readonly string[])[] = [
        started_at INTEGER NOT NULL
      )`,
   ],
+  // 2: each final's session seq, so a resume on another node replays the
+  // finals it missed with their own seq (NULL for finals written before).
+  ['ALTER TABLE finals ADD COLUMN seq INTEGER'],
 ];

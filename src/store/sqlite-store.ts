@@ -45,6 +45,7 @@ interface FinalRow {
   text: string;
   words: string;
   speaker: string | null;
+  seq: number | null;
 }
 
 const SESSION_COLUMNS = 'id, owner, meeting_id, speaker, started_at, ended_at, end_reason, received_samples, decoded_samples, dropped_samples';
@@ -66,7 +67,7 @@ const toSession = (r: SessionRow): SessionRecord => ({
 const toFinal = (r: FinalRow, shift = 0): FinalMessage => {
   const round3 = (x: number) => Math.round(x * 1000) / 1000;
   const words = (JSON.parse(r.words) as WordOut[]).map((w) => (shift ? { ...w, start: round3(w.start + shift), end: round3(w.end + shift) } : w));
-  const f: FinalMessage = { type: 'final', seq: 0, segment: r.segment, text: r.text, start: round3(r.start_s + shift), end: round3(r.end_s + shift), words };
+  const f: FinalMessage = { type: 'final', seq: r.seq ?? 0, segment: r.segment, text: r.text, start: round3(r.start_s + shift), end: round3(r.end_s + shift), words };
   if (r.speaker !== null) f.speaker = r.speaker;
   return f;
 };
@@ -138,8 +139,8 @@ class SqliteStore implements Store {
 
   final(sessionId: string, f: FinalMessage): void {
     this.#push([
-      'INSERT OR REPLACE INTO finals (session_id, segment, start_s, end_s, text, words, speaker) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      [sessionId, f.segment, f.start, f.end, f.text, JSON.stringify(f.words), f.speaker ?? null],
+      'INSERT OR REPLACE INTO finals (session_id, segment, start_s, end_s, text, words, speaker, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      [sessionId, f.segment, f.start, f.end, f.text, JSON.stringify(f.words), f.speaker ?? null, f.seq > 0 ? f.seq : null],
       'run',
     ]);
   }
