@@ -191,8 +191,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     // Continued here from another node: its store record exists (cross-node.ts wrote it if this store lacked it).
     adopted: (s) => {
       archive.started(s.id, { owner: s.owner, group: s.owner ?? `addr:${s.remoteAddress}`, meetingId: meetingOf(s) });
-      joinMeeting(s, cross?.meetingClock(s.id));
-      cross?.track(s);
+      const carried = cross?.carried(s.id);
+      // The caption file here starts with the finals made on the other node.
+      for (const f of carried?.finals ?? []) archive.record(s.id, f);
+      joinMeeting(s, carried?.clock);
+      cross?.adopted(s);
     },
     parked: (s) => cross?.checkpoint(s),
     published: (s, ev) => {

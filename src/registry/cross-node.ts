@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 
 import { CloseCode, GatewayError } from '../errors.js';
 import type { MeetingHub } from '../meetings/hub.js';
-import type { StartMessage } from '../protocol/messages.js';
+import type { FinalMessage, StartMessage } from '../protocol/messages.js';
 import type { Adoption, SessionManager } from '../session/manager.js';
 import type { Session } from '../session/session.js';
 import type { Store } from '../store/index.js';
@@ -35,8 +35,8 @@ export class CrossNodeResume {
   #d: CrossNodeDeps;
   #byHash = new Map<string, Session>();
   #hashOf = new WeakMap<Session, string>();
-  /** Meeting clocks brought by sessions being continued here (read once by `meetingClock`). */
-  #clocks = new Map<string, number>();
+  /** What a session continued here brings: its meeting's clock and its finals so far (read once by `carried`). */
+  #carried = new Map<string, { clock: number | undefined; finals: FinalMessage[] }>();
 
   constructor(deps: CrossNodeDeps) {
     this.#d = deps;
@@ -50,10 +50,10 @@ export class CrossNodeResume {
     return this.#d.registry.start(
       (hash) => this.#handOver(hash),
       () => {
-        const out: { tokenHash: string; entry: SessionEntry }[] = [];
+        const out: { tokenHash: string; entry: SessionEntry; lost: () => void }[] = [];
         for (const [hash, s] of this.#byHash) {
           const e = this.#entry(s);
-          if (e) out.push({ tokenHash: hash, entry: e });
+          if (e) out.push({ tokenHash: hash, entry: e, lost: () => this.#lost(s) });
         }
         return out;
       },
@@ -62,7 +62,7 @@ export class CrossNodeResume {
 
   // ------------------------------------------------ this node's sessions
 
-  /** A session started or was continued here. */
+  /** A session started here. */
   track(s: Session): void {
     const hash = hashToken(s.resumeToken);
     this.#byHash.set(hash, s);
@@ -70,11 +70,31 @@ export class CrossNodeResume {
     this.checkpoint(s);
   }
 
+  /** A session continued here from another node: its entry is this node's now (after the claim). */
+  adopted(s: Session): void {
+    const hash = hashToken(s.resumeToken);
+    this.#byHash.set(hash, s);
+    this.#hashOf.set(s, hash);
+    const e = this.#entry(s);
+    if (e) void this.#d.registry.put(hash, e, { take: true });
+  }
+
   /** Writes the session's entry now (at each final, on park). */
   checkpoint(s: Session): void {
     const hash = this.#hashOf.get(s);
     const e = hash && this.#entry(s);
-    if (hash && e) void this.#d.registry.put(hash, e);
+    if (hash && e) void this.#d.registry.put(hash, e).then((r) => r === 'lost' && this.#lost(s));
+  }
+
+  /**
+   * Another node continued this session while this one could not be asked
+   * (cut off from Redis): this copy ends without a message, and its
+   * connection, if any, is taken over (4013).
+   */
+  #lost(s: Session): void {
+    if (s.ended || this.#hashOf.get(s) === undefined) return;
+    this.#d.log.warn({ session: s.id }, 'another node continued this session (this node could not be reached): ending this copy');
+    s.moveAway({ code: CloseCode.TAKEN_OVER, reason: 'CAP_ERR_TAKEN_OVER' });
   }
 
   /** The session ended here: its entry goes, unless it moved to another node (the entry says so). */
@@ -85,11 +105,11 @@ export class CrossNodeResume {
     if (!s.movedAway) this.#d.registry.remove(hash);
   }
 
-  /** The meeting clock a continued session brings (once). */
-  meetingClock(sessionId: string): number | undefined {
-    const c = this.#clocks.get(sessionId);
-    this.#clocks.delete(sessionId);
-    return c;
+  /** The meeting clock and the finals (from the store) a continued session brings (once). */
+  carried(sessionId: string): { clock: number | undefined; finals: FinalMessage[] } {
+    const c = this.#carried.get(sessionId);
+    this.#carried.delete(sessionId);
+    return c ?? { clock: undefined, finals: [] };
   }
 
   #entry(s: Session, state?: SessionEntry['state']): SessionEntry | null {
@@ -135,11 +155,12 @@ export class CrossNodeResume {
     if (!hash || !(await s.handOver())) return false;
     await this.#d.store.flush();
     const e = this.#entry(s, 'moved');
-    if (!e || !(await this.#d.registry.put(hash, e))) {
+    if (!e || (await this.#d.registry.put(hash, e)) !== 'ok') {
       // Redis did not take it: the session cannot move; it ends here as at shutdown.
       s.finish('server_shutdown', CloseCode.SERVER_SHUTDOWN, 'the server is shutting down (the session registry is unavailable)');
       return false;
     }
+    this.#d.log.info({ session: s.id, seq: e.seq, receivedFrames: e.position.receivedFrames, close: close.code }, 'session handed over (its entry says moved)');
     s.moveAway(close);
     return true;
   }
@@ -177,10 +198,11 @@ export class CrossNodeResume {
     if (entry.state !== 'moved') {
       let beat = await registry.lastBeat(entry.node);
       if (SessionRegistry.alive(beat)) {
-        const ok = await registry.requestHandover(entry.node, hash, HANDOVER_TIMEOUT_MS);
+        const answer = await registry.requestHandover(entry.node, hash, HANDOVER_TIMEOUT_MS);
         entry = (await registry.get(hash)).entry;
         if (!entry || entry.owner !== identity) return refused();
-        if (!ok || entry.state !== 'moved') {
+        // Nobody listens for that node any more: it died (its beat is not yet stale).
+        if (answer !== 'unreachable' && entry.state !== 'moved') {
           beat = await registry.lastBeat(entry.node);
           if (SessionRegistry.alive(beat)) {
             return new GatewayError('CAP_ERR_CAPACITY', 'the node that has this session did not hand it over in time; retry', RETRY_MS);
@@ -193,7 +215,10 @@ export class CrossNodeResume {
         gapSeconds = Math.max(0, ((beat ?? entry.updatedAt) - entry.updatedAt) / 1000);
         if (lastSeq > entry.seq + MAX_SEQ_AHEAD) return refused();
         seq = Math.max(entry.seq, lastSeq);
-        this.#d.log.warn({ session: entry.id, node: entry.node, gapSeconds }, 'taking over a session from a node that stopped beating');
+        this.#d.log.warn(
+          { session: entry.id, node: entry.node, state: entry.state, updatedAt: entry.updatedAt, beat, gapSeconds },
+          'taking over a session from a node that stopped beating',
+        );
       }
     }
     if (lastSeq > seq) return new GatewayError('CAP_ERR_RESUME_REFUSED', `lastSeq ${lastSeq} is ahead of this session`);
@@ -216,7 +241,9 @@ export class CrossNodeResume {
       if (e.meetingId) store.meetingStarted(e.meetingId, e.meetingStartedAt ?? e.startedAt);
     }
     const finals = await store.getFinals(e.id);
-    if (e.meetingId && e.meetingStartedAt !== null) this.#clocks.set(e.id, e.meetingStartedAt);
+    this.#carried.set(e.id, { clock: e.meetingStartedAt ?? undefined, finals });
+    // Not adopted (the connection failed first): nothing stays behind.
+    setTimeout(() => this.#carried.delete(e.id), 60_000).unref();
     return {
       id: e.id,
       resumeToken: token,

@@ -79,6 +79,24 @@ export type SessionEntry = z.infer<typeof sessionEntrySchema>;
 
 export const hashToken = (token: string): string => createHash('sha256').update(token).digest('base64url');
 
+/** SET unless another node's entry is there (KEYS[1]; ARGV: value, node, take, ttl ms). */
+const PUT_SCRIPT = `
+local cur = redis.call('GET', KEYS[1])
+if cur and ARGV[3] ~= '1' then
+  local ok, e = pcall(cjson.decode, cur)
+  if ok and type(e) == 'table' and e.node ~= ARGV[2] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[4]))
+return 1`;
+
+/** DEL unless another node's entry is there (KEYS[1]; ARGV: node). */
+const REMOVE_SCRIPT = `
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local ok, e = pcall(cjson.decode, cur)
+if ok and type(e) == 'table' and e.node ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])`;
+
 const requestSchema = z.object({ id: z.string(), tokenHash: z.string(), from: z.string() });
 const replySchema = z.object({ id: z.string(), ok: z.boolean(), message: z.string().optional() });
 
@@ -121,7 +139,7 @@ export class SessionRegistry {
    * Starts the heartbeat and the hand-over channel. `entries` gives this
    * node's live sessions every CHECKPOINT_MS (their entries are refreshed).
    */
-  async start(handler: HandoverHandler, entries: () => { tokenHash: string; entry: SessionEntry }[]): Promise<void> {
+  async start(handler: HandoverHandler, entries: () => { tokenHash: string; entry: SessionEntry; lost: () => void }[]): Promise<void> {
     this.#handler = handler;
     const sub = this.#redis.duplicate();
     this.#sub = sub;
@@ -132,7 +150,7 @@ export class SessionRegistry {
     this.#beat = setInterval(beat, HEARTBEAT_MS);
     this.#beat.unref();
     this.#checkpoint = setInterval(() => {
-      for (const { tokenHash, entry } of entries()) this.put(tokenHash, entry);
+      for (const { tokenHash, entry, lost } of entries()) void this.put(tokenHash, entry).then((r) => r === 'lost' && lost());
     }, CHECKPOINT_MS);
     this.#checkpoint.unref();
   }
@@ -155,13 +173,23 @@ export class SessionRegistry {
     }
   }
 
-  /** Writes a session's entry (fire and forget; awaited where order matters). */
-  put(tokenHash: string, entry: SessionEntry): Promise<boolean> {
-    return this.#call(this.#redis.set(this.#key('resume', tokenHash), JSON.stringify(entry), 'PX', this.#graceMs + ENTRY_MARGIN_MS), 'write').then((r) => r !== null);
+  /**
+   * Writes a session's entry (fire and forget; awaited where order
+   * matters). Only the node the entry names may overwrite it, unless
+   * `take` (a node continuing the session after its claim): a node whose
+   * session was taken over meanwhile gets 'lost' and ends its copy.
+   */
+  async put(tokenHash: string, entry: SessionEntry, opts: { take?: boolean } = {}): Promise<'ok' | 'lost' | 'unavailable'> {
+    const r = await this.#call(
+      this.#redis.eval(PUT_SCRIPT, 1, this.#key('resume', tokenHash), JSON.stringify(entry), this.nodeId, opts.take ? '1' : '0', String(this.#graceMs + ENTRY_MARGIN_MS)),
+      'write',
+    );
+    return r === null ? 'unavailable' : r === 1 ? 'ok' : 'lost';
   }
 
+  /** The session ended: its entry goes, unless another node has it now. */
   remove(tokenHash: string): void {
-    void this.#call(this.#redis.del(this.#key('resume', tokenHash)), 'delete');
+    void this.#call(this.#redis.eval(REMOVE_SCRIPT, 1, this.#key('resume', tokenHash), this.nodeId), 'delete');
   }
 
   /** The entry for a token's hash; null when there is none or Redis does not answer (`unavailable` then). */
@@ -207,20 +235,26 @@ export class SessionRegistry {
     return (await this.#call(this.#redis.get(key), 'claim read')) === this.nodeId;
   }
 
-  /** Asks the owning node to hand the session over; true once it has (the entry then says `moved`). */
-  async requestHandover(nodeId: string, tokenHash: string, timeoutMs: number): Promise<boolean> {
+  /**
+   * Asks the owning node to hand the session over: 'moved' once it has
+   * (the entry then says so); 'unreachable' when nobody listens on its
+   * channel (Redis dropped the node's connection: it is dead, or cut off
+   * from Redis, and then loses the session at its next write); 'refused'
+   * or 'timeout' otherwise.
+   */
+  async requestHandover(nodeId: string, tokenHash: string, timeoutMs: number): Promise<'moved' | 'refused' | 'unreachable' | 'timeout'> {
     const id = randomBytes(9).toString('base64url');
     const answer = new Promise<z.infer<typeof replySchema>>((resolve) => this.#pending.set(id, resolve));
-    const sent = await this.#call(this.#redis.publish(this.#key('handover', nodeId), JSON.stringify({ id, tokenHash, from: this.nodeId })), 'hand-over request');
-    if (!sent) {
+    const listeners = await this.#call(this.#redis.publish(this.#key('handover', nodeId), JSON.stringify({ id, tokenHash, from: this.nodeId })), 'hand-over request');
+    if (listeners === null || listeners === 0) {
       this.#pending.delete(id);
-      return false;
+      return listeners === 0 ? 'unreachable' : 'timeout';
     }
     try {
       const r = await timeout(answer, timeoutMs, 'hand-over');
-      return r.ok;
+      return r.ok ? 'moved' : 'refused';
     } catch {
-      return false;
+      return 'timeout';
     } finally {
       this.#pending.delete(id);
     }
