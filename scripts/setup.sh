@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNTIME_PACKAGES=(build-essential python3 python3-pip python3-venv pkg-config libpocketsphinx-dev pocketsphinx-en-us libspeexdsp-dev libopenblas-dev ffmpeg)
-TEST_PACKAGES=(pocketsphinx-testdata flite chromium nginx-light cmake libgtest-dev)
+TEST_PACKAGES=(pocketsphinx-testdata flite chromium nginx-light cmake libgtest-dev redis-server)
 
 packages=("${RUNTIME_PACKAGES[@]}")
 if [[ "${1:-}" == "--test" ]]; then packages+=("${TEST_PACKAGES[@]}"); fi

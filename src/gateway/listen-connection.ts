@@ -205,6 +205,7 @@ export class ListenConnection implements ConnectionHandler {
       identity: id?.key,
       sub: id?.sub,
       maxSessions: id?.maxSessions,
+      resumable: !this.#ctx.deepgram,
     });
     if (r instanceof GatewayError) {
       // The manager counted the refusal already.

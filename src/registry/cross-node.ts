@@ -62,8 +62,9 @@ export class CrossNodeResume {
 
   // ------------------------------------------------ this node's sessions
 
-  /** A session started here. */
+  /** A session started here (one whose client cannot resume stays off the registry: a drain ends it). */
   track(s: Session): void {
+    if (!s.resumable) return;
     const hash = hashToken(s.resumeToken);
     this.#byHash.set(hash, s);
     this.#hashOf.set(s, hash);

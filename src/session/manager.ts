@@ -169,6 +169,8 @@ export class SessionManager {
       readonly identity?: string | undefined;
       readonly sub?: string | null | undefined;
       readonly maxSessions?: number | undefined;
+      /** false: the client never resumes (Deepgram's dialect), so a drain ends the session instead of moving it. */
+      readonly resumable?: boolean;
     } = {},
   ): Session | GatewayError {
     const refused = this.admissible(remoteAddress);
@@ -213,7 +215,19 @@ export class SessionManager {
           ...(this.#deps.published ? { published: this.#deps.published } : {}),
           ...(this.#deps.parked ? { parked: this.#deps.parked } : {}),
         },
-        { id, start, slab, ring, outbox, errors, remoteAddress, owner: limits.identity ?? null, sub: limits.sub ?? null, maxSessionSeconds: limits.maxSessionSeconds },
+        {
+          id,
+          start,
+          slab,
+          ring,
+          outbox,
+          errors,
+          remoteAddress,
+          owner: limits.identity ?? null,
+          sub: limits.sub ?? null,
+          maxSessionSeconds: limits.maxSessionSeconds,
+          resumable: limits.resumable ?? true,
+        },
       );
     } catch (err) {
       this.#deps.pool.release(slab);

@@ -140,6 +140,8 @@ export class Session implements StreamSink {
   readonly format: { sampleRate: number; channels: 1 | 2; encoding: 's16le' | 'f32le' };
   /** The token's sub (auth on), for logs. */
   readonly sub: string | null;
+  /** Its client can resume it (not Deepgram's dialect): only such a session moves to another node. */
+  readonly resumable: boolean;
   /** The start parameters a continuation on another node needs besides the format. */
   readonly settings: { readonly interim: boolean; readonly ack: boolean; readonly language: string };
   readonly startedAt: number;
@@ -214,6 +216,8 @@ export class Session implements StreamSink {
       sub?: string | null;
       /** Lower than the server's limit when a token says so. */
       maxSessionSeconds?: number | undefined;
+      /** false: its client never resumes (Deepgram's dialect). */
+      resumable?: boolean;
       /** Continue a session from another node: its token, counts, seq and clock; no `ready` is sent. */
       restore?: Restored & { readonly resumeToken: string };
     },
@@ -225,6 +229,7 @@ export class Session implements StreamSink {
     this.resumeToken = restore?.resumeToken ?? randomBytes(24).toString('base64url');
     this.owner = init.owner ?? null;
     this.sub = init.sub ?? null;
+    this.resumable = init.resumable ?? true;
     this.#remoteAddress = init.remoteAddress;
     this.meta = init.start.meta ?? {};
     this.format = { sampleRate: init.start.sampleRate, channels: init.start.channels, encoding: init.start.encoding };
