@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { connect } from '../../src/client/client.js';
+import { SQLITE_MIGRATIONS } from '../../src/store/migrations.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import type { Store } from '../../src/store/types.js';
 import { librivoxClips } from '../../eval/corpus.js';
@@ -97,6 +98,27 @@ describe('SQLite caption store', () => {
     db.pragma('user_version = 99');
     db.close();
     await expect(openSqliteStore(opts(file), silentLog)).rejects.toThrow(/schema version 99, written by a newer captiongate/);
+  });
+
+  it('keeps each final\'s seq (schema version 2, for a resume on another node); a version 1 file is migrated, its old finals without one', async () => {
+    const file = path.join(tmp(), 'v1.db');
+    // A file as captiongate wrote it before version 2.
+    const db = new Database(file);
+    for (const sql of SQLITE_MIGRATIONS[0]!) db.exec(sql);
+    db.pragma('user_version = 1');
+    db.prepare('INSERT INTO sessions (id, owner, started_at) VALUES (?, ?, ?)').run('old', null, Date.now());
+    db.prepare('INSERT INTO finals (session_id, segment, start_s, end_s, text, words) VALUES (?, ?, ?, ?, ?, ?)').run('old', 0, 0, 1, 'before', '[]');
+    db.close();
+    const store = await openSqliteStore(opts(file), silentLog);
+    store.final('old', { ...final(1, 'after the upgrade', 2), seq: 17 });
+    expect((await store.getFinals('old')).map((f) => [f.seq, f.text])).toEqual([
+      [0, 'before'],
+      [17, 'after the upgrade'],
+    ]);
+    await store.close();
+    const check = new Database(file, { readonly: true });
+    expect(check.pragma('user_version', { simple: true })).toBe(SQLITE_MIGRATIONS.length);
+    check.close();
   });
 
   it('keeps at most maxSessionsPerOwner ended sessions per owner (its own oldest go), and expires old transcripts', async () => {
