@@ -144,7 +144,14 @@ export class SessionRegistry {
     const sub = this.#redis.duplicate();
     this.#sub = sub;
     sub.on('message', (channel, message) => this.#message(channel, message));
-    await timeout(sub.subscribe(this.#key('handover', this.nodeId), this.#key('handover-reply', this.nodeId)), 5000, 'subscribe');
+    // Connection errors are retried by ioredis; calls that fail say so (#call).
+    sub.on('error', (err: Error) => this.#log.debug({ err }, 'session registry: subscriber connection error'));
+    // Redis down at startup does not stop the node: it serves its own
+    // sessions and subscribes once Redis answers (ioredis re-subscribes
+    // after a reconnect by itself).
+    const subscribe = () => this.#call(sub.subscribe(this.#key('handover', this.nodeId), this.#key('handover-reply', this.nodeId)), 'subscribe');
+    sub.on('ready', () => void subscribe());
+    await subscribe();
     const beat = () => void this.#call(this.#redis.set(this.#key('node', this.nodeId), String(Date.now()), 'PX', 60_000), 'heartbeat');
     beat();
     this.#beat = setInterval(beat, HEARTBEAT_MS);
