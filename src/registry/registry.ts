@@ -36,7 +36,7 @@ import { startSchema } from '../protocol/messages.js';
 
 export const HEARTBEAT_MS = 200;
 export const DEAD_AFTER_MS = 2000;
-export const CHECKPOINT_MS = 1000;
+export const CHECKPOINT_MS = 800;
 const CALL_TIMEOUT_MS = 1500;
 const CLAIM_MS = 10_000;
 /** An entry outlives its last write by the grace period plus this. */
