@@ -128,7 +128,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     stalledReaderSeconds: config.server.stalledReaderSeconds,
     onSlowViewer: () => metrics.errors.inc({ code: 'CAP_ERR_SLOW_READER' }),
   });
-  lifecycle.onClose('meetings', () => hub.close(config.redis.url !== ''));
+  lifecycle.onClose('meetings', () => hub.close());
+  // Several nodes: once the sessions have moved (drain steps run in reverse
+  // order), this node's viewers are told to reconnect elsewhere (4014)
+  // before the transport closes what is left.
+  if (config.redis.url !== '') lifecycle.onDrain('meeting viewers', () => hub.close(true));
 
   // Several nodes: the registry of live and parked sessions (src/registry).
   // The Redis client is this gateway's own until the shared bus hands one over.

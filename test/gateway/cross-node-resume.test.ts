@@ -181,8 +181,18 @@ describe('resume across nodes (two gateway processes, one Redis, one store file)
     const c = await connect(a.listen, { sampleRate: RATE, token: await tokenFor('alice'), resume: { initialDelayMs: 100, urls: [a.listen, b.listen] } });
     let reconnectCode = 0;
     c.ws.once('close', (code) => (reconnectCode = code));
+    // A meeting viewer on A is told to reconnect too (it would come back with ?lastSeq=).
+    const viewerToken = await new SignJWT({ sub: 'viewer', meetingId: 'standup', scope: 'view' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuedAt()
+      .setExpirationTime('10m')
+      .sign(key);
+    const viewer = new RawClient(`ws://127.0.0.1:${a.port}/v1/meetings/standup/captions?token=${viewerToken}`);
+    await viewer.waitFor((m) => m.type === 'viewer_ready');
     const r = await run(c, () => a.child.kill('SIGTERM'));
     expect(await a.exited, a.output()).toBe(0);
+    await viewer.closed;
+    expect(viewer.closeCode).toBe(4014);
     expect(reconnectCode).toBe(4014);
     expect(r.events.some((e) => e.includes('4014'))).toBe(true);
     expect(r.events).toContain('resumed');
@@ -242,7 +252,8 @@ describe('resume across nodes (two gateway processes, one Redis, one store file)
     for (let i = 1; i < r.finals.length; i++) expect(r.finals[i]!.start).toBeGreaterThanOrEqual(r.finals[i - 1]!.end - 0.011);
     const errors = wer([[textOf(direct), textOf(r.finals)]]).errors;
     console.log(`kill: ${errors} word(s) differ from the uninterrupted run`);
-    expect(errors).toBeLessThanOrEqual(8);
+    // The open utterance is decoded again in full, on a new engine stream (its feature normalization starts afresh).
+    expect(errors).toBeLessThanOrEqual(10);
     // The store: each final once (no seq twice).
     await storeHas(c.ready.sessionId, r.finals.filter((f) => f.text).length);
     const stored = storedFinals(c.ready.sessionId);
