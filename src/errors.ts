@@ -25,17 +25,16 @@ export const CloseCode = {
   RESUME_REFUSED: 4012,
   /** The session was taken over by a resume on another connection. */
   TAKEN_OVER: 4013,
+  /** The node is draining (several nodes): reconnect and resume the session, or rejoin the meeting, on another node. */
+  RECONNECT: 4014,
 } as const;
 
 /**
  * Close codes reserved for features that are coming, so that they do not
  * collide. Each moves into CloseCode (and docs/protocol.md) when its
- * feature lands; none is sent today.
+ * feature lands; none is reserved today.
  */
-export const RESERVED_CLOSE_CODES = {
-  /** The server is draining: reconnect and resume elsewhere. */
-  DRAINING: 4014,
-} as const;
+export const RESERVED_CLOSE_CODES = {} as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
 export interface ErrorSpec {

@@ -195,7 +195,9 @@ function openSocket(url) {
     // 1006: the network dropped (no close frame). The session is parked on
     // the server: come back to it. (A refused resume also looks like 1006
     // to a page, so retries stop when the grace period is over.)
-    if (e.code === 1006 && !state.ended && (state.reconnecting || (state.ready && (viewMeeting || state.resumeToken)))) {
+    // 4014: the server's node is draining; the load balancer sends the
+    // resume (or the viewer's ?lastSeq=) to another node.
+    if ((e.code === 1006 || e.code === 4014) && !state.ended && (state.reconnecting || (state.ready && (viewMeeting || state.resumeToken)))) {
       reconnect();
       return;
     }

@@ -34,9 +34,16 @@ export class CaptionStabilizer {
   /** Session time of the engine stream's first sample, seconds. */
   #offset = 0;
 
-  constructor(options: { interim: boolean; speaker?: string | undefined }) {
+  constructor(options: { interim: boolean; speaker?: string | undefined; segment?: number }) {
     this.#interim = options.interim;
     this.#speaker = options.speaker;
+    // A session continued on another node goes on numbering where it was.
+    this.#segment = options.segment ?? 0;
+  }
+
+  /** The segment number the next utterance gets. */
+  get nextSegment(): number {
+    return this.#segment;
   }
 
   /** The engine stream that follows begins at session time `seconds`. */

@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 const USAGE = `Usage:
   captiongate serve
   captiongate transcribe FILE.wav [--realtime] [--json] [--window-ms 100]
-  captiongate stream FILE.wav|- [--url ws://localhost:8080/v1/listen] [--fast] [--json]
+  captiongate stream FILE.wav|- [--url ws://localhost:8080/v1/listen[,ws://node-b:8080/v1/listen…]] [--fast] [--json]
                      [--vtt OUT.vtt] [--srt OUT.srt] [--rate 16000 --channels 1 --encoding s16le]
                      [--speaker NAME] [--meeting ID] [--token JWT] [--msgpack] [--frame-ms 100]
 

@@ -105,7 +105,11 @@ export async function runStream(args: StreamArgs, out = process.stdout, err = pr
   const fmt = await readFormat(reader, args);
   const bytesPerSecond = fmt.sampleRate * fmt.channels * (fmt.encoding === 's16le' ? 2 : 4);
   const tty = out.isTTY === true && !args.json;
-  const client = await connect(args.url, {
+  // Several gateways (comma-separated): connect to the first; a resume (a
+  // drop, or 4014 from a draining node) tries the others in turn.
+  const urls = args.url.split(',').map((u) => u.trim()).filter(Boolean);
+  const client = await connect(urls[0] ?? args.url, {
+    ...(urls.length > 1 ? { resume: { urls } } : {}),
     sampleRate: fmt.sampleRate,
     channels: fmt.channels,
     encoding: fmt.encoding,
@@ -155,7 +159,7 @@ export async function runStream(args: StreamArgs, out = process.stdout, err = pr
   client.on('warning', (w) => err.write(`\ncaptiongate: warning: ${w.message}\n`));
   // A dropped connection is resumed by the SDK; the transcript goes on in place.
   client.on('reconnecting', (r) => err.write(`\ncaptiongate: connection dropped (${r.reason}); reconnecting in ${r.delayMs} ms (attempt ${r.attempt})…\n`));
-  client.on('resumed', (r) => err.write(`captiongate: resumed session ${r.sessionId} after ${r.gapSeconds.toFixed(1)} s\n`));
+  client.on('resumed', (r) => err.write(`captiongate: resumed session ${r.sessionId} on ${new URL(client.url).host} after ${r.gapSeconds.toFixed(1)} s\n`));
   client.on('audioLost', (s) => err.write(`captiongate: ${s.toFixed(1)} s of audio could not be kept for the resume\n`));
   client.on('error', (e) => err.write(`\ncaptiongate: ${e.code}: ${e.message}\n`));
 

@@ -13,11 +13,14 @@
  *   than `maxBacklogSeconds` of sent audio is not yet decoded. So a file can be
  *   sent faster than real time without the server ever dropping it.
  * - Keepalive: a `keepalive` message after `keepaliveMs` without traffic.
- * - Resume: when the connection drops without a close frame, the client
+ * - Resume: when the connection drops without a close frame, or the server
+ *   closes it with 4014 "reconnect" (its node is draining), the client
  *   reconnects with the session's resume token (backoff, within the
  *   server's grace period), gets what it missed, and sends again the audio
  *   the server never received. Audio written meanwhile waits. A WebSocket
  *   ping every `heartbeatMs` finds a connection that died silently.
+ *   Behind a load balancer the same URL reaches another node; without one,
+ *   `resume.urls` (or `resume.nextUrl`) names where to go.
  */
 import { EventEmitter } from 'node:events';
 
@@ -79,6 +82,14 @@ export interface ResumeOptions {
   giveUpAfterMs?: number;
   /** Audio kept to send again after a resume, and written while reconnecting, in seconds (default 30). */
   bufferSeconds?: number;
+  /**
+   * Gateway URLs to resume on, tried in turn from the one after the
+   * current (several nodes without a load balancer). Default: the URL
+   * connected to.
+   */
+  urls?: string[];
+  /** Or choose each attempt's URL yourself (wins over `urls`). */
+  nextUrl?: (attempt: number, current: string) => string;
 }
 
 export interface CaptionClientEvents {
@@ -152,6 +163,8 @@ class SentAudio {
 }
 
 const ABNORMAL_CLOSURE = 1006;
+/** The server's node is draining: resume elsewhere (docs/protocol.md). */
+const RECONNECT = 4014;
 
 export class CaptionClient extends EventEmitter<CaptionClientEvents> {
   readonly ready: ReadyMessage;
@@ -180,7 +193,7 @@ export class CaptionClient extends EventEmitter<CaptionClientEvents> {
   #closed: { code: number; reason: string } | null = null;
   #stopped = false;
   #lastSeq = 0;
-  #resume: Required<ResumeOptions> | null;
+  #resume: (Required<Omit<ResumeOptions, 'urls' | 'nextUrl'>> & Pick<ResumeOptions, 'urls' | 'nextUrl'>) | null;
   #sent: SentAudio | null;
   /** Reconnecting: no socket to send on; audio waits in #pending. */
   #reconnecting = false;
@@ -212,6 +225,8 @@ export class CaptionClient extends EventEmitter<CaptionClientEvents> {
       maxDelayMs: r.maxDelayMs ?? 4000,
       giveUpAfterMs: r.giveUpAfterMs ?? (ready.limits.resumeGraceSeconds ?? 0) * 1000,
       bufferSeconds: r.bufferSeconds ?? 30,
+      ...(r.urls ? { urls: r.urls } : {}),
+      ...(r.nextUrl ? { nextUrl: r.nextUrl } : {}),
     };
     this.#sent = this.#resume ? new SentAudio(Math.ceil(this.#resume.bufferSeconds * options.sampleRate) * this.#bytesPerFrame, this.#bytesPerFrame) : null;
     this.#keepalive = setInterval(() => {
@@ -236,6 +251,10 @@ export class CaptionClient extends EventEmitter<CaptionClientEvents> {
   }
   get ended(): EndMessage | null {
     return this.#end;
+  }
+  /** The URL of the current connection's gateway (another after a resume elsewhere). */
+  get url(): string {
+    return this.#url;
   }
   /** The last session seq received. */
   get lastSeq(): number {
@@ -308,8 +327,8 @@ export class CaptionClient extends EventEmitter<CaptionClientEvents> {
   }
 
   #onClose(code: number, reason: string): void {
-    if (!this.#end && !this.#closing && this.#resume && code === ABNORMAL_CLOSURE) {
-      void this.#reconnect(reason || 'connection dropped');
+    if (!this.#end && !this.#closing && this.#resume && (code === ABNORMAL_CLOSURE || code === RECONNECT)) {
+      void this.#reconnect(code === RECONNECT ? 'the server asked to reconnect (4014: its node is draining)' : reason || 'connection dropped');
       return;
     }
     this.#finalClose(code, reason);
@@ -337,12 +356,14 @@ export class CaptionClient extends EventEmitter<CaptionClientEvents> {
       this.emit('reconnecting', { attempt, delayMs: delay, reason: last });
       await new Promise((res) => setTimeout(res, delay));
       if (this.#closing) return this.#finalClose(ABNORMAL_CLOSURE, 'closed while reconnecting');
-      const url = new URL(this.#url);
+      const base = this.#nextUrl(attempt);
+      const url = new URL(base);
       url.searchParams.set('resume', this.ready.resumeToken);
       url.searchParams.set('lastSeq', String(this.#lastSeq));
       try {
         const ws = openSocket(url.toString(), this.#options, this.mode);
         const opened = await firstMessage(ws, 'resumed', this.#options.connectTimeoutMs ?? 10_000);
+        this.#url = base;
         this.#resumed(ws, opened);
         return;
       } catch (err) {
@@ -355,6 +376,16 @@ export class CaptionClient extends EventEmitter<CaptionClientEvents> {
       delay = Math.min(r.maxDelayMs, delay * 2);
     }
     this.#finalClose(ABNORMAL_CLOSURE, `could not resume within ${r.giveUpAfterMs} ms: ${last}`);
+  }
+
+  /** Where attempt n goes: `nextUrl`, else the next of `urls` after the current one, else the same URL. */
+  #nextUrl(attempt: number): string {
+    const r = this.#resume!;
+    if (r.nextUrl) return r.nextUrl(attempt, this.#url);
+    const urls = r.urls;
+    if (!urls?.length) return this.#url;
+    const at = urls.indexOf(this.#url);
+    return urls[(at + attempt) % urls.length]!;
   }
 
   #resumed(ws: WebSocket, opened: Opened<ResumedMessage>): void {

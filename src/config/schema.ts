@@ -37,6 +37,8 @@ export const configSchema = z
         allowedOrigins: z.array(z.string(), { error: 'must be an array of origins' }),
         maxHeldAudioBytes: int(0, 1 << 30),
         trustProxy: bool(),
+        /** This node's name in the session registry (empty: hostname:pid). */
+        nodeId: z.string({ error: 'must be a string (empty: hostname:pid)' }).max(200, { error: 'must be at most 200 characters' }),
       })
       .strict(),
     auth: z

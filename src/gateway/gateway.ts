@@ -11,6 +11,8 @@
  *                                                     Session ─► CaptionStabilizer ─► Outbox ─► transport
  */
 import http from 'node:http';
+import os from 'node:os';
+
 
 import type { Logger } from 'pino';
 
@@ -30,6 +32,8 @@ import { ENGINE_SAMPLE_RATE, type Engine } from '../engine/types.js';
 import { closeCode, GatewayError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { openStore, type Store } from '../store/index.js';
+import { CrossNodeResume } from '../registry/cross-node.js';
+import { SessionRegistry } from '../registry/registry.js';
 import { MeetingHub } from '../meetings/hub.js';
 import { GatewayMetrics } from '../metrics/metrics.js';
 import { SlabPool } from '../pool/slab-pool.js';
@@ -73,6 +77,8 @@ export interface Gateway {
   /** The shared Redis connection (redis.url), or null: one node, nothing shared. */
   readonly bus: Bus | null;
   readonly log: Logger;
+  /** Resume across nodes and draining (redis.url set); null on a single node. */
+  readonly crossNode: CrossNodeResume | null;
   /** The port actually bound (after listen). */
   readonly port: number;
   /** The metrics listener's port, when metrics.host gives /metrics a listener of its own (after listen). */
@@ -160,8 +166,34 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   lifecycle.onClose('meetings', () => hub.close());
   // After the sessions drained (their last finals are published): let them reach Redis.
   if (streams) lifecycle.onDrain('meeting streams', () => streams.flushed(2000).then(() => undefined));
+  // Several nodes: once the sessions have moved (drain steps run in reverse
+  // order), this node's viewers are told to reconnect elsewhere (4014)
+  // before the transport closes what is left.
+  if (config.redis.url !== '') lifecycle.onDrain('meeting viewers', () => hub.close(true));
+
+  // Several nodes: the registry of live and parked sessions (src/registry),
+  // on the bus's connection and under the bus's node id.
+  let crossNode: CrossNodeResume | null = null;
+  let manager2: SessionManager | null = null;
+  if (bus) {
+    const registry = new SessionRegistry(bus.redis, {
+      nodeId: bus.nodeId,
+      keyPrefix: config.redis.keyPrefix,
+      resumeGraceSeconds: config.limits.resumeGraceSeconds,
+      log,
+    });
+    crossNode = new CrossNodeResume({ registry, manager: () => manager2!, store, hub, log });
+    lifecycle.onClose('session registry', () => registry.close());
+  }
+  const cross = crossNode;
 
   const meetingOf = (s: Session) => (typeof s.meta.meetingId === 'string' ? s.meta.meetingId : null);
+  const joinMeeting = (s: Session, clock?: number) => {
+    const m = meetingOf(s);
+    if (!m) return;
+    const unavailable = hub.joined(m, { sessionId: s.id, speaker: s.meta.speaker ?? 'speaker', startedAt: s.startedAt, owner: s.owner }, clock);
+    if (unavailable) s.warn('meeting_unavailable', unavailable.message);
+  };
   const sessions = new SessionManager({
     config,
     shapes,
@@ -189,16 +221,26 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       if (m) store.meetingStarted(m, s.startedAt);
       // Eviction of ended files is per owner; with auth off, per client address.
       archive.started(s.id, { owner: s.owner, group: s.owner ?? `addr:${s.remoteAddress}`, meetingId: m });
-      if (m) {
-        const unavailable = hub.joined(m, { sessionId: s.id, speaker: s.meta.speaker ?? 'speaker', startedAt: s.startedAt, owner: s.owner });
-        if (unavailable) s.warn('meeting_unavailable', unavailable.message);
-      }
+      joinMeeting(s);
+      cross?.track(s);
     },
+    // Continued here from another node: its store record exists (cross-node.ts wrote it if this store lacked it).
+    adopted: (s) => {
+      archive.started(s.id, { owner: s.owner, group: s.owner ?? `addr:${s.remoteAddress}`, meetingId: meetingOf(s) });
+      const carried = cross?.carried(s.id);
+      // The caption file here starts with the finals made on the other node.
+      for (const f of carried?.finals ?? []) archive.record(s.id, f);
+      joinMeeting(s, carried?.clock);
+      cross?.adopted(s);
+    },
+    parked: (s) => cross?.checkpoint(s),
     published: (s, ev) => {
       if (ev.type === 'final') {
-        const f = { ...ev, seq: 0 };
+        // The final's own seq: a resume on another node replays it from the store with it.
+        const f = { ...ev, seq: s.seq };
         archive.record(s.id, f);
         if (f.text) store.final(s.id, f);
+        cross?.checkpoint(s);
       }
       const m = meetingOf(s);
       if (m) hub.publish(m, s.id, ev);
@@ -206,6 +248,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     ended: (s) => {
       archive.ended(s.id);
+      cross?.ended(s);
+      const m0 = meetingOf(s);
+      if (s.movedAway) {
+        // It goes on on another node: not ended in the store.
+        if (m0) hub.left(m0, s.id);
+        return;
+      }
       const a = s.audio;
       store.sessionEnded(s.id, { endedAt: Date.now(), reason: s.endReason ?? 'unknown', receivedSamples: a.received, decodedSamples: a.decoded, droppedSamples: a.dropped });
       const m = meetingOf(s);
@@ -213,11 +262,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
   });
   manager = sessions;
+  manager2 = sessions;
   liveLag = () => sessions.liveLagSeconds();
   const jobs = new FileJobs({ config, engine, scheduler, log });
   // Drained after the sessions (reverse order): a running file job gets up to the same grace to finish.
   lifecycle.onDrain('file jobs', () => jobs.close(config.server.shutdownGraceSeconds * 1000));
-  lifecycle.onDrain('sessions', () => sessions.shutdown(config.server.shutdownGraceSeconds * 1000));
+  // With several nodes, a drain hands every session over (4014: reconnect elsewhere); alone, sessions finish.
+  lifecycle.onDrain('sessions', () =>
+    cross ? cross.drain(config.server.shutdownGraceSeconds * 1000) : sessions.shutdown(config.server.shutdownGraceSeconds * 1000),
+  );
   lifecycle.onClose('sessions', () => sessions.close());
 
   const gatekeeper = new Gatekeeper(config, shared);
@@ -235,6 +288,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         return r instanceof GatewayError ? r : null;
       },
       reserveSession: shared ? (identity, max) => shared.reserve(identity, max) : undefined,
+      ...(cross ? { remoteResume: (token: string, lastSeq: number, identity: string | null) => cross.find(token, lastSeq, identity) } : {}),
     }),
     open(conn, ctx) {
       const refused = connections.open(ctx.remoteAddress);
@@ -330,6 +384,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     store,
     bus,
     log,
+    crossNode,
     get port() {
       return port;
     },
@@ -358,6 +413,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       };
     },
     async listen() {
+      if (cross) {
+        await cross.start();
+        log.info({ node: cross.nodeId }, `session registry on Redis: node ${cross.nodeId}`);
+      }
       port = await transport.listen(config.server.host, config.server.port);
       log.info({ host: config.server.host, port }, `listening on ${config.server.host}:${port}`);
       if (metricsServer) {

@@ -18,7 +18,7 @@ import { decodeClientFrame, type ClientEvent } from '../protocol/codec.js';
 import type { StartMessage, WireMode } from '../protocol/messages.js';
 import type { Identity } from '../security/gatekeeper.js';
 import { ErrorReporter } from '../session/error-reporter.js';
-import type { SessionManager } from '../session/manager.js';
+import type { Adoption, SessionManager } from '../session/manager.js';
 import { Outbox } from '../session/outbox.js';
 import type { Session } from '../session/session.js';
 import type { ConnectionHandler, WsConnection } from '../transport/types.js';
@@ -36,7 +36,12 @@ export interface ListenContext {
   /** Auth is on: meetings need a token that names them. */
   readonly authEnabled: boolean;
   /** `?resume=<token>&lastSeq=<n>`: take back a session whose connection dropped. */
-  readonly resume: { readonly token: string; readonly lastSeq: number } | null;
+  readonly resume: {
+    readonly token: string;
+    readonly lastSeq: number;
+    /** The session is on another node's books: continue it here (found by the upgrade). */
+    readonly adoption?: Adoption;
+  } | null;
   /** The connection speaks Deepgram's live dialect (src/compat/deepgram) with these parameters. */
   readonly deepgram?: DeepgramParams;
   /** A place held across nodes for a token with maxSessions (Redis); the session takes it over. */
@@ -104,8 +109,8 @@ export class ListenConnection implements ConnectionHandler {
     this.#rawAudio = ctx.mode === 'json';
     this.#maxControlBytes = limits.maxControlBytes;
     if (ctx.resume) {
-      const { token, lastSeq } = ctx.resume;
-      this.#guard(() => this.#resume(token, lastSeq));
+      const { token, lastSeq, adoption } = ctx.resume;
+      this.#guard(() => (adoption ? this.#adopt(adoption) : this.#resume(token, lastSeq)));
     } else if (ctx.start) {
       this.#guard(() => {
         const ev = ctx.start!;
@@ -207,6 +212,7 @@ export class ListenConnection implements ConnectionHandler {
       sub: id?.sub,
       maxSessions: id?.maxSessions,
       hold: this.#reservation,
+      resumable: !this.#ctx.deepgram,
     });
     this.#reservation = null;
     if (r instanceof GatewayError) {
@@ -225,6 +231,15 @@ export class ListenConnection implements ConnectionHandler {
 
   #resume(token: string, lastSeq: number): void {
     const r = this.#deps.manager.resume(token, lastSeq, this.#outbox, this.#ctx.remoteAddress, this.#ctx.identity?.key ?? null);
+    if (r instanceof GatewayError) {
+      this.#fatal(r.code, r.message, r.retryAfterMs, false);
+      return;
+    }
+    this.#session = r;
+  }
+
+  #adopt(a: Adoption): void {
+    const r = this.#deps.manager.adopt(a, this.#outbox, this.#errors, this.#ctx.remoteAddress);
     if (r instanceof GatewayError) {
       this.#fatal(r.code, r.message, r.retryAfterMs, false);
       return;

@@ -12,6 +12,7 @@ import { startFromQuery } from '../protocol/query.js';
 import { deepgramUpgrade } from '../compat/deepgram/upgrade.js';
 import { CREDENTIAL_SUBPROTOCOLS, type Gatekeeper } from '../security/gatekeeper.js';
 import type { UpgradeDecision, UpgradeRequest } from '../transport/types.js';
+import type { Adoption } from '../session/manager.js';
 import type { ConnectionCounter } from './connections.js';
 import type { ListenContext } from './listen-connection.js';
 import type { ViewerContext } from './viewer-connection.js';
@@ -43,6 +44,8 @@ export interface UpgradeDeps {
   resumeRefusal(token: string, identity: string | null): GatewayError | null;
   /** Across nodes (Redis): holds one of a token's maxSessions places before the connection opens. */
   reserveSession?: ((identity: string, max: number) => Promise<Reservation | GatewayError>) | undefined;
+  /** Several nodes (redis.url): a token this node does not know may name a session on another node. */
+  remoteResume?(token: string, lastSeq: number, identity: string | null): Promise<Adoption | GatewayError>;
 }
 
 /** `?lastSeq=<n>`: a whole number, or null when absent. */
@@ -110,9 +113,15 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
     // A Deepgram connection never resumes (its clients do not).
     const resume = deepgram ? null : resumeFromQuery(req.query);
     if (resume instanceof GatewayError) return counted(resume);
+    let adoption: Adoption | null = null;
     if (resume) {
-      const refused = deps.resumeRefusal(resume.token, admitted.identity?.key ?? null);
-      if (refused) return counted(refused);
+      const identity = admitted.identity?.key ?? null;
+      const refused = deps.resumeRefusal(resume.token, identity);
+      if (refused && deps.remoteResume && refused.code === 'CAP_ERR_RESUME_REFUSED') {
+        const found = await deps.remoteResume(resume.token, resume.lastSeq, identity);
+        if (found instanceof GatewayError) return counted(found);
+        adoption = found;
+      } else if (refused) return counted(refused);
     }
     // A token's concurrent sessions count on every node: its place is held now, and the session takes it over.
     let reservation: Reservation | null = null;
@@ -128,7 +137,7 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
       context: {
         kind: 'listen',
         mode,
-        resume,
+        resume: resume && adoption ? { ...resume, adoption } : resume,
         // A resumed session keeps its format: start parameters in a resume URL are ignored.
         start: deepgram ? deepgram.start : resume ? null : startFromQuery(req.query),
         remoteAddress: admitted.remoteAddress,

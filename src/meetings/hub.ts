@@ -229,7 +229,12 @@ export class MeetingHub {
    * A speaker joined. Returns an error when its captions cannot be shared
    * (the room cannot be made): the session still works, and is told so.
    */
-  joined(meetingId: string, p: Participant): GatewayError | null {
+  /**
+   * `clock`: the meeting's start, brought by a participant continued from
+   * another node (without Redis, this node may not know the meeting yet).
+   * With Redis the meeting's stream keeps the clock.
+   */
+  joined(meetingId: string, p: Participant, clock?: number): GatewayError | null {
     const m: Member = { ...p, participant: opaqueId() };
     if (this.#streams) {
       let local = this.#local.get(meetingId);
@@ -245,7 +250,7 @@ export class MeetingHub {
     let r = this.#rooms.get(meetingId);
     if (!r) {
       if (this.#rooms.size >= this.#opts.maxMeetings) return this.#tooManyMeetings(meetingId);
-      r = this.#newRoom(meetingId, p.startedAt, null);
+      r = this.#newRoom(meetingId, clock ?? p.startedAt, null);
       this.#rooms.set(meetingId, r);
       // Viewers who were waiting for this meeting come in.
       const waiting = this.#waiting.get(meetingId);
@@ -278,6 +283,11 @@ export class MeetingHub {
   /** Speaker name, participant id, and the session id where this viewer may see it. */
   #tag(m: Member, who: ViewerIdentity): { speaker: string; participant: string; sessionId?: string } {
     return who.canRead(m.owner) ? { speaker: m.speaker, participant: m.participant, sessionId: m.sessionId } : { speaker: m.speaker, participant: m.participant };
+  }
+
+  /** The meeting's clock (its first participant's start, ms since the epoch); null without a room. */
+  clock(meetingId: string): number | null {
+    return this.#rooms.get(meetingId)?.startedAt ?? null;
   }
 
   /** A participant's caption: shift onto the meeting timeline, keep finals, fan out. */
@@ -635,13 +645,15 @@ export class MeetingHub {
     }
   }
 
-  close(): void {
+  /** Closes every viewer: 4006, or 4014 "reconnect" when other nodes serve the meeting (a drain). */
+  close(reconnect = false): void {
     clearInterval(this.#sweep);
+    const [code, reason] = reconnect ? [CloseCode.RECONNECT, 'reconnect'] : [CloseCode.SERVER_SHUTDOWN, 'server_shutdown'];
     for (const r of this.#rooms.values()) {
-      for (const v of r.viewers.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
-      if (r.mirror) for (const v of r.mirror.pending.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
+      for (const v of r.viewers.keys()) v.close(code, reason);
+      if (r.mirror) for (const v of r.mirror.pending.keys()) v.close(code, reason);
     }
-    for (const w of this.#waiting.values()) for (const v of w.keys()) v.close(CloseCode.SERVER_SHUTDOWN, 'server_shutdown');
+    for (const w of this.#waiting.values()) for (const v of w.keys()) v.close(code, reason);
     this.#rooms.clear();
     this.#waiting.clear();
     this.#local.clear();

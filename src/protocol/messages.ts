@@ -229,6 +229,12 @@ export interface ResumedMessage {
   /** Acks after lastSeq that were superseded and not kept. */
   skippedAcks: number;
   /**
+   * Only after a resume on another node: messages after lastSeq that are not
+   * replayed because only finals are kept across nodes (partials, acks,
+   * warnings); their seqs are missing from the replay.
+   */
+  skippedOther?: number;
+  /**
    * Sample frames (in the session's own format) the server has taken: audio
    * sent after them never arrived, and the client sends it again.
    */

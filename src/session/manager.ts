@@ -18,11 +18,28 @@ import { CloseCode, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { RingBuffer } from '../pool/ring-buffer.js';
 import type { SlabPool } from '../pool/slab-pool.js';
-import type { StartMessage } from '../protocol/messages.js';
+import type { FinalMessage, StartMessage } from '../protocol/messages.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
 import type { ErrorReporter } from './error-reporter.js';
 import type { Outbox } from './outbox.js';
-import { Session, type FaultHooks } from './session.js';
+import { Session, type FaultHooks, type Restored } from './session.js';
+
+/** A session another node had, to continue here (resume across nodes; src/registry finds it). */
+export interface Adoption {
+  readonly id: string;
+  readonly resumeToken: string;
+  readonly start: StartMessage;
+  readonly owner: string | null;
+  readonly sub: string | null;
+  readonly maxSessionSeconds: number;
+  readonly restored: Restored;
+  /** The client's lastSeq (checked against the session's seq by the caller). */
+  readonly lastSeq: number;
+  /** The finals after lastSeq, from the store, with their own seq. */
+  readonly finals: readonly FinalMessage[];
+  /** How long the old node ran after its last checkpoint of this session, seconds (0: it handed over). */
+  readonly gapSeconds: number;
+}
 
 /** Largest conversion output of one frame: 1 s at 16 kHz, plus the resampler's filter tail. */
 const MAX_FRAME_OUTPUT = 2 * ENGINE_SAMPLE_RATE + 4096;
@@ -44,6 +61,9 @@ export interface SessionManagerDeps {
   /** Is this id taken by a session that ended but whose captions are still kept? */
   readonly idKept?: (id: string) => boolean;
   readonly started?: (s: Session) => void;
+  /** A session continued here from another node (not a new one: no store record, no `ready`). */
+  readonly adopted?: (s: Session) => void;
+  readonly parked?: (s: Session) => void;
   readonly ended?: (s: Session) => void;
 }
 
@@ -152,6 +172,8 @@ export class SessionManager {
       readonly maxSessions?: number | undefined;
       /** The token's place across nodes (src/bus/shared-limits.ts): the session holds it until it ends. */
       readonly hold?: { claim(): void; release(): void } | null | undefined;
+      /** false: the client never resumes (Deepgram's dialect), so a drain ends the session instead of moving it. */
+      readonly resumable?: boolean;
     } = {},
   ): Session | GatewayError {
     const refused = this.admissible(remoteAddress);
@@ -194,8 +216,21 @@ export class SessionManager {
           releaseSlab: (slab) => this.#deps.pool.release(slab),
           released: (s) => this.#released(s),
           ...(this.#deps.published ? { published: this.#deps.published } : {}),
+          ...(this.#deps.parked ? { parked: this.#deps.parked } : {}),
         },
-        { id, start, slab, ring, outbox, errors, remoteAddress, owner: limits.identity ?? null, sub: limits.sub ?? null, maxSessionSeconds: limits.maxSessionSeconds },
+        {
+          id,
+          start,
+          slab,
+          ring,
+          outbox,
+          errors,
+          remoteAddress,
+          owner: limits.identity ?? null,
+          sub: limits.sub ?? null,
+          maxSessionSeconds: limits.maxSessionSeconds,
+          resumable: limits.resumable ?? true,
+        },
       );
     } catch (err) {
       this.#deps.pool.release(slab);
@@ -216,6 +251,99 @@ export class SessionManager {
     this.#deps.metrics.sessionsStarted.inc();
     this.#deps.started?.(session);
     return session;
+  }
+
+  /**
+   * Continues a session another node had (the registry found it, the owner
+   * was checked, the old node handed it over or died). It is an open: the
+   * same admission and a slab. `resumed` goes first, then the finals after
+   * lastSeq from the store with their own seq, then the live session.
+   */
+  adopt(a: Adoption, outbox: Outbox, errors: ErrorReporter, remoteAddress: string): Session | GatewayError {
+    const refused = this.admissible(remoteAddress);
+    if (refused) return this.#refuse(refused);
+    if (this.#byId.has(a.id)) return this.#refuse(new GatewayError('CAP_ERR_RESUME_REFUSED', 'no session to resume with this token (unknown, ended, expired, or not yours)'));
+    const slab = this.#deps.pool.acquire();
+    if (!slab) {
+      return this.#refuse(
+        new GatewayError('CAP_ERR_CAPACITY', `all ${this.#deps.pool.stats().slabs} session slabs are in use; retry later`, CAPACITY_RETRY_MS),
+      );
+    }
+    const { config, shapes } = this.#deps;
+    let session: Session;
+    try {
+      const ring = new RingBuffer(slab, shapes.ringSamples, shapes.mirrorSamples);
+      session = new Session(
+        {
+          config,
+          shapes,
+          engine: this.#deps.engine,
+          metrics: this.#deps.metrics,
+          log: this.#deps.log,
+          scratch: this.#scratch,
+          faults: this.#deps.faults,
+          openStream: (ring, sink) => this.#deps.scheduler.open(ring, sink),
+          releaseSlab: (slab) => this.#deps.pool.release(slab),
+          released: (s) => this.#released(s),
+          ...(this.#deps.published ? { published: this.#deps.published } : {}),
+          ...(this.#deps.parked ? { parked: this.#deps.parked } : {}),
+        },
+        {
+          id: a.id,
+          start: a.start,
+          slab,
+          ring,
+          outbox,
+          errors,
+          remoteAddress,
+          owner: a.owner,
+          sub: a.sub,
+          maxSessionSeconds: a.maxSessionSeconds,
+          restore: { ...a.restored, resumeToken: a.resumeToken },
+        },
+      );
+    } catch (err) {
+      this.#deps.pool.release(slab);
+      const e = err instanceof GatewayError ? err : new GatewayError('CAP_ERR_CAPACITY', `session could not continue: ${(err as Error).message}`, CAPACITY_RETRY_MS);
+      return this.#refuse(e);
+    }
+    this.#byId.set(a.id, session);
+    this.#byResumeToken.set(session.resumeToken, session);
+    this.#addressCount(remoteAddress, +1);
+    if (a.owner !== null) {
+      this.#identityOf.set(session, a.owner);
+      this.#perIdentity.set(a.owner, (this.#perIdentity.get(a.owner) ?? 0) + 1);
+    }
+    // Only finals are kept across nodes: every other message after lastSeq
+    // (partials, acks, warnings) is counted as skipped.
+    const finals = a.finals.filter((f) => f.seq > a.lastSeq && f.seq <= a.restored.seq);
+    outbox.sendUnsequenced({
+      type: 'resumed',
+      sessionId: a.id,
+      lastSeq: a.lastSeq,
+      gapSeconds: Math.round(a.gapSeconds * 1000) / 1000,
+      skippedPartials: 0,
+      skippedAcks: 0,
+      skippedOther: Math.max(0, a.restored.seq - a.lastSeq - finals.length),
+      receivedFrames: a.restored.position.receivedFrames,
+    });
+    for (const f of finals) outbox.sendAt(f, f.seq);
+    this.#deps.metrics.sessionsResumed.inc();
+    this.#deps.adopted?.(session);
+    return session;
+  }
+
+  /**
+   * Drain for a move (several nodes share a registry): no new sessions;
+   * every session is handed over by `move` (its open utterance finalized,
+   * its checkpoint written, its client told to reconnect), within graceMs.
+   * What is still running then is ended as at shutdown.
+   */
+  async drainForMove(move: (s: Session) => Promise<void>, graceMs: number): Promise<void> {
+    this.#shuttingDown = true;
+    const all = [...this.#byId.values()].map((s) => move(s).catch((err: unknown) => this.#deps.log.error({ err, session: s.id }, 'hand-over failed')));
+    await Promise.race([Promise.all(all), new Promise((r) => setTimeout(r, graceMs).unref())]);
+    await this.shutdown(Math.min(graceMs, 1000));
   }
 
   /**

@@ -11,6 +11,10 @@
  *             no new audio; everything received is decoded and finalized)
  *          ─► ended (end message, close code, slab and engine stream
  *             returned, exactly once, in #teardown).
+ *   active ─► handing (the node drains, or a resume on another node asked
+ *             for the session: what was received is decoded, the open
+ *             utterance gets its final) ─► ended, without a message: the
+ *             session goes on elsewhere (`movedAway`).
  *   active ─► parking (the connection dropped without a close frame: what
  *             was received is decoded, the open utterance gets its final)
  *          ─► parked (the slab and the engine stream are back in their
@@ -81,12 +85,34 @@ export interface SessionDeps {
   released(s: Session): void;
   /** Captions out, for meeting viewers and caption files. */
   published?(s: Session, ev: CaptionEvent): void;
+  /** The session parked (its connection dropped and all it received is decoded). */
+  parked?(s: Session): void;
   readonly faults?: FaultHooks | undefined;
   /** Scratch for conversion output, shared: the main thread is single-threaded. */
   readonly scratch: Int16Array;
 }
 
-export type SessionState = 'active' | 'parking' | 'parked' | 'finishing' | 'ended';
+export type SessionState = 'active' | 'parking' | 'parked' | 'handing' | 'finishing' | 'ended';
+
+/** Where a session stands, for another node to continue it (src/registry). */
+export interface SessionCheckpoint {
+  /** The last seq stamped. */
+  readonly seq: number;
+  /** The segment number of the next utterance. */
+  readonly segment: number;
+  /** Where a continuation starts: the audio decoded at the last final (all received, once parked). */
+  readonly position: { receivedSamples: number; receivedFrames: number; decodedSamples: number; droppedSamples: number };
+  /** 16 kHz samples received so far. */
+  readonly heardSamples: number;
+}
+
+/** A session continued from another node's checkpoint (resume across nodes). */
+export interface Restored {
+  readonly startedAt: number;
+  readonly seq: number;
+  readonly segment: number;
+  readonly position: SessionCheckpoint['position'];
+}
 
 /** What a resuming connection brings. */
 export interface Reattach {
@@ -111,11 +137,17 @@ export class Session implements StreamSink {
   /** The identity that opened it (a token's identity key); null with auth off. */
   readonly owner: string | null;
   readonly meta: SessionMeta;
-  readonly format: { sampleRate: number; channels: number; encoding: 's16le' | 'f32le' };
-  readonly startedAt = Date.now();
+  readonly format: { sampleRate: number; channels: 1 | 2; encoding: 's16le' | 'f32le' };
+  /** The token's sub (auth on), for logs. */
+  readonly sub: string | null;
+  /** Its client can resume it (not Deepgram's dialect): only such a session moves to another node. */
+  readonly resumable: boolean;
+  /** The start parameters a continuation on another node needs besides the format. */
+  readonly settings: { readonly interim: boolean; readonly ack: boolean; readonly language: string };
+  readonly startedAt: number;
   readonly log: Logger;
-  /** Lets a reconnecting client take the session back (see resume). */
-  readonly resumeToken = randomBytes(24).toString('base64url');
+  /** Lets a reconnecting client take the session back (see resume); kept when the session moves to another node. */
+  readonly resumeToken: string;
 
   #state: SessionState = 'active';
   #remoteAddress: string;
@@ -148,6 +180,10 @@ export class Session implements StreamSink {
   #stabilizer: CaptionStabilizer;
   #ending: Ending | null = null;
   #lagWarned = false;
+  /** Where another node would continue: updated at each final, on park and on hand-over. */
+  #position: SessionCheckpoint['position'] = { receivedSamples: 0, receivedFrames: 0, decodedSamples: 0, droppedSamples: 0 };
+  #handed: (() => void) | null = null;
+  #movedAway = false;
   #arrivals: ArrivalLog;
   /** When the engine last gave this stream a decoder after a wait (performance.now()). */
   #unparkedAt = -Infinity;
@@ -180,11 +216,20 @@ export class Session implements StreamSink {
       sub?: string | null;
       /** Lower than the server's limit when a token says so. */
       maxSessionSeconds?: number | undefined;
+      /** false: its client never resumes (Deepgram's dialect). */
+      resumable?: boolean;
+      /** Continue a session from another node: its token, counts, seq and clock; no `ready` is sent. */
+      restore?: Restored & { readonly resumeToken: string };
     },
   ) {
     this.#deps = deps;
     this.id = init.id;
+    const restore = init.restore;
+    this.startedAt = restore?.startedAt ?? Date.now();
+    this.resumeToken = restore?.resumeToken ?? randomBytes(24).toString('base64url');
     this.owner = init.owner ?? null;
+    this.sub = init.sub ?? null;
+    this.resumable = init.resumable ?? true;
     this.#remoteAddress = init.remoteAddress;
     this.meta = init.start.meta ?? {};
     this.format = { sampleRate: init.start.sampleRate, channels: init.start.channels, encoding: init.start.encoding };
@@ -192,7 +237,7 @@ export class Session implements StreamSink {
     this.#ring = init.ring;
     this.#outbox = init.outbox;
     // The log goes on from the connection's seq (errors before `start` used some).
-    this.#log = new ReplayLog({ mode: init.outbox.mode, maxBytes: deps.config.limits.resumeBufferBytes, seq: init.outbox.seq });
+    this.#log = new ReplayLog({ mode: init.outbox.mode, maxBytes: deps.config.limits.resumeBufferBytes, seq: restore?.seq ?? init.outbox.seq });
     this.#errors = init.errors;
     this.log = deps.log.child(init.sub ? { session: this.id, sub: init.sub } : { session: this.id });
     const { limits, captions, audio, admission } = deps.config;
@@ -207,7 +252,23 @@ export class Session implements StreamSink {
     this.#maxSessionSamples = Math.round(this.#maxSessionSeconds * RATE);
     const interim = init.start.interim ?? captions.interim;
     this.#wantAck = init.start.ack === true;
-    this.#stabilizer = new CaptionStabilizer({ interim, speaker: this.meta.speaker });
+    this.settings = { interim, ack: this.#wantAck, language: init.start.language ?? 'en' };
+    this.#stabilizer = new CaptionStabilizer({ interim, speaker: this.meta.speaker, ...(restore ? { segment: restore.segment } : {}) });
+    if (restore) {
+      // The counts and the clock go on from where the other node's checkpoint stands.
+      const p = restore.position;
+      this.#position = { ...p };
+      this.#received = p.receivedSamples;
+      this.#receivedFrames = p.receivedFrames;
+      this.#decodedBefore = p.decodedSamples;
+      this.#dropped = p.droppedSamples;
+      this.#ringBase = p.receivedSamples;
+      this.#lastSpeechSample = p.receivedSamples;
+      this.#stabilizer.startsAt(p.receivedSamples / RATE);
+      this.#stream = deps.openStream(init.ring, this);
+      this.log.info({ format: this.format, meta: this.meta, remote: this.#remoteAddress, seq: restore.seq }, 'session continued from another node');
+      return;
+    }
     this.#stream = deps.openStream(init.ring, this);
     this.#send({
       type: 'ready',
@@ -254,6 +315,22 @@ export class Session implements StreamSink {
   /** Wall-clock ms when the connection dropped; 0 while connected. */
   get droppedAt(): number {
     return this.#droppedAt;
+  }
+  /** The audio limit of this session, seconds. */
+  get maxSessionSeconds(): number {
+    return this.#maxSessionSeconds;
+  }
+  /** The last seq stamped (a final's own seq, right after `published`). */
+  get seq(): number {
+    return this.#log.seq;
+  }
+  /** The session ended here because it goes on on another node (no `end` was sent). */
+  get movedAway(): boolean {
+    return this.#movedAway;
+  }
+  /** What another node needs to continue this session. */
+  checkpoint(): SessionCheckpoint {
+    return { seq: this.#log.seq, segment: this.#stabilizer.nextSegment, position: { ...this.#position }, heardSamples: this.#received };
   }
   /** Bytes the replay log holds (memory accounting). */
   get replayBytes(): number {
@@ -457,6 +534,23 @@ export class Session implements StreamSink {
     this.#checkLag();
     if (this.#state === 'finishing') this.#maybeComplete();
     else if (this.#state === 'parking') this.#maybePark();
+    else if (this.#state === 'handing') this.#maybeHanded();
+  }
+
+  /**
+   * The continuation point: what the engine has consumed (the audio still
+   * in the ring is sent again by the client after a move, from
+   * receivedFrames). For resampled input the frame count is the nearest.
+   */
+  #markPosition(): void {
+    const backlog = this.#ring?.available ?? 0;
+    const backlogFrames = Math.round((backlog * this.format.sampleRate) / RATE);
+    this.#position = {
+      receivedSamples: this.#received - backlog,
+      receivedFrames: Math.max(0, this.#receivedFrames - backlogFrames),
+      decodedSamples: this.#decoded,
+      droppedSamples: this.#dropped,
+    };
   }
 
   #captions(r: EngineResult): void {
@@ -482,6 +576,7 @@ export class Session implements StreamSink {
         }
         this.#firstPartialAt.delete(ev.segment);
       }
+      if (ev.type === 'final') this.#markPosition();
       this.#send(ev);
       this.#deps.published?.(this, ev);
     }
@@ -593,6 +688,8 @@ export class Session implements StreamSink {
     if (this.#state !== 'parking' || !stream?.settled) return;
     this.#state = 'parked';
     this.#releaseAudio();
+    this.#markPosition();
+    this.#deps.parked?.(this);
     this.log.info({ receivedSeconds: round3(this.#received / RATE) }, 'parked: waiting for a resume');
   }
 
@@ -607,6 +704,56 @@ export class Session implements StreamSink {
     const slab = this.#slab;
     this.#slab = null;
     if (slab) this.#deps.releaseSlab(slab);
+  }
+
+  /**
+   * The session is to go on on another node (this node drains, or a resume
+   * there asked for it). Like a drop: audio stops being taken (a client
+   * sends again what was not taken, from receivedFrames), what was received
+   * is decoded and the open utterance ends with its final; then the slab
+   * and the engine stream go back. Resolves when the checkpoint is final;
+   * `moveAway` then ends the session here. A session already ending
+   * resolves false (it ends as it would have).
+   */
+  handOver(): Promise<boolean> {
+    const was = this.#state;
+    if (was === 'finishing' || was === 'ended') return Promise.resolve(false);
+    if (was === 'parked') return Promise.resolve(true);
+    if (was === 'handing') return new Promise((resolve) => this.#onHanded(() => resolve(!this.ended)));
+    if (was === 'active') this.#flushConverter();
+    this.#state = 'handing';
+    const p = new Promise<boolean>((resolve) => this.#onHanded(() => resolve(!this.ended)));
+    this.#stream?.flush();
+    this.#maybeHanded();
+    return p;
+  }
+
+  #onHanded(f: () => void): void {
+    const prev = this.#handed;
+    this.#handed = prev ? () => (prev(), f()) : f;
+  }
+
+  #maybeHanded(): void {
+    if (this.#state !== 'handing' || !(this.#stream?.settled ?? true)) return;
+    this.#releaseAudio();
+    this.#markPosition();
+    const f = this.#handed;
+    this.#handed = null;
+    f?.();
+  }
+
+  /**
+   * Ends the session here without a message to the client: it goes on on
+   * another node. The connection, if any, is closed with `close` (4014 on
+   * a drain, 4013 when a resume elsewhere took it over).
+   */
+  moveAway(close: { code: number; reason: string } | null): void {
+    if (this.#state === 'ended') return;
+    this.#movedAway = true;
+    this.#ending = { reason: 'server_shutdown', close: close?.code ?? CloseCode.SERVER_SHUTDOWN, message: 'moved to another node' };
+    const outbox = this.#outbox;
+    this.#teardown('moved');
+    if (outbox && close) outbox.closeWhenFlushed(close.code, close.reason);
   }
 
   /**
@@ -755,6 +902,10 @@ export class Session implements StreamSink {
     if (this.#state === 'ended') return;
     this.#state = 'ended';
     try {
+      // A hand-over under way learns that the session ended instead.
+      const handed = this.#handed;
+      this.#handed = null;
+      handed?.();
       if (this.#ackTimer) {
         clearTimeout(this.#ackTimer);
         this.#ackTimer = null;

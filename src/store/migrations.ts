@@ -85,6 +85,13 @@ export const MIGRATIONS: readonly Migration[] = [
        )`,
     ],
   },
+  {
+    // Each final's session seq, so a resume on another node replays the
+    // finals it missed with their own seq (NULL for finals written before).
+    version: 2,
+    sqlite: ['ALTER TABLE finals ADD COLUMN seq INTEGER'],
+    postgres: ['ALTER TABLE finals ADD COLUMN seq BIGINT'],
+  },
 ];
 
 /** The schema version this captiongate writes. */

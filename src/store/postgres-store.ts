@@ -509,11 +509,11 @@ class PostgresStore implements Store {
         const rows = byKey(b.finals).map(([, v]) => v);
         const res = await client.query(
           `INSERT INTO finals (${FINAL_COLUMNS})
-           SELECT v.* FROM unnest($1::text[], $2::int[], $3::float8[], $4::float8[], $5::text[], $6::text[], $7::text[])
-             AS v(session_id, segment, start_s, end_s, text, words, speaker)
+           SELECT v.* FROM unnest($1::text[], $2::int[], $3::float8[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::bigint[])
+             AS v(session_id, segment, start_s, end_s, text, words, speaker, seq)
            WHERE EXISTS (SELECT 1 FROM sessions s WHERE s.id = v.session_id)
            ON CONFLICT (session_id, segment) DO UPDATE SET
-             start_s = excluded.start_s, end_s = excluded.end_s, text = excluded.text, words = excluded.words, speaker = excluded.speaker`,
+             start_s = excluded.start_s, end_s = excluded.end_s, text = excluded.text, words = excluded.words, speaker = excluded.speaker, seq = excluded.seq`,
           [
             rows.map((r) => r.sessionId),
             rows.map((r) => r.f.segment),
@@ -522,6 +522,7 @@ class PostgresStore implements Store {
             rows.map((r) => text(r.f.text)),
             rows.map((r) => text(JSON.stringify(r.f.words))),
             rows.map((r) => textOrNull(r.f.speaker ?? null)),
+            rows.map((r) => (r.f.seq > 0 ? r.f.seq : null)),
           ],
         );
         skipped = rows.length - (res.rowCount ?? rows.length);

@@ -26,6 +26,8 @@ export interface FinalRow {
   text: string;
   words: string;
   speaker: string | null;
+  /** The final's session seq (migration 2); null for finals written before it. */
+  seq: number | null;
 }
 
 export const SESSION_COLUMNS = 'id, owner, meeting_id, speaker, started_at, ended_at, end_reason, received_samples, decoded_samples, dropped_samples';
@@ -34,7 +36,7 @@ export const SESSION_UPDATE = SESSION_COLUMNS.split(', ')
   .slice(1)
   .map((c) => `${c} = excluded.${c}`)
   .join(', ');
-export const FINAL_COLUMNS = 'session_id, segment, start_s, end_s, text, words, speaker';
+export const FINAL_COLUMNS = 'session_id, segment, start_s, end_s, text, words, speaker, seq';
 
 export const toSession = (r: SessionRow): SessionRecord => ({
   id: r.id,
@@ -54,7 +56,7 @@ const round3 = (x: number) => Math.round(x * 1000) / 1000;
 /** A stored final, moved `shift` seconds later (onto a meeting's clock). */
 export const toFinal = (r: FinalRow, shift = 0): FinalMessage => {
   const words = (JSON.parse(r.words) as WordOut[]).map((w) => (shift ? { ...w, start: round3(w.start + shift), end: round3(w.end + shift) } : w));
-  const f: FinalMessage = { type: 'final', seq: 0, segment: r.segment, text: r.text, start: round3(r.start_s + shift), end: round3(r.end_s + shift), words };
+  const f: FinalMessage = { type: 'final', seq: r.seq ?? 0, segment: r.segment, text: r.text, start: round3(r.start_s + shift), end: round3(r.end_s + shift), words };
   if (r.speaker !== null) f.speaker = r.speaker;
   return f;
 };

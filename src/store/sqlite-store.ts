@@ -86,8 +86,8 @@ class SqliteStore implements Store {
 
   final(sessionId: string, f: FinalMessage): void {
     this.#push([
-      'INSERT OR REPLACE INTO finals (session_id, segment, start_s, end_s, text, words, speaker) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      [sessionId, f.segment, f.start, f.end, f.text, JSON.stringify(f.words), f.speaker ?? null],
+      'INSERT OR REPLACE INTO finals (session_id, segment, start_s, end_s, text, words, speaker, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      [sessionId, f.segment, f.start, f.end, f.text, JSON.stringify(f.words), f.speaker ?? null, f.seq > 0 ? f.seq : null],
       'run',
     ]);
   }

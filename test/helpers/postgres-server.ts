@@ -9,11 +9,12 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
 import pg from 'pg';
+
+import { freePort } from './net.js';
 
 export const POSTGRES_BIN = '/usr/lib/postgresql/15/bin';
 export const POSTGRES_PASSWORD = 'pg-test-s3cret';
@@ -36,17 +37,6 @@ export interface PostgresServer {
 
 export function postgresAvailable(): boolean {
   return existsSync(path.join(POSTGRES_BIN, 'postgres')) && spawnSync('id', ['-u', 'postgres']).status === 0;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 const ids = (user: string) => {

@@ -11,6 +11,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
+import { freePort } from './net.js';
+
 export const REDIS_SERVER = '/usr/bin/redis-server';
 
 export interface RedisServer {
@@ -30,18 +32,6 @@ export interface RedisServer {
 
 export function redisAvailable(): boolean {
   return existsSync(REDIS_SERVER);
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startRedis(): Promise<RedisServer> {

@@ -342,6 +342,22 @@ describe.each(backends)('caption store contract: $name', (b) => {
     }
   });
 
+  it.runIf(b.durable)('keeps each final\'s seq (schema version 2), for a resume on another node', async () => {
+    const place = await b.place();
+    const store = await place.open();
+    store.sessionStarted(session('s', null, Date.now()));
+    store.final('s', { ...final(0, 'first', 0), seq: 5 });
+    store.final('s', { ...final(1, 'second', 2), seq: 17 });
+    await store.close();
+    const again = await place.open();
+    expect((await again.getFinals('s')).map((f) => [f.seq, f.text])).toEqual([
+      [5, 'first'],
+      [17, 'second'],
+    ]);
+    await again.close();
+    expect(await place.schemaVersion()).toBe(SCHEMA_VERSION);
+  });
+
   it('keeps at most maxSessionsPerOwner ended sessions per owner (its own oldest go), and expires old transcripts', async () => {
     const place = await b.place();
     const store = await place.open({ maxSessionsPerOwner: 2 });
@@ -373,6 +389,28 @@ describe.each(backends)('caption store contract: $name', (b) => {
     expect(await again.getSession('other')).toBeNull();
     expect(await again.getSession('s3')).not.toBeNull();
     await again.close();
+  });
+});
+
+describe('SQLite store: an older file', () => {
+  it('a version 1 file (before finals had a seq) is migrated; its old finals read back without one', async () => {
+    const file = path.join(tmp(), 'v1.db');
+    const db = new Database(file);
+    for (const sql of MIGRATIONS[0]!.sqlite) db.exec(sql);
+    db.pragma('user_version = 1');
+    db.prepare('INSERT INTO sessions (id, owner, started_at) VALUES (?, ?, ?)').run('old', null, Date.now());
+    db.prepare('INSERT INTO finals (session_id, segment, start_s, end_s, text, words) VALUES (?, ?, ?, ?, ?, ?)').run('old', 0, 0, 1, 'before', '[]');
+    db.close();
+    const store = await openSqliteStore({ path: file, busyTimeoutMs: 5000, ...defaults }, silentLog);
+    store.final('old', { ...final(1, 'after the upgrade', 2), seq: 17 });
+    expect((await store.getFinals('old')).map((f) => [f.seq, f.text])).toEqual([
+      [0, 'before'],
+      [17, 'after the upgrade'],
+    ]);
+    await store.close();
+    const check = new Database(file, { readonly: true });
+    expect(check.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
+    check.close();
   });
 });
 
