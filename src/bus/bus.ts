@@ -16,9 +16,10 @@
  * - blocking reads (XREAD BLOCK) get a connection of their own
  *   (`blockingClient`), so they never hold up commands.
  *
- * Each process is a node with an id (server.nodeId, or hostname:pid) and a lease in Redis (`nodeKey`),
+ * Each process is a node with an id (server.nodeId, or hostname:pid and a random tail) and a lease in Redis (`nodeKey`),
  * renewed by the bus, deleted on a clean close.
  */
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 
 import { Redis, type RedisOptions } from 'ioredis';
@@ -79,8 +80,9 @@ function clientOptions(name: string, blocking = false): RedisOptions {
 /** Opens the bus when `redis.url` is set; null when it is not (one node, nothing shared). */
 export function openBus(config: Readonly<Config>, log: Logger, registry?: Registry): Bus | null {
   if (!config.redis.url) return null;
-  // server.nodeId, or one unique on this machine (and across machines by the host name).
-  const nodeId = config.server.nodeId || `${os.hostname()}:${process.pid}`;
+  // server.nodeId, or hostname:pid with a random tail (unique across machines,
+  // processes, and the buses of one process).
+  const nodeId = config.server.nodeId || `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const blog = log.child({ component: 'redis', node: nodeId });
   const redis = new Redis(config.redis.url, clientOptions(`cmd:${nodeId}`));
   const extra = new Set<Redis>();

@@ -239,8 +239,10 @@ export class ListenConnection implements ConnectionHandler {
   }
 
   #adopt(a: Adoption): void {
-    const r = this.#deps.manager.adopt(a, this.#outbox, this.#errors, this.#ctx.remoteAddress);
+    const r = this.#deps.manager.adopt(a, this.#outbox, this.#errors, this.#ctx.remoteAddress, this.#reservation);
+    this.#reservation = null;
     if (r instanceof GatewayError) {
+      this.#ctx.reservation?.release();
       this.#fatal(r.code, r.message, r.retryAfterMs, false);
       return;
     }

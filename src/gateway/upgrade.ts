@@ -124,9 +124,10 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
       } else if (refused) return counted(refused);
     }
     // A token's concurrent sessions count on every node: its place is held now, and the session takes it over.
+    // A session continued from another node takes a place here (the old node gave up its own).
     let reservation: Reservation | null = null;
     const max = admitted.identity?.maxSessions;
-    if (!resume && deps.reserveSession && admitted.identity && max !== undefined) {
+    if ((!resume || adoption) && deps.reserveSession && admitted.identity && max !== undefined) {
       const r = await deps.reserveSession(admitted.identity.key, max);
       if (r instanceof GatewayError) return counted(r);
       reservation = r;

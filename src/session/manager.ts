@@ -259,7 +259,8 @@ export class SessionManager {
    * same admission and a slab. `resumed` goes first, then the finals after
    * lastSeq from the store with their own seq, then the live session.
    */
-  adopt(a: Adoption, outbox: Outbox, errors: ErrorReporter, remoteAddress: string): Session | GatewayError {
+  /** `hold`: the token's place across nodes (as in open), taken over by the session. */
+  adopt(a: Adoption, outbox: Outbox, errors: ErrorReporter, remoteAddress: string, hold: { claim(): void; release(): void } | null = null): Session | GatewayError {
     const refused = this.admissible(remoteAddress);
     if (refused) return this.#refuse(refused);
     if (this.#byId.has(a.id)) return this.#refuse(new GatewayError('CAP_ERR_RESUME_REFUSED', 'no session to resume with this token (unknown, ended, expired, or not yours)'));
@@ -313,6 +314,10 @@ export class SessionManager {
     if (a.owner !== null) {
       this.#identityOf.set(session, a.owner);
       this.#perIdentity.set(a.owner, (this.#perIdentity.get(a.owner) ?? 0) + 1);
+    }
+    if (hold) {
+      hold.claim();
+      this.#holds.set(session, hold);
     }
     // Only finals are kept across nodes: every other message after lastSeq
     // (partials, acks, warnings) is counted as skipped.

@@ -80,8 +80,11 @@ describe.skipIf(!redisAvailable())('the Redis bus', () => {
     // Sent again (a reply lost in an outage): the script takes it once.
     const k = MeetingStreams.keys('order:', 'm1');
     const run = (pub.redis as unknown as { captiongatePublish: (...a: (string | number)[]) => Promise<[number, number]> }).captiongatePublish;
-    const [node, n] = got[49]!.origin.split(':');
-    const again = await run.call(pub.redis, k.meta, k.stream, k.parts, node!, Number(n), 0, '{}', 1000, 60_000, 0, 'f', '', '');
+    // origin is `<node id>:<n>`; a node id may hold colons itself.
+    const origin = got[49]!.origin;
+    const node = origin.slice(0, origin.lastIndexOf(':'));
+    const n = origin.slice(origin.lastIndexOf(':') + 1);
+    const again = await run.call(pub.redis, k.meta, k.stream, k.parts, node, Number(n), 0, '{}', 1000, 60_000, 0, 'f', '', '');
     expect(again).toEqual([0, 0]);
     expect(Number(await redis.command(['XLEN', k.stream]))).toBe(50);
     const snap = await b.snapshot('m1');
