@@ -1,15 +1,24 @@
 /**
  * `npm start`: load config, start the gateway, shut down gracefully on
  * SIGTERM/SIGINT (a second signal exits at once).
+ *
+ * With server.workers > 1 this process becomes the cluster primary
+ * (src/cluster/primary.ts): it forks the workers, which run this same
+ * entry and start one gateway each, with their share of the node's pool.
  */
+import cluster from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 
+import { runPrimary } from './cluster/primary.js';
+import { workerConfig } from './cluster/share.js';
+import { WorkerLink, workerIndex } from './cluster/worker.js';
 import { ConfigError, loadConfig } from './config/load.js';
+import type { Config } from './config/schema.js';
 import { createGateway } from './gateway/gateway.js';
 import { createLogger } from './log.js';
 
 export async function runServer(): Promise<void> {
-  let config;
+  let config: Readonly<Config>;
   try {
     config = loadConfig();
   } catch (err) {
@@ -19,17 +28,34 @@ export async function runServer(): Promise<void> {
     }
     throw err;
   }
-  const log = createLogger(config.log);
+  const index = workerIndex();
+  if (config.server.workers > 1 && cluster.isPrimary) {
+    const code = await runPrimary(config, createLogger(config.log).child({ role: 'primary' }));
+    process.exit(code);
+  }
+  const link = index === null ? null : new WorkerLink(index);
+  if (link) config = workerConfig(config, link.index);
+  const log = link ? createLogger(config.log).child({ worker: link.index, pid: process.pid }) : createLogger(config.log);
   let gateway;
   try {
-    gateway = await createGateway({ config, logger: log });
+    gateway = await createGateway({
+      config,
+      logger: log,
+      ...(link ? { cluster: { index: link.index, workers: config.server.workers, nodeMetrics: () => link.nodeMetrics() } } : {}),
+    });
     await gateway.listen();
   } catch (err) {
     log.fatal({ err }, `startup failed: ${(err as Error).message}`);
     await new Promise((r) => setTimeout(r, 100));
     process.exit(1);
   }
-  log.info(`web demo: http://localhost:${gateway.port}/   captions API: ws://localhost:${gateway.port}/v1/listen`);
+  if (link) {
+    const g = gateway;
+    link.serve(g.metrics.registry, () => g.manager.size);
+    link.ready({ port: g.port, slabs: g.shapes.slabs, poolBytes: g.shapes.poolBytes });
+  } else {
+    log.info(`web demo: http://localhost:${gateway.port}/   captions API: ws://localhost:${gateway.port}/v1/listen`);
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
@@ -39,7 +65,10 @@ export async function runServer(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'signal received');
     gateway.shutdown().then(
-      () => process.exit(0),
+      () => {
+        link?.close();
+        process.exit(0);
+      },
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
         process.exit(1);
@@ -47,7 +76,10 @@ export async function runServer(): Promise<void> {
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  // A worker takes its stop from the primary (which forwards SIGINT as
+  // SIGTERM): Ctrl-C reaches the whole process group, and counting it
+  // twice would make it the "second signal".
+  process.on('SIGINT', () => (link ? log.debug('SIGINT: the cluster primary forwards it') : stop('SIGINT')));
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -37,6 +37,7 @@ export const configSchema = z
         allowedOrigins: z.array(z.string(), { error: 'must be an array of origins' }),
         maxHeldAudioBytes: int(0, 1 << 30),
         trustProxy: bool(),
+        workers: int(1, 256),
       })
       .strict(),
     auth: z
@@ -198,6 +199,12 @@ export const configSchema = z
         maxConcurrentJobs: int(1, 64),
         maxQueuedJobs: int(0, 10_000),
         yieldLagSeconds: num(0.05, 600),
+      })
+      .strict(),
+    redis: z
+      .object({
+        url: z.string({ error: 'must be a string (empty: no Redis)' }),
+        keyPrefix: z.string({ error: 'must be a string' }),
       })
       .strict(),
     metrics: z

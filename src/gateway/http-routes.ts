@@ -44,15 +44,35 @@ export interface HttpRouteDeps {
   readonly gatekeeper: Gatekeeper;
   /** /metrics on this port (false when it has its own listener). */
   readonly serveMetrics: boolean;
+  /** One worker of a node (server.workers > 1): /metrics answers for the whole node, /healthz names the worker. */
+  readonly cluster?: NodeMetricsSource & { readonly index: number };
   /** POST /v1/audio/transcriptions (OpenAI). */
   readonly transcriptions: (req: HttpRequest) => Promise<HttpResponse>;
   /** POST /v1/listen (Deepgram pre-recorded). */
   readonly prerecorded: (req: HttpRequest) => Promise<HttpResponse>;
 }
 
-/** Prometheus text, for the main port or the metrics listener. */
-export async function metricsResponse(metrics: GatewayMetrics): Promise<HttpResponse> {
-  return { status: 200, headers: { 'content-type': metrics.contentType }, body: await metrics.text() };
+export interface NodeMetricsSource {
+  nodeMetrics(): Promise<string>;
+}
+
+/**
+ * Prometheus text, for the main port or the metrics listener. In a worker
+ * of a node, the node's aggregate (whichever worker the scrape reaches);
+ * `?worker=self` gives the answering worker's own.
+ */
+export async function metricsResponse(metrics: GatewayMetrics, query: URLSearchParams, node?: NodeMetricsSource): Promise<HttpResponse> {
+  const headers = { 'content-type': metrics.contentType };
+  if (!node || query.get('worker') === 'self') return { status: 200, headers, body: await metrics.text() };
+  try {
+    return { status: 200, headers, body: await node.nodeMetrics() };
+  } catch (err) {
+    return {
+      status: 503,
+      headers: { 'content-type': 'text/plain' },
+      body: `the node's metrics are unavailable (${(err as Error).message}); this worker's own: /metrics?worker=self\n`,
+    };
+  }
 }
 
 function captionBody(format: string, finals: readonly CueSource[], extra: Record<string, unknown>): HttpResponse {
@@ -169,7 +189,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, errorBody('CAP_ERR_NOT_FOUND', 'only GET and DELETE are served'));
     switch (req.path) {
       case '/healthz':
-        return json(200, { status: 'ok' });
+        return json(200, deps.cluster ? { status: 'ok', worker: deps.cluster.index, pid: process.pid } : { status: 'ok' });
       case '/readyz': {
         const refused = manager.admissible('readyz', true);
         return refused
@@ -177,7 +197,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
           : json(200, { status: 'ready', sessions: manager.size, slabsFree: pool.available });
       }
       case '/metrics':
-        if (deps.serveMetrics) return metricsResponse(metrics);
+        if (deps.serveMetrics) return metricsResponse(metrics, req.query, deps.cluster);
         break;
       case '/v1/listen':
         return json(426, errorBody('CAP_ERR_NOT_FOUND', 'this route is a WebSocket (connect with ws:// and Upgrade), or takes a POST of audio (Deepgram pre-recorded)'));
