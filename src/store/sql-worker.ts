@@ -4,6 +4,13 @@
  * executor: each message is a batch of (SQL, parameters) run in one
  * transaction, and the answer is their results. The schema, the queries
  * and the batching live in TypeScript on the main thread (sqlite-store.ts).
+ *
+ * Several processes may share the file (server.workers): a batch that
+ * writes takes the write lock up front (BEGIN IMMEDIATE), so it waits
+ * for another writer in SQLite's busy handler (store.busyTimeoutMs)
+ * instead of failing on a read lock it cannot upgrade; migrations run in
+ * one such transaction that reads the schema version inside it, so two
+ * processes starting at once migrate once.
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
@@ -34,13 +41,38 @@ const run = (batch) => batch.map(([sql, params, mode]) => {
   if (mode === 'get') return s.get(...params) ?? null;
   return s.run(...params).changes;
 });
-const tx = (batch) => db.transaction(run)(batch);
-parentPort.on('message', ({ id, batch, close }) => {
+const tx = (batch) => {
+  const t = db.transaction(run);
+  return batch.some((s) => s[2] === 'run') ? t.immediate(batch) : t(batch);
+};
+const migrate = (steps) => db.transaction(() => {
+  const at = db.pragma('user_version', { simple: true });
+  for (let v = at; v < steps.length; v++) {
+    for (const sql of steps[v]) db.exec(sql);
+    db.pragma('user_version = ' + (v + 1));
+  }
+  return [{ from: at, to: Math.max(at, steps.length) }];
+}).immediate();
+parentPort.on('message', ({ id, batch, migrations, close }) => {
   if (close) { db && db.close(); parentPort.postMessage({ id, result: null }); return; }
-  try { parentPort.postMessage({ id, result: tx(batch) }); }
-  catch (e) { parentPort.postMessage({ id, error: String(e && e.message || e) }); }
+  try { parentPort.postMessage({ id, result: migrations ? migrate(migrations) : tx(batch) }); }
+  catch (e) { parentPort.postMessage({ id, error: String(e && e.message || e), code: e && typeof e.code === 'string' ? e.code : undefined }); }
 });
 `;
+
+/** A statement failed; `code` is SQLite's (SQLITE_BUSY, SQLITE_CONSTRAINT_PRIMARYKEY, …) when it gave one. */
+export class SqlError extends Error {
+  readonly code: string | null;
+  constructor(message: string, code: string | null) {
+    super(message);
+    this.name = 'SqlError';
+    this.code = code;
+  }
+  /** Another connection held the lock past the busy timeout: worth trying again. */
+  get busy(): boolean {
+    return this.code !== null && (this.code.startsWith('SQLITE_BUSY') || this.code.startsWith('SQLITE_LOCKED'));
+  }
+}
 
 export class SqlWorker {
   #worker: Worker;
@@ -54,11 +86,11 @@ export class SqlWorker {
     this.#worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module, path, busyTimeoutMs } });
     this.#worker.unref();
     this.#opened = new Promise((resolve, reject) => this.#pending.set(0, { resolve: () => resolve(), reject }));
-    this.#worker.on('message', (m: { id: number; result?: unknown[]; error?: string }) => {
+    this.#worker.on('message', (m: { id: number; result?: unknown[]; error?: string; code?: string }) => {
       const p = this.#pending.get(m.id);
       if (!p) return;
       this.#pending.delete(m.id);
-      if (m.error !== undefined) p.reject(new Error(m.error));
+      if (m.error !== undefined) p.reject(new SqlError(m.error, m.code ?? null));
       else p.resolve(m.result ?? []);
     });
     const fail = (err: Error) => {
@@ -75,13 +107,27 @@ export class SqlWorker {
     return this.#opened;
   }
 
-  /** Runs the statements in one transaction; resolves with each one's result. */
+  /** Runs the statements in one transaction (IMMEDIATE when one writes); resolves with each one's result. */
   exec(batch: readonly Statement[]): Promise<unknown[]> {
+    return this.#send({ batch });
+  }
+
+  /**
+   * Brings the schema to `steps.length` in one IMMEDIATE transaction that
+   * reads PRAGMA user_version inside it. A file written by a newer
+   * version comes back unchanged, with `from` above `steps.length`.
+   */
+  async migrate(steps: readonly (readonly string[])[]): Promise<{ from: number; to: number }> {
+    const [r] = (await this.#send({ migrations: steps })) as [{ from: number; to: number }];
+    return r;
+  }
+
+  #send(body: { batch: readonly Statement[] } | { migrations: readonly (readonly string[])[] }): Promise<unknown[]> {
     if (this.#dead) return Promise.reject(this.#dead);
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      this.#worker.postMessage({ id, batch });
+      this.#worker.postMessage({ id, ...body });
     });
   }
 

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 
 import type { FinalMessage, WordOut } from '../protocol/messages.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
-import { SqlWorker, type SqlParam, type Statement } from './sql-worker.js';
+import { SqlError, SqlWorker, type SqlParam, type Statement } from './sql-worker.js';
 import type { MeetingFinal, SessionRecord, Store } from './types.js';
 
 export interface SqliteStoreOptions {
@@ -71,25 +71,45 @@ const toFinal = (r: FinalRow, shift = 0): FinalMessage => {
   return f;
 };
 
+/**
+ * Runs `op` again while SQLite says another connection holds the lock
+ * (past the busy timeout it already waited): backoff from 25 ms to 1 s,
+ * for at least 10 s in all. Another process of the node (server.workers)
+ * or a backup may hold the file; what was queued is not given up at the
+ * first refusal.
+ */
+async function retryBusy<T>(op: () => Promise<T>, busyTimeoutMs: number, log: Logger): Promise<T> {
+  const giveUpAt = Date.now() + Math.max(10_000, 2 * busyTimeoutMs);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (!(err instanceof SqlError && err.busy) || Date.now() >= giveUpAt) throw err;
+      const wait = Math.min(1000, 25 * 2 ** (attempt - 1));
+      log.warn({ code: err.code, attempt, retryInMs: wait }, 'caption store: the file is locked by another connection; trying again');
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+}
+
 /** Opens (creating or migrating) the store file; refuses one written by a newer captiongate. */
 export async function openSqliteStore(opts: SqliteStoreOptions, log: Logger): Promise<Store> {
   mkdirSync(path.dirname(opts.path), { recursive: true });
   const sql = new SqlWorker(opts.path, opts.busyTimeoutMs);
   try {
     await sql.opened();
-    const [row] = (await sql.exec([['PRAGMA user_version', [], 'get']])) as [{ user_version: number }];
-    const at = row.user_version;
+    // Workers of one node start at once on one file: the version is read
+    // and the migrations run in one write transaction, so exactly one of
+    // them migrates and the others find the schema done.
     const latest = SQLITE_MIGRATIONS.length;
+    const { from: at, to } = await retryBusy(() => sql.migrate(SQLITE_MIGRATIONS), opts.busyTimeoutMs, log);
     if (at > latest) {
       throw new Error(
         `the caption store ${opts.path} is at schema version ${at}, written by a newer captiongate (this one knows up to ${latest}). ` +
           'Run the newer version, or point store.path at another file.',
       );
     }
-    for (let v = at; v < latest; v++) {
-      await sql.exec([...SQLITE_MIGRATIONS[v]!.map((s): Statement => [s, [], 'run']), [`PRAGMA user_version = ${v + 1}`, [], 'run']]);
-      log.info({ store: opts.path, version: v + 1 }, `caption store migrated to schema version ${v + 1}`);
-    }
+    if (to > at) log.info({ store: opts.path, from: at, version: to }, `caption store migrated to schema version ${to}`);
   } catch (err) {
     await sql.close().catch(() => {});
     throw err;
@@ -209,7 +229,11 @@ class SqliteStore implements Store {
   /** Reads see every write queued before them. */
   async #read(batch: Statement[]): Promise<unknown[]> {
     await this.flush();
-    return this.#sql.exec(batch);
+    return this.#exec(batch);
+  }
+
+  #exec(batch: Statement[]): Promise<unknown[]> {
+    return retryBusy(() => this.#sql.exec(batch), this.#opts.busyTimeoutMs, this.#log);
   }
 
   flush(): Promise<void> {
@@ -222,7 +246,7 @@ class SqliteStore implements Store {
       this.#queue = [];
       // One transaction per batch, in order.
       this.#writing = this.#writing.then(() =>
-        this.#sql.exec(batch).then(
+        this.#exec(batch).then(
           () => undefined,
           (err: unknown) => this.#log.error({ err, statements: batch.length }, 'caption store: a batch of writes failed'),
         ),
