@@ -41,7 +41,7 @@ export async function runServer(): Promise<void> {
     gateway = await createGateway({
       config,
       logger: log,
-      ...(link ? { cluster: { index: link.index, workers: config.server.workers, nodeMetrics: () => link.nodeMetrics() } } : {}),
+      ...(link ? { cluster: { index: link.index, workers: config.server.workers, nodeMetrics: (worker?: number) => link.nodeMetrics(worker) } } : {}),
     });
     await gateway.listen();
   } catch (err) {

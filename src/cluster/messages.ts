@@ -11,8 +11,8 @@ export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 export type ToPrimary =
   /** The worker listens: its port (uWS: the others bind the same one) and its share of the pool. */
   | { readonly t: 'cg:ready'; readonly port: number; readonly slabs: number; readonly poolBytes: number }
-  /** A worker answering /metrics asks for the whole node's. */
-  | { readonly t: 'cg:node-metrics'; readonly id: number }
+  /** A worker answering /metrics asks for the whole node's, or for one worker's (`worker`: its index). */
+  | { readonly t: 'cg:node-metrics'; readonly id: number; readonly worker?: number }
   /** A worker's own metrics, for the primary to aggregate (answer to cg:collect). */
   | { readonly t: 'cg:metrics-json'; readonly id: number; readonly metrics: MetricsJson };
 
@@ -30,7 +30,8 @@ export function parseToPrimary(m: unknown): ToPrimary | null {
     case 'cg:ready':
       return isInt(m.port) && isInt(m.slabs) && isInt(m.poolBytes) ? { t: m.t, port: m.port, slabs: m.slabs, poolBytes: m.poolBytes } : null;
     case 'cg:node-metrics':
-      return isInt(m.id) ? { t: m.t, id: m.id } : null;
+      if (!isInt(m.id) || (m.worker !== undefined && !isInt(m.worker))) return null;
+      return m.worker === undefined ? { t: m.t, id: m.id } : { t: m.t, id: m.id, worker: m.worker };
     case 'cg:metrics-json':
       return isInt(m.id) && Array.isArray(m.metrics) ? { t: m.t, id: m.id, metrics: m.metrics as MetricsJson } : null;
     default:

@@ -70,8 +70,11 @@ export async function runPrimary(config: Readonly<Config>, log: Logger): Promise
   // --- metrics: gather every ready worker's registry and aggregate ---
   let nextCollect = 1;
   const collecting = new Map<number, (metrics: MetricsJson) => void>();
-  const nodeMetrics = async (): Promise<string> => {
-    const live = slots.filter((s) => s.ready && s.worker?.isConnected());
+  const nodeMetrics = async (only?: number): Promise<string> => {
+    if (only !== undefined && !slots[only]?.ready) {
+      throw new Error(only < n ? `worker ${only} is not running (starting or restarting)` : `there is no worker ${only} (server.workers is ${n})`);
+    }
+    const live = slots.filter((s) => s.ready && s.worker?.isConnected() && (only === undefined || s.index === only));
     const id = nextCollect++;
     const responses: MetricsJson[] = [];
     await new Promise<void>((resolve) => {
@@ -94,6 +97,10 @@ export async function runPrimary(config: Readonly<Config>, log: Logger): Promise
       for (const s of live) s.worker!.send(msg, undefined, {}, (err: Error | null) => err && answered(null));
     });
     const registry = AggregatorRegistry.aggregate(responses);
+    if (only !== undefined) {
+      if (responses.length === 0) throw new Error(`worker ${only} did not answer within ${COLLECT_TIMEOUT_MS} ms`);
+      return registry.metrics();
+    }
     new Gauge({ name: 'captiongate_workers', help: 'Worker processes configured (server.workers).', registers: [registry] }).set(n);
     new Gauge({ name: 'captiongate_workers_scraped', help: 'Workers whose metrics are in this scrape (fewer than captiongate_workers while one restarts or does not answer).', registers: [registry] }).set(responses.length);
     new Counter({ name: 'captiongate_worker_restarts_total', help: 'Workers restarted after they died.', registers: [registry] }).inc(restarts);
@@ -119,7 +126,7 @@ export async function runPrimary(config: Readonly<Config>, log: Logger): Promise
         collecting.get(m.id)?.(m.metrics);
         return;
       case 'cg:node-metrics':
-        nodeMetrics().then(
+        nodeMetrics(m.worker).then(
           (text) => reply(worker, { t: 'cg:node-metrics', id: m.id, text }),
           (err: unknown) => reply(worker, { t: 'cg:node-metrics', id: m.id, text: '', error: String((err as Error).message ?? err) }),
         );

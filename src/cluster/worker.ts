@@ -55,8 +55,11 @@ export class WorkerLink {
     this.#send({ t: 'cg:ready', ...info });
   }
 
-  /** The whole node's metrics: the primary gathers every worker's (this one's too) and aggregates them. */
-  nodeMetrics(): Promise<string> {
+  /**
+   * The whole node's metrics: the primary gathers every worker's (this
+   * one's too) and aggregates them. With `worker`, that one worker's only.
+   */
+  nodeMetrics(worker?: number): Promise<string> {
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -64,7 +67,7 @@ export class WorkerLink {
         reject(new Error(`the cluster primary did not answer within ${NODE_METRICS_TIMEOUT_MS} ms`));
       }, NODE_METRICS_TIMEOUT_MS);
       this.#pending.set(id, { resolve, reject, timer });
-      this.#send({ t: 'cg:node-metrics', id }, (err) => {
+      this.#send(worker === undefined ? { t: 'cg:node-metrics', id } : { t: 'cg:node-metrics', id, worker }, (err) => {
         const p = this.#pending.get(id);
         if (!p) return;
         clearTimeout(p.timer);

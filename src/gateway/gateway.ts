@@ -60,8 +60,8 @@ export interface GatewayOptions {
 export interface ClusterWorker {
   readonly index: number;
   readonly workers: number;
-  /** The whole node's metrics (the cluster primary aggregates every worker's); /metrics?worker=self is this worker's. */
-  nodeMetrics(): Promise<string>;
+  /** The whole node's metrics (the cluster primary aggregates every worker's), or worker `worker`'s. */
+  nodeMetrics(worker?: number): Promise<string>;
 }
 
 export interface Gateway {

@@ -45,7 +45,7 @@ export interface HttpRouteDeps {
   /** /metrics on this port (false when it has its own listener). */
   readonly serveMetrics: boolean;
   /** One worker of a node (server.workers > 1): /metrics answers for the whole node, /healthz names the worker. */
-  readonly cluster?: NodeMetricsSource & { readonly index: number };
+  readonly cluster?: NodeMetricsSource;
   /** POST /v1/audio/transcriptions (OpenAI). */
   readonly transcriptions: (req: HttpRequest) => Promise<HttpResponse>;
   /** POST /v1/listen (Deepgram pre-recorded). */
@@ -53,19 +53,25 @@ export interface HttpRouteDeps {
 }
 
 export interface NodeMetricsSource {
-  nodeMetrics(): Promise<string>;
+  readonly index: number;
+  nodeMetrics(worker?: number): Promise<string>;
 }
 
 /**
  * Prometheus text, for the main port or the metrics listener. In a worker
  * of a node, the node's aggregate (whichever worker the scrape reaches);
- * `?worker=self` gives the answering worker's own.
+ * `?worker=N` worker N's alone (through the primary), `?worker=self` the
+ * answering worker's.
  */
 export async function metricsResponse(metrics: GatewayMetrics, query: URLSearchParams, node?: NodeMetricsSource): Promise<HttpResponse> {
   const headers = { 'content-type': metrics.contentType };
-  if (!node || query.get('worker') === 'self') return { status: 200, headers, body: await metrics.text() };
+  const which = query.get('worker');
+  if (!node || which === 'self' || which === String(node.index)) return { status: 200, headers, body: await metrics.text() };
+  if (which !== null && !/^\d{1,3}$/.test(which)) {
+    return { status: 400, headers: { 'content-type': 'text/plain' }, body: `worker must be "self" or a worker index (0 to N-1), not ${JSON.stringify(which.slice(0, 20))}\n` };
+  }
   try {
-    return { status: 200, headers, body: await node.nodeMetrics() };
+    return { status: 200, headers, body: await node.nodeMetrics(which === null ? undefined : Number(which)) };
   } catch (err) {
     return {
       status: 503,

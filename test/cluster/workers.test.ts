@@ -133,6 +133,18 @@ describe.each(['uws', 'ws'] as const)('two workers on one port (%s)', (transport
     expect(value(self, 'captiongate_slabs_total')).toBe(64);
     expect(value(self, 'captiongate_sessions_started_total')).toBeLessThan(N);
     expect(samples(self, 'captiongate_worker_sessions_active')).toHaveLength(1);
+    // Each worker by its index, whichever worker the scrape reaches; the node total is their sum.
+    const each = await Promise.all([0, 1].map((i) => metrics(node.port, `?worker=${i}`)));
+    each.forEach((t, i) => {
+      expect(value(t, 'captiongate_slabs_total')).toBe(64);
+      expect(samples(t, 'captiongate_worker_sessions_active').map((x) => x.labels.worker)).toEqual([String(i)]);
+    });
+    expect(each.reduce((a, t) => a + value(t, 'captiongate_sessions_started_total'), 0)).toBe(N);
+    expect(each.reduce((a, t) => a + value(t, 'captiongate_samples_received_total'), 0)).toBe(received);
+    // The node's event-loop lag is its worst worker's, not a sum.
+    expect(samples(after, 'captiongate_event_loop_lag_p99_seconds')).toHaveLength(1);
+    expect((await get(node.port, '/metrics?worker=2')).status).toBe(503);
+    expect((await get(node.port, '/metrics?worker=x')).status).toBe(400);
   });
 
   it('serves a caption file from the worker that did not write it (one SQLite file)', async () => {

@@ -63,3 +63,36 @@ describe('cluster messages', () => {
     expect(parseToWorker(null)).toBeNull();
   });
 });
+
+describe('node metrics: AggregatorRegistry over the workers', () => {
+  it('sums counts and takes the worst worker for delays', async () => {
+    const { AggregatorRegistry } = await import('prom-client');
+    const { GatewayMetrics } = await import('../../src/metrics/metrics.js');
+    const worker = (slabs: number, lag: number, received: number) => {
+      const m = new GatewayMetrics(
+        {
+          pool: () => ({ slabs, inUse: 1, highWater: 2, refusals: 0, totalBytes: slabs * 10 }) as never,
+          engine: () => ({ decoders: 1, decodersInUse: 0, streamsWaiting: 0, busyMs: 0, modelBytes: 0, streams: 0, queuedWindows: 0 }) as never,
+          sessions: () => 1,
+          parkedSessions: () => 0,
+          batchesInFlight: () => 0,
+          engineLagSeconds: () => lag,
+        },
+        { defaultMetrics: false },
+      );
+      m.samplesReceived.inc(received);
+      m.ingestToSubmit.observe(0.001);
+      return m;
+    };
+    const ws = [worker(64, 0.5, 1000), worker(64, 2, 500)];
+    const node = AggregatorRegistry.aggregate(await Promise.all(ws.map((w) => w.registry.getMetricsAsJSON())));
+    const text = await node.metrics();
+    for (const w of ws) w.close();
+    const v = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    expect(v('captiongate_slabs_total')).toBe(128);
+    expect(v('captiongate_sessions_active')).toBe(2);
+    expect(v('captiongate_samples_received_total')).toBe(1500);
+    expect(v('captiongate_ingest_to_submit_seconds_count')).toBe(2);
+    expect(v('captiongate_engine_lag_seconds')).toBe(2);
+  });
+});
