@@ -59,11 +59,13 @@ export async function runServer(): Promise<void> {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
+      // The primary's stop after a signal of our own (systemd's control group, Ctrl-C's process group) is the same stop.
+      if (signal === 'primary') return;
       log.warn({ signal }, 'second signal: exiting now');
       process.exit(1);
     }
     stopping = true;
-    log.info({ signal }, 'signal received');
+    log.info({ signal }, signal === 'primary' ? 'the cluster primary stops the node' : 'signal received');
     gateway.shutdown().then(
       () => {
         link?.close();
@@ -76,10 +78,8 @@ export async function runServer(): Promise<void> {
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
-  // A worker takes its stop from the primary (which forwards SIGINT as
-  // SIGTERM): Ctrl-C reaches the whole process group, and counting it
-  // twice would make it the "second signal".
-  process.on('SIGINT', () => (link ? log.debug('SIGINT: the cluster primary forwards it') : stop('SIGINT')));
+  process.on('SIGINT', () => stop('SIGINT'));
+  link?.onStop(() => stop('primary'));
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -17,6 +17,8 @@ export type ToPrimary =
   | { readonly t: 'cg:metrics-json'; readonly id: number; readonly metrics: MetricsJson };
 
 export type ToWorker =
+  /** Finish your sessions and exit (the node is stopping). The same as a SIGTERM, and counted once with one. */
+  | { readonly t: 'cg:stop' }
   | { readonly t: 'cg:collect'; readonly id: number }
   | { readonly t: 'cg:node-metrics'; readonly id: number; readonly text: string; readonly error?: string };
 
@@ -43,6 +45,8 @@ export function parseToPrimary(m: unknown): ToPrimary | null {
 export function parseToWorker(m: unknown): ToWorker | null {
   if (!isObj(m)) return null;
   switch (m.t) {
+    case 'cg:stop':
+      return { t: m.t };
     case 'cg:collect':
       return isInt(m.id) ? { t: m.t, id: m.id } : null;
     case 'cg:node-metrics':

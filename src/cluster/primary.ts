@@ -171,7 +171,9 @@ export async function runPrimary(config: Readonly<Config>, log: Logger): Promise
     restarts++;
     log.error(
       { worker: slot.index, pid, code, signal, livedMs: lived, restartInMs: delay },
-      `worker ${slot.index} (pid ${pid}) died (${how}); its sessions are gone; restarting it in ${delay} ms`,
+      code === 0
+        ? `worker ${slot.index} (pid ${pid}) stopped on its own (${how}); starting a new one in ${delay} ms`
+        : `worker ${slot.index} (pid ${pid}) died (${how}); its sessions are gone; restarting it in ${delay} ms`,
     );
     slot.timer = setTimeout(() => {
       slot.timer = null;
@@ -193,7 +195,12 @@ export async function runPrimary(config: Readonly<Config>, log: Logger): Promise
       finish(failedCode);
       return;
     }
-    for (const s of live) s.worker!.process.kill('SIGTERM');
+    // A message, not a signal: a worker that got SIGTERM too (systemd signals the whole
+    // control group; Ctrl-C the whole process group) counts one stop, not a second signal.
+    for (const s of live) {
+      const w = s.worker!;
+      w.send({ t: 'cg:stop' } satisfies ToWorker, undefined, {}, (err: Error | null) => err && w.process.kill('SIGTERM'));
+    }
     // A worker ends its sessions within shutdownGraceSeconds; one that hangs beyond is killed.
     const deadline = setTimeout(() => {
       for (const s of slots) {
@@ -208,7 +215,7 @@ export async function runPrimary(config: Readonly<Config>, log: Logger): Promise
 
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) {
-      // A second signal: the workers exit at once (their own second-signal rule).
+      // A second signal: the workers exit at once (a signal after a stop is their second).
       log.warn({ signal }, 'second signal: telling the workers to exit now');
       for (const s of slots) s.worker?.process.kill('SIGTERM');
       return;

@@ -25,6 +25,7 @@ export class WorkerLink {
   #pending = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
   #registry: Registry | null = null;
   #onMessage = (m: unknown) => this.#handle(m);
+  #stop: () => void = () => {};
 
   constructor(index: number) {
     this.index = index;
@@ -49,6 +50,11 @@ export class WorkerLink {
       },
     });
     this.#registry = registry;
+  }
+
+  /** What to do when the primary stops the node. */
+  onStop(stop: () => void): void {
+    this.#stop = stop;
   }
 
   ready(info: { port: number; slabs: number; poolBytes: number }): void {
@@ -99,6 +105,10 @@ export class WorkerLink {
   #handle(raw: unknown): void {
     const m = parseToWorker(raw);
     if (!m) return;
+    if (m.t === 'cg:stop') {
+      this.#stop();
+      return;
+    }
     if (m.t === 'cg:collect') {
       const registry = this.#registry;
       if (!registry) return; // not serving yet: the primary only asks workers that said ready

@@ -215,7 +215,10 @@ describe.each(['uws', 'ws'] as const)('two workers on one port (%s)', (transport
     }
     await new Promise((r) => setTimeout(r, 2000));
     const sentAt = Date.now();
+    // uws: SIGTERM to the primary, as a supervisor of its main process sends it. ws: to every
+    // process at once, as systemd's default KillMode=control-group does: one stop each, not a "second signal".
     node.child.kill('SIGTERM');
+    if (transport === 'ws') for (const pid of workers) process.kill(pid, 'SIGTERM');
     expect(await node.exited).toBe(0);
     expect(Date.now() - sentAt).toBeLessThan(25_000);
     for (const { c } of live) {
