@@ -4,7 +4,8 @@
  * store.flushMs as one transaction, so the event loop never touches the
  * disk and a SIGKILL loses at most the last batch. Reads go to the same
  * worker. Retention and per-owner quotas run in the worker's transactions
- * too.
+ * too. The workers of a node (server.workers) share the file: each process
+ * has its own store and retention; sql-worker.ts says how they take turns.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
