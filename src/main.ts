@@ -57,13 +57,16 @@ export async function runServer(): Promise<void> {
     log.info(`web demo: http://localhost:${gateway.port}/   captions API: ws://localhost:${gateway.port}/v1/listen`);
   }
   let stopping = false;
+  let signals = 0;
+  // A worker may get the primary's stop and the same signal itself (systemd signals the
+  // whole control group, Ctrl-C the whole process group), in either order: that is one
+  // stop. Only a second signal exits at once.
   const stop = (signal: string) => {
-    if (stopping) {
-      // The primary's stop after a signal of our own (systemd's control group, Ctrl-C's process group) is the same stop.
-      if (signal === 'primary') return;
+    if (signal !== 'primary' && ++signals >= 2) {
       log.warn({ signal }, 'second signal: exiting now');
       process.exit(1);
     }
+    if (stopping) return;
     stopping = true;
     log.info({ signal }, signal === 'primary' ? 'the cluster primary stops the node' : 'signal received');
     gateway.shutdown().then(

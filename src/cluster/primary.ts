@@ -154,7 +154,8 @@ export async function runPrimary(config: Readonly<Config>, log: Logger): Promise
     const pid = worker.process.pid;
     const how = signal ? `signal ${signal}` : `code ${code}`;
     if (stopping) {
-      if (code !== 0) failedCode = 1;
+      // A worker ended by our SIGTERM while it was starting had nothing to finish.
+      if (code !== 0 && signal !== 'SIGTERM') failedCode = 1;
       log.info({ worker: slot.index, pid, code, signal }, `worker ${slot.index} (pid ${pid}) stopped (${how})`);
       if (slots.every((s) => !s.worker)) finish(failedCode);
       return;
@@ -197,9 +198,12 @@ export async function runPrimary(config: Readonly<Config>, log: Logger): Promise
     }
     // A message, not a signal: a worker that got SIGTERM too (systemd signals the whole
     // control group; Ctrl-C the whole process group) counts one stop, not a second signal.
+    // A worker still starting has no sessions and no listener yet (a message would be
+    // lost): SIGTERM ends it at once.
     for (const s of live) {
       const w = s.worker!;
-      w.send({ t: 'cg:stop' } satisfies ToWorker, undefined, {}, (err: Error | null) => err && w.process.kill('SIGTERM'));
+      if (!s.ready) w.process.kill('SIGTERM');
+      else w.send({ t: 'cg:stop' } satisfies ToWorker, undefined, {}, (err: Error | null) => err && w.process.kill('SIGTERM'));
     }
     // A worker ends its sessions within shutdownGraceSeconds; one that hangs beyond is killed.
     const deadline = setTimeout(() => {

@@ -25,7 +25,8 @@ export class WorkerLink {
   #pending = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
   #registry: Registry | null = null;
   #onMessage = (m: unknown) => this.#handle(m);
-  #stop: () => void = () => {};
+  #stop: (() => void) | null = null;
+  #stopRequested = false;
 
   constructor(index: number) {
     this.index = index;
@@ -52,9 +53,10 @@ export class WorkerLink {
     this.#registry = registry;
   }
 
-  /** What to do when the primary stops the node. */
+  /** What to do when the primary stops the node (at once, if it asked while this worker was starting). */
   onStop(stop: () => void): void {
     this.#stop = stop;
+    if (this.#stopRequested) stop();
   }
 
   ready(info: { port: number; slabs: number; poolBytes: number }): void {
@@ -106,7 +108,8 @@ export class WorkerLink {
     const m = parseToWorker(raw);
     if (!m) return;
     if (m.t === 'cg:stop') {
-      this.#stop();
+      this.#stopRequested = true;
+      this.#stop?.();
       return;
     }
     if (m.t === 'cg:collect') {

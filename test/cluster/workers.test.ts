@@ -8,11 +8,13 @@
  * Redis: this only checks that redis.url is set (nothing here needs the bus).
  */
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 
 import { RawClient } from '../helpers/gateway.js';
 import { alive, childPids, get, samples, startNode, value, type NodeProcess } from '../helpers/node-process.js';
@@ -159,9 +161,10 @@ describe.each(['uws', 'ws'] as const)('two workers on one port (%s)', (transport
       a.destroy();
       return null;
     });
-    const file = await until('the file in the store', async () => {
+    // Served from the store, which is at most store.flushMs behind: wait for the session's end there.
+    const file = await until('the ended session in the store', async () => {
       const r = await get(node.port, `/v1/sessions/${id}/captions.json`, agent);
-      return r.status === 200 ? r : null;
+      return r.status === 200 && (JSON.parse(r.body) as { endedAt: string | null }).endedAt !== null ? r : null;
     });
     const body = JSON.parse(file.body) as { live: boolean; finals: { text: string }[]; audio: { receivedSamples: number } };
     expect(body.live).toBe(false);
@@ -219,7 +222,8 @@ describe.each(['uws', 'ws'] as const)('two workers on one port (%s)', (transport
     // process at once, as systemd's default KillMode=control-group does: one stop each, not a "second signal".
     node.child.kill('SIGTERM');
     if (transport === 'ws') for (const pid of workers) process.kill(pid, 'SIGTERM');
-    expect(await node.exited).toBe(0);
+    const code = await node.exited;
+    expect(code, node.out().split('\n').filter((l) => !l.includes('"level":30')).join('\n').slice(-4000)).toBe(0);
     expect(Date.now() - sentAt).toBeLessThan(25_000);
     for (const { c } of live) {
       await c.closed;
@@ -261,6 +265,33 @@ describe('server.workers at startup', () => {
       expect(lines[0]).toContain(args.length === 1 ? '(it is 2)' : '(it is 3)');
       expect(r.out).not.toContain('listening');
     }
+  });
+
+  it('a worker that cannot start stops the node (exit 1, its reason in the log); SIGTERM while workers start exits 0 at once', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-workers-start-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const store = { CAPTIONGATE_STORE_PATH: path.join(dir, 'captions.db') };
+    const bad = await run([path.resolve('dist/src/main.js')], { ...ENV, ...store, CAPTIONGATE_ENGINE_KIND: 'pocketsphinx', CAPTIONGATE_ENGINE_POCKETSPHINX_MODEL_DIR: '/nonexistent' });
+    expect(bad.code).toBe(1);
+    expect(bad.out).toMatch(/"msg":"worker \d \(pid \d+\) failed to start \(code 1\): stopping the node/);
+    expect(bad.out).toContain('"msg":"startup failed:');
+
+    const child = spawn(process.execPath, [path.resolve('dist/src/main.js')], {
+      env: { ...process.env, ...ENV, PORT: '0', CAPTIONGATE_SERVER_HOST: '127.0.0.1', CAPTIONGATE_ENGINE_KIND: 'pocketsphinx', ...store },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('"msg":"starting 2 workers')) resolve();
+      }),
+    );
+    const t0 = Date.now();
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
   it('one worker and no Redis: the single process of before (no cluster primary)', async () => {
