@@ -344,18 +344,26 @@ async function sectionEnginesSideBySide(): Promise<void> {
   await sectionEngines(row, raw, { quick: QUICK, cores: CORES });
 }
 
+// ------------------------------------------------------------------ 8: workers
+
+async function sectionWorkersSideBySide(): Promise<void> {
+  const { sectionWorkers } = await import('./lib/workers-section.js');
+  await sectionWorkers(row, raw, { quick: QUICK, cores: CORES });
+}
+
 // ------------------------------------------------------------------ main
 
 async function main() {
   const started = Date.now();
   console.log(`captiongate bench (${QUICK ? 'quick' : 'full'}) on ${CORES} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
   // BENCH_ONLY=1,3 runs only those sections (for investigating; the docs use full runs).
-  const only = new Set((process.env.BENCH_ONLY ?? '1,3,5,7').split(',').map((x) => x.trim()));
+  const only = new Set((process.env.BENCH_ONLY ?? '1,3,5,7,8').split(',').map((x) => x.trim()));
   if (only.has('1')) await sectionOverhead();
   if (only.has('4') && !only.has('3')) await sectionLatency(null);
   const capacity = only.has('3') ? await sectionCapacity() : Number(process.env.BENCH_CAPACITY ?? 4);
   if (only.has('5')) await sectionMemory(capacity);
   if (only.has('7')) await sectionEnginesSideBySide();
+  if (only.has('8')) await sectionWorkersSideBySide();
   const minutes = (Date.now() - started) / 60000;
   console.log(`\nResults (${QUICK ? 'BENCH_QUICK=1 ' : ''}npm run bench, ${minutes.toFixed(1)} min)\n`);
   console.log('| section | metric | value | budget | met |');

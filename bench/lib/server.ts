@@ -1,6 +1,7 @@
 /**
  * Runs the gateway as its own process for benchmarks (the load generator is
- * another process), and reads its CPU and RSS from /proc.
+ * another process), and reads its CPU and RSS from /proc: the process and
+ * its children, so a node of several workers (server.workers) counts whole.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -35,10 +36,12 @@ export async function startServer(env: Record<string, string>, entry = 'dist/src
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   // Port from the (warn-level) listening line is not logged; read it from info-level instead.
+  // Several workers: the primary's "node ready" line, once every worker listens.
+  const ready = Number(env.CAPTIONGATE_SERVER_WORKERS ?? 1) > 1 ? /"port":(\d+),"msg":"node ready/ : /"port":(\d+),"msg":"listening/;
   const port = await new Promise<number>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 60_000);
     const check = () => {
-      const m = /"port":(\d+),"msg":"listening/.exec(out);
+      const m = ready.exec(out);
       if (m) {
         clearTimeout(t);
         resolve(Number(m[1]));
@@ -55,13 +58,10 @@ export async function startServer(env: Record<string, string>, entry = 'dist/src
     pid,
     child,
     cpuSeconds() {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+      return tree(pid).reduce((sum, p) => sum + cpuOf(p), 0);
     },
     rssMb() {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-      return m ? Number(m[1]) / 1024 : 0;
+      return tree(pid).reduce((sum, p) => sum + rssOf(p), 0);
     },
     async metric(name, labels = '') {
       return metricValue(await metricsText(), name, labels);
@@ -83,6 +83,29 @@ export async function startServer(env: Record<string, string>, entry = 'dist/src
       });
     },
   };
+}
+
+const readOr = (file: string, fallback: string) => {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return fallback; // the process just exited
+  }
+};
+/** The process and its children (a cluster primary's workers). */
+function tree(pid: number): number[] {
+  const children = readOr(`/proc/${pid}/task/${pid}/children`, '').trim();
+  return [pid, ...(children ? children.split(/\s+/).map(Number) : [])];
+}
+function cpuOf(pid: number): number {
+  const stat = readOr(`/proc/${pid}/stat`, '');
+  if (!stat) return 0;
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readOr(`/proc/${pid}/status`, ''));
+  return m ? Number(m[1]) / 1024 : 0;
 }
 
 /** A sample's value in a Prometheus text scrape (0 when absent). */

@@ -2,18 +2,19 @@
 /**
  * captiongate command line.
  *
- *   captiongate serve                       start the gateway (same as npm start)
+ *   captiongate serve [--workers N]         start the gateway (same as npm start)
  *   captiongate transcribe FILE.wav         engine demo: stream a file through the addon
  */
 import { parseArgs } from 'node:util';
 
 const USAGE = `Usage:
-  captiongate serve
+  captiongate serve [--workers N]
   captiongate transcribe FILE.wav [--realtime] [--json] [--window-ms 100]
   captiongate stream FILE.wav|- [--url ws://localhost:8080/v1/listen[,ws://node-b:8080/v1/listen…]] [--fast] [--json]
                      [--vtt OUT.vtt] [--srt OUT.srt] [--rate 16000 --channels 1 --encoding s16le]
                      [--speaker NAME] [--meeting ID] [--token JWT] [--msgpack] [--frame-ms 100]
 
+  serve:  --workers N runs N gateway processes on one port (server.workers; N > 1 needs redis.url).
   stream: WAV files carry their format; raw PCM on stdin ("-") uses --rate/--channels/--encoding.
           Real-time pacing by default; --fast sends as fast as the server accepts.
 `;
@@ -94,6 +95,15 @@ async function main(argv: string[]): Promise<number> {
       });
     }
     case 'serve': {
+      const { values } = parseArgs({ args: rest, options: { workers: { type: 'string' } } });
+      if (values.workers !== undefined) {
+        if (!/^\d+$/.test(values.workers)) {
+          process.stderr.write(`--workers must be a whole number (got ${values.workers})\n`);
+          return 2;
+        }
+        // Through the environment, so config validation sees it and the forked workers inherit it.
+        process.env.CAPTIONGATE_SERVER_WORKERS = values.workers;
+      }
       const { runServer } = await import('../main.js');
       await runServer();
       return 0;

@@ -177,6 +177,21 @@ export function validateConfig(raw: unknown): Readonly<Config> {
   if (c.redis.leaseMs < c.redis.heartbeatMs * 2) {
     problems.push(`redis.leaseMs: ${c.redis.leaseMs} must be at least twice redis.heartbeatMs (${c.redis.heartbeatMs}): a live node renews its lease before it lapses`);
   }
+  if (c.server.workers > 1) {
+    // Workers share the node's meetings, limits and resumes through Redis (docs/deploy.md).
+    if (c.redis.url === '') {
+      problems.push(
+        `redis.url: Redis is required when server.workers is more than 1 (it is ${c.server.workers}): ` +
+          'set redis.url (CAPTIONGATE_REDIS_URL=redis://127.0.0.1:6379), or run one worker',
+      );
+    }
+    if (c.store.kind === 'memory') {
+      problems.push('store.kind: "memory" keeps caption files inside one process; with server.workers > 1 every worker must serve every file: use "sqlite" (or "postgres")');
+    }
+    if (c.pool.slabs < c.server.workers) {
+      problems.push(`pool.slabs: ${c.pool.slabs} is the node's pool, shared out among ${c.server.workers} workers: give each at least one slab`);
+    }
+  }
   const secretBytes = Buffer.byteLength(c.auth.secret, 'utf8');
   if (secretBytes > 0 && secretBytes < MIN_SECRET_BYTES) {
     problems.push(

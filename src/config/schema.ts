@@ -39,6 +39,7 @@ export const configSchema = z
         trustProxy: bool(),
         /** This node's name in the session registry (empty: hostname:pid). */
         nodeId: z.string({ error: 'must be a string (empty: hostname:pid)' }).max(200, { error: 'must be at most 200 characters' }),
+        workers: int(1, 256),
       })
       .strict(),
     auth: z

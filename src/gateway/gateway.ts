@@ -60,6 +60,15 @@ export interface GatewayOptions {
   readonly onCaption?: (session: Session, ev: CaptionEvent) => void;
   /** Test hooks at the fault boundaries (never set in production; the wire cannot reach them). */
   readonly faults?: FaultHooks;
+  /** Set when this gateway is one worker of a node (server.workers > 1; src/cluster). */
+  readonly cluster?: ClusterWorker;
+}
+
+export interface ClusterWorker {
+  readonly index: number;
+  readonly workers: number;
+  /** The whole node's metrics (the cluster primary aggregates every worker's), or worker `worker`'s. */
+  nodeMetrics(worker?: number): Promise<string>;
 }
 
 export interface Gateway {
@@ -311,6 +320,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       // What works less well than it should, without making the node unready (a Redis outage must not drain every node).
       degraded: () => [...(store.status().ok ? [] : ['store']), ...(bus && !bus.healthy() ? ['redis'] : [])],
       serveMetrics: config.metrics.host === '',
+      ...(options.cluster ? { cluster: options.cluster } : {}),
       transcriptions: createTranscriptionsRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
       prerecorded: createPrerecordedRoute({ maxUploadBytes: config.files.maxUploadBytes, gatekeeper, jobs, engine: engine.info, admissible: () => sessions.admissible(null) }),
     }),
@@ -349,11 +359,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   let metricsPort: number | null = null;
   if (config.metrics.host !== '') {
     metricsServer = http.createServer((req, res) => {
-      if (req.url?.split('?')[0] !== '/metrics') {
+      const url = new URL(req.url ?? '/', 'http://metrics');
+      if (url.pathname !== '/metrics') {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('only /metrics is served here\n');
         return;
       }
-      metricsResponse(metrics).then(
+      metricsResponse(metrics, url.searchParams, options.cluster).then(
         (r) => res.writeHead(r.status, r.headers as http.OutgoingHttpHeaders).end(r.body),
         (err: unknown) => res.writeHead(500).end(String(err)),
       );
@@ -363,7 +374,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   // A parked session holds no slab but keeps its caption file and replay log.
   const sessionsAtMost = shapes.slabs + config.limits.maxParkedSessions;
-  logStartup(log, config, shapes, engine, transport, sessions.scratchBytes, {
+  logStartup(log, config, shapes, engine, transport, sessions.scratchBytes, options.cluster ?? null, {
     captions: archive.budgetBytes(sessionsAtMost),
     replays: hub.budgetBytes(),
     resumeLogs: sessionsAtMost * config.limits.resumeBufferBytes,
@@ -447,8 +458,11 @@ function logStartup(
   engine: Engine,
   transport: Transport,
   scratchBytes: number,
+  worker: ClusterWorker | null,
   captions: { captions: number; replays: number; resumeLogs: number },
 ): void {
+  // A worker's budget is its share of the node's; the primary logs the node's total.
+  const scope = worker ? `worker ${worker.index} of ${worker.workers}: ` : '';
   log.info(
     {
       budget: {
@@ -468,7 +482,7 @@ function logStartup(
         maxHeldAudioBytesPerSocket: config.server.maxHeldAudioBytes,
       },
     },
-    `memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +
+    `${scope}memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +
       `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror of 16 kHz 16-bit samples); ` +
       `captions at most ${formatBytes(captions.captions)} (caption files) + ${formatBytes(captions.replays)} (meeting replays${config.redis.url ? ' and the Redis outage buffer' : ''}) + ` +
       `${formatBytes(captions.resumeLogs)} (resume logs: ${config.limits.resumeBufferBytes} B x (${shapes.slabs} live + ${config.limits.maxParkedSessions} parked))`,

@@ -48,15 +48,41 @@ export interface HttpRouteDeps {
   readonly degraded?: () => string[];
   /** /metrics on this port (false when it has its own listener). */
   readonly serveMetrics: boolean;
+  /** One worker of a node (server.workers > 1): /metrics answers for the whole node, /healthz names the worker. */
+  readonly cluster?: NodeMetricsSource;
   /** POST /v1/audio/transcriptions (OpenAI). */
   readonly transcriptions: (req: HttpRequest) => Promise<HttpResponse>;
   /** POST /v1/listen (Deepgram pre-recorded). */
   readonly prerecorded: (req: HttpRequest) => Promise<HttpResponse>;
 }
 
-/** Prometheus text, for the main port or the metrics listener. */
-export async function metricsResponse(metrics: GatewayMetrics): Promise<HttpResponse> {
-  return { status: 200, headers: { 'content-type': metrics.contentType }, body: await metrics.text() };
+export interface NodeMetricsSource {
+  readonly index: number;
+  nodeMetrics(worker?: number): Promise<string>;
+}
+
+/**
+ * Prometheus text, for the main port or the metrics listener. In a worker
+ * of a node, the node's aggregate (whichever worker the scrape reaches);
+ * `?worker=N` worker N's alone (through the primary), `?worker=self` the
+ * answering worker's.
+ */
+export async function metricsResponse(metrics: GatewayMetrics, query: URLSearchParams, node?: NodeMetricsSource): Promise<HttpResponse> {
+  const headers = { 'content-type': metrics.contentType };
+  const which = query.get('worker');
+  if (!node || which === 'self' || which === String(node.index)) return { status: 200, headers, body: await metrics.text() };
+  if (which !== null && !/^\d{1,3}$/.test(which)) {
+    return { status: 400, headers: { 'content-type': 'text/plain' }, body: `worker must be "self" or a worker index (0 to N-1), not ${JSON.stringify(which.slice(0, 20))}\n` };
+  }
+  try {
+    return { status: 200, headers, body: await node.nodeMetrics(which === null ? undefined : Number(which)) };
+  } catch (err) {
+    return {
+      status: 503,
+      headers: { 'content-type': 'text/plain' },
+      body: `the node's metrics are unavailable (${(err as Error).message}); this worker's own: /metrics?worker=self\n`,
+    };
+  }
 }
 
 function captionBody(format: string, finals: readonly CueSource[], extra: Record<string, unknown>): HttpResponse {
@@ -173,7 +199,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(405, errorBody('CAP_ERR_NOT_FOUND', 'only GET and DELETE are served'));
     switch (req.path) {
       case '/healthz':
-        return json(200, { status: 'ok' });
+        return json(200, deps.cluster ? { status: 'ok', worker: deps.cluster.index, pid: process.pid } : { status: 'ok' });
       case '/readyz': {
         const refused = manager.admissible('readyz', true);
         // A shared service down is reported, not a reason to take the node out of rotation.
@@ -183,7 +209,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): (req: HttpRequest) => Pro
           : json(200, { status: 'ready', ready: true, degraded, sessions: manager.size, slabsFree: pool.available });
       }
       case '/metrics':
-        if (deps.serveMetrics) return metricsResponse(metrics);
+        if (deps.serveMetrics) return metricsResponse(metrics, req.query, deps.cluster);
         break;
       case '/v1/listen':
         return json(426, errorBody('CAP_ERR_NOT_FOUND', 'this route is a WebSocket (connect with ws:// and Upgrade), or takes a POST of audio (Deepgram pre-recorded)'));

@@ -9,7 +9,8 @@ import type { Registry } from 'prom-client';
 
 interface MetricValue {
   value: number;
-  labels?: Record<string, string | number>;
+  /** Always present (empty without labels): prom-client's aggregation hashes it. */
+  labels: Record<string, string | number>;
   metricName?: string;
 }
 
@@ -44,7 +45,7 @@ export class FastCounter extends FastMetric {
     return this.#value;
   }
   values(): MetricValue[] {
-    return [{ value: this.#value }];
+    return [{ value: this.#value, labels: {} }];
   }
   reset(): void {
     this.#value = 0;
@@ -86,8 +87,8 @@ export class FastHistogram extends FastMetric {
       out.push({ metricName: `${this.name}_bucket`, labels: { le: this.#bounds[i]! }, value: cumulative });
     }
     out.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf' }, value: this.#count });
-    out.push({ metricName: `${this.name}_sum`, value: this.#sum });
-    out.push({ metricName: `${this.name}_count`, value: this.#count });
+    out.push({ metricName: `${this.name}_sum`, labels: {}, value: this.#sum });
+    out.push({ metricName: `${this.name}_count`, labels: {}, value: this.#count });
     return out;
   }
 

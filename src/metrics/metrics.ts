@@ -83,11 +83,15 @@ export class GatewayMetrics {
       });
     }
 
-    const gauge = (name: string, help: string, read: () => number) =>
+    // Workers of one node (server.workers) are aggregated by the cluster
+    // primary (prom-client's AggregatorRegistry): counts sum, and a delay
+    // takes the worst worker ('max'), since a sum of delays means nothing.
+    const gauge = (name: string, help: string, read: () => number, aggregator: 'sum' | 'max' | 'min' = 'sum') =>
       new Gauge({
         name,
         help,
         registers: [r],
+        aggregator,
         collect() {
           this.set(read());
         },
@@ -105,8 +109,9 @@ export class GatewayMetrics {
     gauge('captiongate_engine_busy_seconds', 'Engine worker time spent decoding (cumulative).', () => live.engine().busyMs / 1000);
     gauge('captiongate_engine_model_bytes', 'Model memory the engine holds (Whisper: its weights; PocketSphinx: 0, not measured).', () => live.engine().modelBytes);
     gauge('captiongate_batches_in_flight', 'Engine batches submitted and not yet complete.', () => live.batchesInFlight());
-    gauge('captiongate_engine_lag_seconds', 'How long the oldest undecoded audio of any session has waited, at the last sweep (admission control input).', () => live.engineLagSeconds());
-    gauge('captiongate_store_up', 'The caption store is reachable (0 while PostgreSQL is down: writes queue, stored files answer 503).', () => (live.store().ok ? 1 : 0));
+    gauge('captiongate_engine_lag_seconds', 'How long the oldest undecoded audio of any session has waited, at the last sweep (admission control input).', () => live.engineLagSeconds(), 'max');
+    // One store for every worker of the node: it is up only if every worker reaches it.
+    gauge('captiongate_store_up', 'The caption store is reachable (0 while PostgreSQL is down: writes queue, stored files answer 503).', () => (live.store().ok ? 1 : 0), 'min');
     gauge('captiongate_store_queued_writes', 'Records (sessions, finals, ends) waiting to be written to the caption store.', () => live.store().queuedWrites);
     gauge('captiongate_store_dropped_writes', 'Records never written to the caption store since start (queue full at store.maxQueuedWrites, or a batch refused).', () => live.store().droppedWrites);
     // One window per scrape: the p50 gauge (collected first) closes the window
@@ -114,9 +119,9 @@ export class GatewayMetrics {
     gauge('captiongate_event_loop_lag_p50_seconds', 'Event-loop delay p50 since the previous scrape.', () => {
       this.#rollLoopWindow();
       return this.#loopWindow.p50;
-    });
-    gauge('captiongate_event_loop_lag_p99_seconds', 'Event-loop delay p99 since the previous scrape.', () => this.#loopWindow.p99);
-    gauge('captiongate_event_loop_lag_max_seconds', 'Event-loop delay max since the previous scrape.', () => this.#loopWindow.max);
+    }, 'max');
+    gauge('captiongate_event_loop_lag_p99_seconds', 'Event-loop delay p99 since the previous scrape.', () => this.#loopWindow.p99, 'max');
+    gauge('captiongate_event_loop_lag_max_seconds', 'Event-loop delay max since the previous scrape.', () => this.#loopWindow.max, 'max');
 
     const counter = <L extends string = never>(name: string, help: string, labelNames?: L[]) =>
       new Counter<L>({ name, help, registers: [r], ...(labelNames ? { labelNames } : {}) });

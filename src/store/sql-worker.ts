@@ -34,7 +34,13 @@ const run = (batch) => batch.map(([sql, params, mode]) => {
   if (mode === 'get') return s.get(...params) ?? null;
   return s.run(...params).changes;
 });
-const tx = (batch) => db.transaction(run)(batch);
+// A batch that writes takes the write lock up front (BEGIN IMMEDIATE): with
+// several processes on the file (server.workers) it then waits in SQLite's
+// busy handler instead of failing on a read lock it cannot upgrade.
+const tx = (batch) => {
+  const t = db.transaction(run);
+  return batch.some((s) => s[2] === 'run') ? t.immediate(batch) : t(batch);
+};
 // Read the version and migrate under the write lock (BEGIN IMMEDIATE): when
 // several processes open a new file at once, one migrates and the others
 // wait (busy timeout), then find it done.
@@ -50,9 +56,23 @@ const migrate = (steps) => db.transaction(() => {
 parentPort.on('message', ({ id, batch, close, migrate: steps }) => {
   if (close) { db && db.close(); parentPort.postMessage({ id, result: null }); return; }
   try { parentPort.postMessage({ id, result: steps ? migrate(steps) : tx(batch) }); }
-  catch (e) { parentPort.postMessage({ id, error: String(e && e.message || e) }); }
+  catch (e) { parentPort.postMessage({ id, error: String(e && e.message || e), code: e && typeof e.code === 'string' ? e.code : undefined }); }
 });
 `;
+
+/** A statement failed; `code` is SQLite's (SQLITE_BUSY, SQLITE_CONSTRAINT_PRIMARYKEY, …) when it gave one. */
+export class SqlError extends Error {
+  readonly code: string | null;
+  constructor(message: string, code: string | null) {
+    super(message);
+    this.name = 'SqlError';
+    this.code = code;
+  }
+  /** Another connection held the lock past the busy timeout: worth trying again. */
+  get busy(): boolean {
+    return this.code !== null && (this.code.startsWith('SQLITE_BUSY') || this.code.startsWith('SQLITE_LOCKED'));
+  }
+}
 
 export class SqlWorker {
   #worker: Worker;
@@ -66,11 +86,11 @@ export class SqlWorker {
     this.#worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module, path, busyTimeoutMs } });
     this.#worker.unref();
     this.#opened = new Promise((resolve, reject) => this.#pending.set(0, { resolve: () => resolve(), reject }));
-    this.#worker.on('message', (m: { id: number; result?: unknown[]; error?: string }) => {
+    this.#worker.on('message', (m: { id: number; result?: unknown[]; error?: string; code?: string }) => {
       const p = this.#pending.get(m.id);
       if (!p) return;
       this.#pending.delete(m.id);
-      if (m.error !== undefined) p.reject(new Error(m.error));
+      if (m.error !== undefined) p.reject(new SqlError(m.error, m.code ?? null));
       else p.resolve(m.result ?? []);
     });
     const fail = (err: Error) => {

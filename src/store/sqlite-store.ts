@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { FinalMessage } from '../protocol/messages.js';
 import { MIGRATIONS, SCHEMA_VERSION, newerSchemaMessage } from './migrations.js';
 import { FINAL_COLUMNS, SESSION_COLUMNS, SESSION_UPDATE, meetingOf, toFinal, toSession, type FinalRow, type SessionRow } from './rows.js';
-import { SqlWorker, type SqlParam, type Statement } from './sql-worker.js';
+import { SqlError, SqlWorker, type SqlParam, type Statement } from './sql-worker.js';
 import type { MeetingFinal, SessionRecord, Store, StoreStatus } from './types.js';
 
 export interface SqliteStoreOptions {
@@ -27,13 +27,35 @@ export interface SqliteStoreOptions {
 
 const HOUR_MS = 3_600_000;
 
+/**
+ * Runs `op` again while SQLite says another connection holds the lock
+ * (past the busy timeout it already waited): backoff from 25 ms to 1 s,
+ * for at least 10 s in all. Another process of the node (server.workers)
+ * or a backup may hold the file; what was queued is not given up at the
+ * first refusal.
+ */
+async function retryBusy<T>(op: () => Promise<T>, busyTimeoutMs: number, log: Logger): Promise<T> {
+  const giveUpAt = Date.now() + Math.max(10_000, 2 * busyTimeoutMs);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (!(err instanceof SqlError && err.busy) || Date.now() >= giveUpAt) throw err;
+      const wait = Math.min(1000, 25 * 2 ** (attempt - 1));
+      log.warn({ code: err.code, attempt, retryInMs: wait }, 'caption store: the file is locked by another connection; trying again');
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+}
+
 /** Opens (creating or migrating) the store file; refuses one written by a newer captiongate. */
 export async function openSqliteStore(opts: SqliteStoreOptions, log: Logger): Promise<Store> {
   mkdirSync(path.dirname(opts.path), { recursive: true });
   const sql = new SqlWorker(opts.path, opts.busyTimeoutMs);
   try {
     await sql.opened();
-    const at = await sql.migrate(MIGRATIONS.map((m) => m.sqlite));
+    // Workers of one node start at once on one file: one of them migrates, the others find it done.
+    const at = await retryBusy(() => sql.migrate(MIGRATIONS.map((m) => m.sqlite)), opts.busyTimeoutMs, log);
     if (at > SCHEMA_VERSION) throw new Error(newerSchemaMessage(opts.path, at, 'point store.path at another file'));
     for (let v = at + 1; v <= SCHEMA_VERSION; v++) log.info({ store: opts.path, version: v }, `caption store migrated to schema version ${v}`);
   } catch (err) {
@@ -174,7 +196,7 @@ class SqliteStore implements Store {
       this.#queue = [];
       // One transaction per batch, in order.
       this.#writing = this.#writing.then(() =>
-        this.#sql.exec(batch).then(
+        retryBusy(() => this.#sql.exec(batch), this.#opts.busyTimeoutMs, this.#log).then(
           () => undefined,
           (err: unknown) => {
             this.#dropped += batch.length;
