@@ -12,6 +12,7 @@ import path from 'node:path';
 
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
+import { SCHEMA_VERSION } from '../../src/store/migrations.js';
 
 const PROCESSES = 4;
 const SESSIONS = 40;
@@ -55,7 +56,7 @@ describe('one SQLite file shared by worker processes', () => {
     expect(migrated).toBeLessThanOrEqual(1);
     const db = new Database(file, { readonly: true });
     try {
-      expect(db.pragma('user_version', { simple: true })).toBe(1);
+      expect(db.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
       expect((db.prepare('SELECT count(*) AS n FROM sessions').get() as { n: number }).n).toBe(PROCESSES * SESSIONS);
       expect((db.prepare('SELECT count(*) AS n FROM finals').get() as { n: number }).n).toBe(PROCESSES * SESSIONS * FINALS);
