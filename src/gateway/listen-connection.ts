@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 
 import type { DeepgramParams } from '../compat/deepgram/params.js';
 import type { Config } from '../config/schema.js';
+import type { StreamOptions } from '../engine/types.js';
 import { closeCode, ERRORS, type ErrorCode, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { decodeClientFrame, type ClientEvent } from '../protocol/codec.js';
@@ -38,6 +39,8 @@ export interface ListenContext {
   readonly resume: { readonly token: string; readonly lastSeq: number } | null;
   /** The connection speaks Deepgram's live dialect (src/compat/deepgram) with these parameters. */
   readonly deepgram?: DeepgramParams;
+  /** The session's engine stream settings (Deepgram's `endpointing`). */
+  readonly stream?: StreamOptions;
 }
 
 /** RFC 6455 7.4.1: no close frame was received (the TCP connection just ended). */
@@ -200,6 +203,7 @@ export class ListenConnection implements ConnectionHandler {
       identity: id?.key,
       sub: id?.sub,
       maxSessions: id?.maxSessions,
+      stream: this.#ctx.stream,
     });
     if (r instanceof GatewayError) {
       // The manager counted the refusal already.
@@ -248,6 +252,10 @@ export class ListenConnection implements ConnectionHandler {
   /** Called when reading resumes (a dialect's own buffered audio goes on then). */
   onReadResumed(cb: () => void): void {
     this.#gate.onResumed(cb);
+  }
+  /** A dialect's own stage is full (true) or has room again: stop or resume reading the socket (ReadGate.block). */
+  holdReading(on: boolean): void {
+    this.#gate.block(on);
   }
   /** Audio to the session, with backpressure: for dialects that decode frames themselves (src/compat). */
   audio(data: Uint8Array): void {
