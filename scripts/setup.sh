@@ -83,5 +83,14 @@ if [[ "${1:-}" == "--test" ]]; then
   else
     echo "setup: Moonshine reference present"
   fi
+  # Deepgram's Python SDK, a live client for test/compat/deepgram-python-sdk.test.ts:
+  # pinned, in a test-only venv of its own (build/pydg), never in the product.
+  if ! build/pydg/bin/python -c 'import deepgram, sys; from importlib.metadata import version; sys.exit(version("deepgram-sdk") != "7.17.0")' 2>/dev/null; then
+    echo "setup: installing Deepgram's Python SDK (deepgram-sdk 7.17.0) into build/pydg"
+    python3 -m venv build/pydg
+    build/pydg/bin/python -m pip install -q --disable-pip-version-check 'deepgram-sdk==7.17.0'
+  else
+    echo "setup: Deepgram Python SDK present"
+  fi
 fi
 echo "setup: done"
