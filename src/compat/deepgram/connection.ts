@@ -136,7 +136,7 @@ export class DeepgramConnection implements ConnectionHandler {
           if (this.#inner.readPaused) c.decoder?.pauseOutput();
         },
         drain: () => {
-          if (c.decoder && c.decoder.inFlight < DECODER_HIGH_WATER) this.#inner.holdReading(false);
+          if (c.decoder && c.decoder.inFlight + c.queuedBytes < DECODER_HIGH_WATER) this.#inner.holdReading(false);
         },
         exit: (err) => {
           this.#inner.holdReading(false);
@@ -218,7 +218,7 @@ export class DeepgramConnection implements ConnectionHandler {
       c.queuedBytes -= next.byteLength;
       if (!c.decoder!.write(next)) this.#inner.holdReading(true);
     }
-    if (!c.queue.length && c.decoder && c.decoder.inFlight < DECODER_HIGH_WATER) this.#inner.holdReading(false);
+    if (c.decoder && c.decoder.inFlight + c.queuedBytes < DECODER_HIGH_WATER) this.#inner.holdReading(false);
   }
 
   /** Reading resumed: the audio waiting here goes on, then what came after it, in order. */
