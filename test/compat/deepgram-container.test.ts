@@ -196,7 +196,7 @@ describe('Deepgram live dialect: containerized audio (no encoding) through the l
     await settled(h.gw);
   }, 240_000);
 
-  it('kills the decoder on every other end: the client vanishing, a server-side end (the idle timeout's path), undecodable bytes; files.maxLiveDecoders refuses with CAP_ERR_CAPACITY (503)', async () => {
+  it('kills the decoder on every other end: the client vanishing, a server-side end (as the idle timeout ends one), undecodable bytes; files.maxLiveDecoders refuses with CAP_ERR_CAPACITY (503)', async () => {
     const url = `${h.base}/v1/listen?model=nova-3`;
     const open = () =>
       new Promise<WebSocket>((resolve, reject) => {
