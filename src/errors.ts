@@ -72,7 +72,8 @@ export const ERRORS = {
   CAP_ERR_FRAME_TOO_LARGE: { summary: 'An audio frame exceeds limits.maxFrameBytes; it was not accepted.', fatal: false },
   CAP_ERR_CONTROL_TOO_LARGE: { summary: 'A control message exceeds limits.maxControlBytes; it was ignored.', fatal: false },
   CAP_ERR_CAPACITY: {
-    summary: 'The server cannot take another session now (no free slab, or the engine is behind). Retry after `retryAfterMs`.',
+    summary:
+      'The server cannot take another session now (no free slab, the engine is behind, or every live audio decoder is in use: files.maxLiveDecoders). Retry after `retryAfterMs`.',
     fatal: true,
     close: CloseCode.CAPACITY,
     status: 503,
@@ -126,6 +127,12 @@ export const ERRORS = {
     summary: 'The engine fell more than limits.lagMaxSeconds behind this session; the backlog was not decoded (see `end` counts).',
     fatal: true,
     close: CloseCode.ENGINE_OVERLOAD,
+  },
+  CAP_ERR_AUDIO_DECODE: {
+    summary:
+      'Containerized live audio (Deepgram dialect, no `encoding`) could not be decoded: not a container ffmpeg reads (WebM/Opus, Ogg/Opus, …), corrupt, or no ffmpeg on the server. The connection closes.',
+    fatal: true,
+    close: CloseCode.BAD_REQUEST,
   },
   CAP_ERR_ENGINE_FAILURE: {
     summary: 'The engine failed to decode this session\'s audio; the session ends (see `end` counts).',

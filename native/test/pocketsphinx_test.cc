@@ -71,9 +71,9 @@ struct Transcript {
 
 // The stream loop of src/engine: windows in order, the rest resubmitted
 // after a park once the stream is named ready, flush at the end.
-Transcript transcribe(Harness& h, const std::vector<int16_t>& pcm, size_t win = 1600) {
+Transcript transcribe(Harness& h, const std::vector<int16_t>& pcm, size_t win = 1600, const StreamOptions& options = {}) {
   Transcript t;
-  const uint32_t id = h.engine().openStream();
+  const uint32_t id = h.engine().openStream(options);
   size_t pos = 0;
   for (;;) {
     const size_t end = std::min(pcm.size(), pos + win);
@@ -474,6 +474,46 @@ TEST(PocketSphinx, FairDecodersChangeNothingForALoneTalker) {
 // decisions; it must agree with a front end that smooths on its own (the
 // configuration the VAD had before), after every chunk, on speech, silence
 // and noise, in 10 ms steps and in odd chunk sizes.
+// Per-stream endpoint silence: two clips with a 0.6 s pause between them are
+// one utterance for a stream whose endpoint is 1.5 s, two or more for one
+// whose endpoint is 0.2 s, and one final (at the flush) with no endpoint.
+TEST(PocketSphinx, PerStreamEndpointSilence) {
+  Harness h(std::make_unique<PsRecognizer>(settings(2, 2)));
+  h.engine().load();
+  const auto& c = clips();
+  ASSERT_GE(c.size(), 2u);
+  std::vector<int16_t> pcm(c[0]);
+  const int64_t gapStart = static_cast<int64_t>(pcm.size());
+  pcm.resize(pcm.size() + 9600, 0);
+  const int64_t gapEnd = static_cast<int64_t>(pcm.size());
+  pcm.insert(pcm.end(), c[1].begin(), c[1].end());
+  auto splitsInGap = [&](const Transcript& t) {
+    for (size_t i = 0; i + 1 < t.finals.size(); ++i)
+      if (t.finals[i].endSample <= gapEnd && t.finals[i + 1].startSample >= gapStart) return true;
+    return false;
+  };
+  auto spans = [&](const Transcript& t) {
+    for (auto& u : t.finals)
+      if (u.startSample < gapStart && u.endSample > gapEnd) return true;
+    return false;
+  };
+  StreamOptions longer;
+  longer.endpointFrames = 150;
+  StreamOptions shorter;
+  shorter.endpointFrames = 20;
+  StreamOptions never;
+  never.endpointFrames = StreamOptions::kNoEndpoint;
+  const Transcript merged = transcribe(h, pcm, 1600, longer);
+  const Transcript split = transcribe(h, pcm, 1600, shorter);
+  const Transcript one = transcribe(h, pcm, 1600, never);
+  EXPECT_TRUE(spans(merged)) << merged.text();
+  EXPECT_FALSE(splitsInGap(merged));
+  EXPECT_TRUE(splitsInGap(split)) << split.text();
+  EXPECT_GT(split.finals.size(), merged.finals.size());
+  EXPECT_EQ(one.finals.size(), 1u);
+  EXPECT_THROW(h.engine().openStream(StreamOptions{-2}), std::invalid_argument);
+}
+
 TEST(Vad, SmoothingMatchesSphinxbase) {
   std::vector<int16_t> audio = continuousSpeech(0);
   audio.insert(audio.end(), 16000 * 2, 0);

@@ -178,7 +178,7 @@ class CheckingRecognizer : public Recognizer {
     std::vector<int64_t> starts;
   };
 
-  std::unique_ptr<RecognizerStream> createStream(uint32_t stream) override {
+  std::unique_ptr<RecognizerStream> createStream(uint32_t stream, const StreamOptions&) override {
     std::lock_guard<std::mutex> lk(mu_);
     EXPECT_TRUE(loaded_);
     ++created_;

@@ -217,6 +217,8 @@ export const configSchema = z
         maxConcurrentJobs: int(1, 64),
         maxQueuedJobs: int(0, 10_000),
         yieldLagSeconds: num(0.05, 600),
+        /** Containerized Deepgram live sessions at once: one ffmpeg process each (src/files/live-decoder.ts). */
+        maxLiveDecoders: int(0, 1024),
       })
       .strict(),
     metrics: z

@@ -166,7 +166,8 @@ export type NativeFaultKind = 'fail' | 'throw' | 'bad_alloc' | 'napi';
 
 export interface NativeEngine {
   load(): Promise<void>;
-  openStream(): StreamId;
+  /** endpointFrames: the stream's endpoint silence in 10 ms frames (-1: none; 0 or absent: the engine's). */
+  openStream(options?: { endpointFrames: number }): StreamId;
   closeStream(id: StreamId): boolean;
   /** Rejects synchronously (throws) when the engine is shut down or a stream is closed or unknown; error.code says which. */
   submit(windows: NativeWindow[]): Promise<EngineResult[]>;

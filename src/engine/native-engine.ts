@@ -13,7 +13,9 @@ import {
   type EngineWindow,
   ENGINE_SAMPLE_RATE,
   type StreamId,
+  type StreamOptions,
   type WindowPolicy,
+  checkStreamOptions,
 } from './types.js';
 
 export class NativeBackedEngine implements Engine {
@@ -29,9 +31,12 @@ export class NativeBackedEngine implements Engine {
     this.#listeners = listeners;
   }
 
-  openStream(): StreamId {
+  openStream(options?: StreamOptions): StreamId {
     if (this.#closed) throw new EngineError('ENGINE_SHUTDOWN', 'engine is shut down');
-    const id = this.#native.openStream();
+    checkStreamOptions(options);
+    const e = options?.endpointMs;
+    // The addon counts 10 ms VAD frames: -1 is no endpoint, 0 (absent) the engine's own.
+    const id = this.#native.openStream(e === undefined ? undefined : { endpointFrames: e === false ? -1 : Math.ceil(e / 10) });
     this.#open.add(id);
     return id;
   }

@@ -24,7 +24,9 @@ import {
   type EngineStats,
   type EngineWindow,
   type StreamId,
+  type StreamOptions,
   type Utterance,
+  checkStreamOptions,
 } from './types.js';
 
 export interface OverheadOptions extends Pick<Config['engine'], 'windowMs'> {
@@ -82,8 +84,10 @@ export class OverheadEngine implements Engine {
     });
   }
 
-  openStream(): StreamId {
+  /** Checks the options; with no VAD there is no endpoint for them to change. */
+  openStream(options?: StreamOptions): StreamId {
     if (this.#closed) throw new EngineError('ENGINE_SHUTDOWN', 'engine is shut down');
+    checkStreamOptions(options);
     const id = this.#nextId++;
     this.#streams.set(id, 0);
     return id;

@@ -23,6 +23,8 @@
  *   ENGINE_STREAM_CLOSED, `shutdown` everyone's with ENGINE_SHUTDOWN.
  * - Windows of one stream are decoded in submission order; a stream's
  *   results never depend on what it was batched with.
+ * - A stream may set its own endpoint silence at open (StreamOptions); out
+ *   of range is a RangeError from openStream.
  */
 
 /** Every engine takes 16 kHz mono: the gateway converts to it at ingest. */
@@ -118,9 +120,36 @@ export interface EngineStats {
   readonly modelBytes: number;
 }
 
+/** Shortest and longest per-stream endpoint silence, ms (one VAD frame; engine.vad.endMs's ceiling). */
+export const ENDPOINT_MS_MIN = 10;
+export const ENDPOINT_MS_MAX = 10_000;
+
+/** A stream's own settings, given at openStream. */
+export interface StreamOptions {
+  /**
+   * Silence after speech that ends an utterance, in ms: an integer from
+   * ENDPOINT_MS_MIN to ENDPOINT_MS_MAX, rounded up to whole 10 ms VAD
+   * frames. `false`: no endpoint; the utterance ends only at a flush or at
+   * the engine's longest utterance (engine.vad.maxUtteranceSeconds).
+   * Absent: the engine's own (engine.vad.endMs). An engine without a VAD
+   * (engine.vad.enabled false, the overhead engine) has no endpoint to change.
+   */
+  readonly endpointMs?: number | false;
+}
+
+/** Throws RangeError (misuse) if the options are out of range. */
+export function checkStreamOptions(o: StreamOptions | undefined): void {
+  const e = o?.endpointMs;
+  if (e === undefined || e === false) return;
+  if (!Number.isInteger(e) || e < ENDPOINT_MS_MIN || e > ENDPOINT_MS_MAX) {
+    throw new RangeError(`Expected an integer from ${ENDPOINT_MS_MIN} to ${ENDPOINT_MS_MAX} or false for endpointMs but received ${String(e)}`);
+  }
+}
+
 export interface Engine {
   readonly info: EngineInfo;
-  openStream(): StreamId;
+  /** Throws RangeError if `options` are out of range (checkStreamOptions). */
+  openStream(options?: StreamOptions): StreamId;
   /** Idempotent. Queued windows complete with ENGINE_STREAM_CLOSED. */
   closeStream(id: StreamId): void;
   /** Takes the whole batch, or throws (misuse) and takes none of it. */

@@ -12,7 +12,7 @@
  * - It runs at a lower CPU priority than the gateway, so decoding a file
  *   yields to live sessions.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import os from 'node:os';
 
 import { ENGINE_SAMPLE_RATE } from '../engine/types.js';
@@ -47,43 +47,69 @@ const STDERR_KEEP = 2048;
 /** Nice increment for the decoder (it yields the CPU to the gateway and the engine). */
 const NICE = 10;
 
-export function decodeAudio(input: Uint8Array, limits: DecodeLimits, signal?: AbortSignal): Promise<Decoded> {
-  const maxBytes = Math.floor(limits.maxDurationSeconds * ENGINE_SAMPLE_RATE) * 2;
-  const args = [
+/**
+ * ffmpeg's arguments: stdin to 16 kHz mono s16le on stdout, only the `pipe`
+ * protocol, one thread. `live`: a stream that arrives as it is recorded
+ * (Deepgram live, no `encoding`): probe the container from its first bytes
+ * instead of buffering up to 5 MB first, and write each decoded packet out
+ * at once, so the decoder adds no latency of its own.
+ */
+export function ffmpegArgs(o: { raw?: DecodeLimits['raw']; maxSeconds?: number; live?: boolean }): string[] {
+  return [
     '-hide_banner',
     '-nostdin',
     '-loglevel', 'error',
     '-protocol_whitelist', 'pipe',
     '-threads', '1',
-    ...(limits.raw ? ['-f', limits.raw.format, '-ar', String(limits.raw.sampleRate), '-ac', String(limits.raw.channels)] : []),
+    ...(o.live ? ['-fflags', 'nobuffer', '-probesize', '32', '-analyzeduration', '0'] : []),
+    ...(o.raw ? ['-f', o.raw.format, '-ar', String(o.raw.sampleRate), '-ac', String(o.raw.channels)] : []),
     '-i', 'pipe:0',
     '-map', '0:a:0',
     '-vn', '-sn', '-dn',
     '-ac', '1',
     '-ar', String(ENGINE_SAMPLE_RATE),
-    '-t', (limits.maxDurationSeconds + 0.5).toFixed(3),
+    ...(o.maxSeconds !== undefined ? ['-t', o.maxSeconds.toFixed(3)] : []),
     '-f', 's16le',
     '-acodec', 'pcm_s16le',
+    ...(o.live ? ['-flush_packets', '1'] : []),
     'pipe:1',
   ];
+}
+
+/** Runs ffmpeg with these arguments at a lower CPU priority than the gateway. */
+export function spawnFfmpeg(args: readonly string[], ffmpeg = 'ffmpeg'): ChildProcessWithoutNullStreams {
+  const child = spawn(ffmpeg, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  if (child.pid !== undefined) {
+    try {
+      os.setPriority(child.pid, Math.min(19, os.getPriority(0) + NICE));
+    } catch {
+      // Not permitted here: it decodes at the gateway's priority.
+    }
+  }
+  return child;
+}
+
+/** A spawn error as a DecodeError (ENOENT: no ffmpeg on the server). */
+export function spawnFailure(err: NodeJS.ErrnoException): DecodeError {
+  return err.code === 'ENOENT'
+    ? new DecodeError('unavailable', 'ffmpeg is not installed on the server (apt-get install ffmpeg)')
+    : new DecodeError('unavailable', `could not run ffmpeg: ${err.message}`);
+}
+
+export function decodeAudio(input: Uint8Array, limits: DecodeLimits, signal?: AbortSignal): Promise<Decoded> {
+  const maxBytes = Math.floor(limits.maxDurationSeconds * ENGINE_SAMPLE_RATE) * 2;
+  const args = ffmpegArgs({ ...(limits.raw ? { raw: limits.raw } : {}), maxSeconds: limits.maxDurationSeconds + 0.5 });
   return new Promise<Decoded>((resolve, reject) => {
     if (signal?.aborted) {
       reject(new DecodeError('aborted', 'the request was aborted'));
       return;
     }
-    const child = spawn(limits.ffmpeg ?? 'ffmpeg', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawnFfmpeg(args, limits.ffmpeg);
     let failure: DecodeError | null = null;
     const kill = (e: DecodeError) => {
       failure ??= e;
       child.kill('SIGKILL');
     };
-    if (child.pid !== undefined) {
-      try {
-        os.setPriority(child.pid, Math.min(19, os.getPriority(0) + NICE));
-      } catch {
-        // Not permitted here: it decodes at the gateway's priority.
-      }
-    }
     const timer = setTimeout(() => kill(new DecodeError('timeout', `decoding took longer than ${limits.timeoutMs / 1000} s`)), limits.timeoutMs);
     const onAbort = () => kill(new DecodeError('aborted', 'the request was aborted'));
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -114,10 +140,7 @@ export function decodeAudio(input: Uint8Array, limits: DecodeLimits, signal?: Ab
     child.stdin.end(input);
 
     child.on('error', (err: NodeJS.ErrnoException) => {
-      failure ??=
-        err.code === 'ENOENT'
-          ? new DecodeError('unavailable', 'ffmpeg is not installed on the server (apt-get install ffmpeg)')
-          : new DecodeError('unavailable', `could not run ffmpeg: ${err.message}`);
+      failure ??= spawnFailure(err);
     });
     child.on('close', (code) => {
       clearTimeout(timer);

@@ -24,6 +24,7 @@ import { DeepgramConnection } from '../compat/deepgram/connection.js';
 import { createPrerecordedRoute, deepgramTooLarge } from '../compat/deepgram/prerecorded.js';
 import { createTranscriptionsRoute, openaiTooLarge, TRANSCRIPTIONS_PATH } from '../compat/openai/transcriptions.js';
 import { FileJobs } from '../files/jobs.js';
+import { LiveDecoderSlots } from '../files/live-decoder.js';
 import type { CaptionEvent } from '../captions/stabilizer.js';
 import { deriveShapes, formatBytes, type Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
@@ -285,6 +286,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const gatekeeper = new Gatekeeper(config, shared);
   lifecycle.onClose('gatekeeper', () => gatekeeper.close());
   const connections = new ConnectionCounter(config.limits.maxConnectionsPerAddress);
+  const liveDecoders = new LiveDecoderSlots(config.files.maxLiveDecoders);
 
   const handlers: TransportHandlers<ConnectionContext> = {
     upgrade: createUpgradePolicy({
@@ -292,6 +294,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       connections,
       metrics,
       shuttingDown: () => sessions.shuttingDown,
+      liveDecoders,
       resumeRefusal: (token, identity) => {
         const r = sessions.resumable(token, identity);
         return r instanceof GatewayError ? r : null;
@@ -306,7 +309,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         return refusedConnection(conn, ctx.mode, refused);
       }
       if (ctx.kind === 'viewer') return new ViewerConnection({ hub, config, metrics, log, connections }, conn, ctx);
-      if (ctx.deepgram) return new DeepgramConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx, ctx.deepgram);
+      if (ctx.deepgram) return new DeepgramConnection({ config, manager: sessions, metrics, log, connections, liveDecoders }, conn, ctx, ctx.deepgram);
       return new ListenConnection({ config, manager: sessions, metrics, log, connections }, conn, ctx);
     },
     http: createHttpRoutes({
@@ -408,6 +411,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       return {
         ...sessions.diagnostics(),
         slabsInUse: pool.inUse,
+        liveDecoders: liveDecoders.inUse,
         engineStreams: e.streams,
         decodersInUse: e.decodersInUse,
         streamsWaiting: e.streamsWaiting,

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { Reservation } from '../bus/shared-limits.js';
 import type { DeepgramParams } from '../compat/deepgram/params.js';
 import type { Config } from '../config/schema.js';
+import type { StreamOptions } from '../engine/types.js';
 import { closeCode, ERRORS, type ErrorCode, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { decodeClientFrame, type ClientEvent } from '../protocol/codec.js';
@@ -46,6 +47,8 @@ export interface ListenContext {
   readonly deepgram?: DeepgramParams;
   /** A place held across nodes for a token with maxSessions (Redis); the session takes it over. */
   readonly reservation?: Reservation | null;
+  /** The session's engine stream settings (Deepgram's `endpointing`). */
+  readonly stream?: StreamOptions;
 }
 
 /** RFC 6455 7.4.1: no close frame was received (the TCP connection just ended). */
@@ -213,6 +216,7 @@ export class ListenConnection implements ConnectionHandler {
       maxSessions: id?.maxSessions,
       hold: this.#reservation,
       resumable: !this.#ctx.deepgram,
+      stream: this.#ctx.stream,
     });
     this.#reservation = null;
     if (r instanceof GatewayError) {
@@ -274,6 +278,10 @@ export class ListenConnection implements ConnectionHandler {
   /** Called when reading resumes (a dialect's own buffered audio goes on then). */
   onReadResumed(cb: () => void): void {
     this.#gate.onResumed(cb);
+  }
+  /** A dialect's own stage is full (true) or has room again: stop or resume reading the socket (ReadGate.block). */
+  holdReading(on: boolean): void {
+    this.#gate.block(on);
   }
   /** Audio to the session, with backpressure: for dialects that decode frames themselves (src/compat). */
   audio(data: Uint8Array): void {

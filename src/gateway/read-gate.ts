@@ -18,6 +18,10 @@
  * Pause at PAUSE_BACKLOG_SECONDS of backlog; read again at
  * RESUME_BACKLOG_SECONDS, or when the sender is no longer ahead.
  *
+ * A dialect's own stage can also stop reading (`block`): the live decoder
+ * of containerized Deepgram audio, while its stdin pipe is full. Reading
+ * resumes when neither holds it.
+ *
  * Transports: ws pauses the socket. The pinned uWebSockets.js (v20.30) has
  * no WebSocket pause, so there the frames that arrive while paused are held
  * here, up to server.maxHeldAudioBytes, and ingested on resume; past that
@@ -34,6 +38,8 @@ export class ReadGate {
   #conn: WsConnection;
   #session: Session | null = null;
   #paused = false;
+  /** A dialect's stage cannot take more (block()). */
+  #blocked = false;
   #held: { data: Uint8Array; isBinary: boolean }[] = [];
   #heldBytes = 0;
   #maxHeldBytes: number;
@@ -81,6 +87,20 @@ export class ReadGate {
     return false;
   }
 
+  /**
+   * A dialect's own stage (the live decoder) is full (true) or has room
+   * again (false): stop or resume reading the socket, independently of the
+   * session's backlog. On a transport that cannot pause, the dialect bounds
+   * what it takes meanwhile itself.
+   */
+  block(on: boolean): void {
+    if (on === this.#blocked) return;
+    this.#blocked = on;
+    if (this.#paused) return;
+    if (on) this.#conn.pause?.();
+    else this.#conn.resume?.();
+  }
+
   /** After audio was ingested: pause if this sender is ahead of real time and its backlog is full. */
   check(s: Session): void {
     if (this.#paused || s.state !== 'active') return;
@@ -88,7 +108,7 @@ export class ReadGate {
     this.#paused = true;
     this.pauses++;
     this.#session = s;
-    this.#conn.pause?.();
+    if (!this.#blocked) this.#conn.pause?.();
     this.#timer = setInterval(() => this.#poll(), POLL_MS);
     this.#timer.unref();
   }
@@ -100,7 +120,7 @@ export class ReadGate {
     this.#paused = false;
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
-    this.#conn.resume?.();
+    if (!this.#blocked) this.#conn.resume?.();
     // Held messages first, in order; they may pause us again.
     this.#replaying = true;
     try {

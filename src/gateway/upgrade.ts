@@ -13,11 +13,15 @@ import { deepgramUpgrade } from '../compat/deepgram/upgrade.js';
 import { CREDENTIAL_SUBPROTOCOLS, type Gatekeeper } from '../security/gatekeeper.js';
 import type { UpgradeDecision, UpgradeRequest } from '../transport/types.js';
 import type { Adoption } from '../session/manager.js';
+import type { LiveDecoderSlots } from '../files/live-decoder.js';
 import type { ConnectionCounter } from './connections.js';
 import type { ListenContext } from './listen-connection.js';
 import type { ViewerContext } from './viewer-connection.js';
 
 export type ConnectionContext = ListenContext | ViewerContext;
+
+/** Retry-After for a refusal because every live decoder is in use. */
+const LIVE_DECODER_RETRY_MS = 5000;
 
 export const MEETING_ROUTE = new RegExp(`^/v1/meetings/(${ID_CHARS})/captions$`);
 
@@ -46,6 +50,8 @@ export interface UpgradeDeps {
   reserveSession?: ((identity: string, max: number) => Promise<Reservation | GatewayError>) | undefined;
   /** Several nodes (redis.url): a token this node does not know may name a session on another node. */
   remoteResume?(token: string, lastSeq: number, identity: string | null): Promise<Adoption | GatewayError>;
+  /** Live decoders for containerized Deepgram audio (files.maxLiveDecoders). */
+  readonly liveDecoders: LiveDecoderSlots;
 }
 
 /** `?lastSeq=<n>`: a whole number, or null when absent. */
@@ -100,6 +106,16 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
     if (tooMany) return counted(tooMany);
     // Deepgram parameters are judged after auth: a refusal names the parameter (HTTP 400).
     if (deepgram instanceof GatewayError) return counted(deepgram);
+    // Containerized audio needs a live decoder (an ffmpeg process); none free is a capacity refusal.
+    if (deepgram?.params.encoding === 'container' && deps.liveDecoders.available <= 0) {
+      return counted(
+        new GatewayError(
+          'CAP_ERR_CAPACITY',
+          `all ${deps.liveDecoders.max} live audio decoders (files.maxLiveDecoders) are in use; send raw audio (encoding=linear16) or retry later`,
+          LIVE_DECODER_RETRY_MS,
+        ),
+      );
+    }
     if (meeting) {
       // A viewer coming back: `?lastSeq=` is the last meeting seq it saw.
       const lastSeq = lastSeqFromQuery(req.query);
@@ -144,7 +160,7 @@ export function createUpgradePolicy(deps: UpgradeDeps): (req: UpgradeRequest) =>
         remoteAddress: admitted.remoteAddress,
         identity: admitted.identity,
         authEnabled: deps.gatekeeper.authEnabled,
-        ...(deepgram ? { deepgram: deepgram.params } : {}),
+        ...(deepgram ? { deepgram: deepgram.params, ...(deepgram.params.endpointMs !== undefined ? { stream: { endpointMs: deepgram.params.endpointMs } } : {}) } : {}),
         reservation,
       },
     };

@@ -30,7 +30,7 @@
  * A sink that throws while handling its result is that stream's fault only:
  * it is told through onInternalError, and everyone else carries on.
  */
-import type { Engine, EngineResult, EngineWindow, StreamId, WindowPolicy } from '../engine/types.js';
+import type { Engine, EngineResult, EngineWindow, StreamId, StreamOptions, WindowPolicy } from '../engine/types.js';
 import type { RingBuffer } from '../pool/ring-buffer.js';
 
 /** What a stream's owner (a session, or transcribePcm) hears back. */
@@ -250,10 +250,11 @@ export class Scheduler {
 
   /**
    * Opens an engine stream whose audio is `ring` and whose results go to
-   * `sink`. A background stream yields to the others (see above).
+   * `sink`. A background stream yields to the others (see above). `stream`:
+   * the engine stream's own settings (its endpoint silence).
    */
-  open(ring: RingBuffer, sink: StreamSink, opts: { background?: boolean } = {}): ScheduledStream {
-    const id = this.#engine.openStream();
+  open(ring: RingBuffer, sink: StreamSink, opts: { background?: boolean; stream?: StreamOptions } = {}): ScheduledStream {
+    const id = this.#engine.openStream(opts.stream);
     const st = new StreamState(this, id, ring, sink, opts.background === true);
     this.#streams.set(id, st);
     return st;

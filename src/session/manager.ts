@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { CaptionEvent } from '../captions/stabilizer.js';
 import type { Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
-import { ENGINE_SAMPLE_RATE, type EngineInfo } from '../engine/types.js';
+import { ENGINE_SAMPLE_RATE, type EngineInfo, type StreamOptions } from '../engine/types.js';
 import { CloseCode, GatewayError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/metrics.js';
 import { RingBuffer } from '../pool/ring-buffer.js';
@@ -174,6 +174,8 @@ export class SessionManager {
       readonly hold?: { claim(): void; release(): void } | null | undefined;
       /** false: the client never resumes (Deepgram's dialect), so a drain ends the session instead of moving it. */
       readonly resumable?: boolean;
+      /** The engine stream's own settings (a Deepgram `endpointing`); kept for every stream the session opens. */
+      readonly stream?: StreamOptions | undefined;
     } = {},
   ): Session | GatewayError {
     const refused = this.admissible(remoteAddress);
@@ -212,7 +214,7 @@ export class SessionManager {
           log: this.#deps.log,
           scratch: this.#scratch,
           faults: this.#deps.faults,
-          openStream: (ring, sink) => this.#deps.scheduler.open(ring, sink),
+          openStream: (ring, sink) => this.#deps.scheduler.open(ring, sink, limits.stream ? { stream: limits.stream } : {}),
           releaseSlab: (slab) => this.#deps.pool.release(slab),
           released: (s) => this.#released(s),
           ...(this.#deps.published ? { published: this.#deps.published } : {}),

@@ -12,7 +12,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
-import { ENGINE_SAMPLE_RATE, type Engine, type EngineResult, type EngineWindow, type StreamId, type Utterance } from '../../src/engine/types.js';
+import { ENGINE_SAMPLE_RATE, type Engine, type EngineResult, type EngineWindow, type StreamId, type StreamOptions, type Utterance } from '../../src/engine/types.js';
 import { librivoxClips } from '../../eval/corpus.js';
 import { wer } from '../../eval/wer.js';
 
@@ -49,8 +49,9 @@ class Driver {
   constructor(
     readonly engine: Engine,
     ready: { fired: Set<StreamId>; waiters: Map<StreamId, () => void> },
+    options?: StreamOptions,
   ) {
-    this.id = engine.openStream();
+    this.id = engine.openStream(options);
     this.#ready = ready.fired;
     this.#readyWaiters = ready.waiters;
   }
@@ -214,7 +215,43 @@ export function conformance(c: ConformanceCase): void {
       await settledStats(engine);
     });
 
+    it('refuses a per-stream endpoint silence out of range (RangeError) and opens nothing for it', () => {
+      const before = engine.stats().streams;
+      for (const endpointMs of [0, 9, 10_001, 12.5, Number.NaN]) {
+        expect(() => engine.openStream({ endpointMs }), String(endpointMs)).toThrow(RangeError);
+      }
+      expect(engine.stats().streams).toBe(before);
+      for (const endpointMs of [10, 10_000, false] as const) engine.closeStream(engine.openStream({ endpointMs }));
+    });
+
     if (c.recognizes) {
+      it('a per-stream endpoint silence longer than a pause merges the speech around it into one utterance; a shorter one splits it there', async () => {
+        // Two clips with 0.6 s of silence between them (plus the clips' own quiet edges).
+        const a = pcmOf(0);
+        const b = pcmOf(1);
+        const gap = silence(0.6).length;
+        const pcm = new Int16Array(a.length + gap + b.length);
+        pcm.set(a, 0);
+        pcm.set(b, a.length + gap);
+        const gapStart = a.length / ENGINE_SAMPLE_RATE;
+        const gapEnd = (a.length + gap) / ENGINE_SAMPLE_RATE;
+        const run = async (endpointMs: number) => {
+          const d = new Driver(engine, ready, { endpointMs });
+          await d.run(pcm, 1600);
+          d.close();
+          return d.finals;
+        };
+        const spans = (fs: Utterance[]) => fs.some((f) => f.start < gapStart && f.end > gapEnd);
+        const splits = (fs: Utterance[]) => fs.some((f, i) => i + 1 < fs.length && f.end <= gapEnd + 1e-6 && fs[i + 1]!.start >= gapStart - 1e-6);
+        const merged = await run(1500);
+        const split = await run(200);
+        expect(spans(merged), JSON.stringify(merged.map((f) => [f.start, f.end, f.text]))).toBe(true);
+        expect(splits(merged)).toBe(false);
+        expect(splits(split), JSON.stringify(split.map((f) => [f.start, f.end, f.text]))).toBe(true);
+        expect(split.length).toBeGreaterThan(merged.length);
+        await settledStats(engine);
+      });
+
       it(`streams real speech: every utterance ends with one final, in time order, and the words are right (WER ≤ ${c.maxWer}%)`, async () => {
         const pairs: [string, string][] = [];
         for (let i = 0; i < clips.length; i++) {

@@ -18,9 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "../base/types.h"
+
 struct fe_s;
 
 namespace captiongate {
+
+// A postSpeechFrames no pause reaches (about 248 days of 10 ms frames).
+constexpr int kNeverEndFrames = 2'147'483'647;
 
 struct VadSettings {
   double threshold = 2.0;   // log-ratio of signal to noise level
@@ -28,6 +33,15 @@ struct VadSettings {
   int postSpeechFrames = 50;   // silence frames to leave speech (the endpoint)
   int preSpeechFrames = 20;    // kept before the trigger (fe's own buffer)
 };
+
+// The stream's VAD settings: the engine's, with the stream's own endpoint
+// silence when it asks for one (StreamOptions::endpointFrames). No endpoint
+// is a hangover no pause reaches.
+inline VadSettings withEndpoint(VadSettings s, int endpointFrames) {
+  if (endpointFrames > 0) s.postSpeechFrames = endpointFrames;
+  else if (endpointFrames < 0) s.postSpeechFrames = kNeverEndFrames;
+  return s;
+}
 
 class Vad {
  public:

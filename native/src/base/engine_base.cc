@@ -61,7 +61,9 @@ void EngineBase::load() {
   loaded_ = true;
 }
 
-uint32_t EngineBase::openStream() {
+uint32_t EngineBase::openStream(const StreamOptions& options) {
+  if (options.endpointFrames < StreamOptions::kNoEndpoint)
+    throw std::invalid_argument("endpointFrames must be >= 0, or kNoEndpoint");
   uint32_t id = 0;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -78,7 +80,7 @@ uint32_t EngineBase::openStream() {
   try {
     e = std::make_unique<Entry>();
     e->id = id;
-    e->state = recognizer_->createStream(id);
+    e->state = recognizer_->createStream(id, options);
   } catch (...) {
     std::lock_guard<std::mutex> lk(mu_);
     streams_.erase(id);

@@ -71,8 +71,9 @@ class EngineBase final : private RecognizerHost {
   // down.
   void load();
 
-  // Throws std::runtime_error if not loaded or shut down.
-  uint32_t openStream();
+  // Throws std::runtime_error if not loaded or shut down, std::invalid_argument
+  // for options out of range.
+  uint32_t openStream(const StreamOptions& options = {});
   // Returns false if the id is unknown or already closed.
   bool closeStream(uint32_t id);
   bool streamOpen(uint32_t id) const;

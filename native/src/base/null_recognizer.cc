@@ -4,7 +4,7 @@ namespace captiongate {
 
 void NullRecognizer::load(RecognizerHost&) {}
 
-std::unique_ptr<RecognizerStream> NullRecognizer::createStream(uint32_t) { return std::make_unique<RecognizerStream>(); }
+std::unique_ptr<RecognizerStream> NullRecognizer::createStream(uint32_t, const StreamOptions&) { return std::make_unique<RecognizerStream>(); }
 
 void NullRecognizer::decode(const std::vector<DecodeJob>& jobs) {
   for (const DecodeJob& j : jobs) {

@@ -20,7 +20,7 @@ class NullRecognizer : public Recognizer {
   void load(RecognizerHost& host) override;
   int workers() const override { return settings_.workers; }
   size_t maxStreamsPerDecode() const override { return settings_.maxStreamsPerDecode; }
-  std::unique_ptr<RecognizerStream> createStream(uint32_t stream) override;
+  std::unique_ptr<RecognizerStream> createStream(uint32_t stream, const StreamOptions& options) override;
   void decode(const std::vector<DecodeJob>& jobs) override;
   void closeStream(RecognizerStream& state, uint32_t stream) noexcept override;
   RecognizerStats stats() const override { return {}; }

@@ -86,7 +86,9 @@ class Recognizer {
 
   // A new stream's state (JS thread; after load(); possibly while other
   // streams decode). Throws on failure. The id is the stream's for life.
-  virtual std::unique_ptr<RecognizerStream> createStream(uint32_t stream) = 0;
+  // `options` are the stream's own settings (its endpoint silence); a
+  // recognizer without a VAD has nothing to apply them to.
+  virtual std::unique_ptr<RecognizerStream> createStream(uint32_t stream, const StreamOptions& options) = 0;
 
   // Decodes one window of each job's stream. For each job set out.consumed
   // (all of in.pcm unless the stream parks: then out.waiting and the samples

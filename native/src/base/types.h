@@ -30,6 +30,15 @@ enum class ErrorCode : int {
   kBadWindow = 4,     // the window does not start where the stream's consumption stands
 };
 
+// Per-stream settings, given at openStream (engine contract: StreamOptions).
+struct StreamOptions {
+  // Endpoint silence in 10 ms frames: this many non-speech frames after speech
+  // end the utterance. 0: the engine's configured value (vadEndFrames);
+  // kNoEndpoint: never (finals only on a flush or at the longest utterance).
+  static constexpr int kNoEndpoint = -1;
+  int endpointFrames = 0;
+};
+
 struct WindowIn {
   uint32_t stream = 0;
   int64_t start = 0;  // stream sample position of pcm[0]; must equal the stream's consumption

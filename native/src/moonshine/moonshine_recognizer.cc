@@ -139,10 +139,10 @@ void MoonshineRecognizer::load(RecognizerHost&) {
   loaded_.store(true);
 }
 
-std::unique_ptr<RecognizerStream> MoonshineRecognizer::createStream(uint32_t) {
+std::unique_ptr<RecognizerStream> MoonshineRecognizer::createStream(uint32_t, const StreamOptions& options) {
   auto s = std::make_unique<Stream>();
   std::string error;
-  if (settings_.vadEnabled && !s->vad.init(settings_.vad, &error)) throw std::runtime_error(error);
+  if (settings_.vadEnabled && !s->vad.init(withEndpoint(settings_.vad, options.endpointFrames), &error)) throw std::runtime_error(error);
   return s;
 }
 

@@ -82,7 +82,7 @@ class MoonshineRecognizer : public Recognizer {
   // `threads` rounds at once, each on its base worker (no other threads).
   int workers() const override { return std::max(1, settings_.threads); }
   size_t maxStreamsPerDecode() const override { return 0; }
-  std::unique_ptr<RecognizerStream> createStream(uint32_t stream) override;
+  std::unique_ptr<RecognizerStream> createStream(uint32_t stream, const StreamOptions& options) override;
   void decode(const std::vector<DecodeJob>& jobs) override;
   void closeStream(RecognizerStream& state, uint32_t stream) noexcept override;
   RecognizerStats stats() const override;

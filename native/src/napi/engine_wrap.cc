@@ -479,7 +479,15 @@ Napi::Value NativeEngine::Load(const Napi::CallbackInfo& info) {
 
 Napi::Value NativeEngine::OpenStream(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return guard(env, "openStream", [&]() -> Napi::Value { return Napi::Number::New(env, engine_->openStream()); });
+  return guard(env, "openStream", [&]() -> Napi::Value {
+    StreamOptions options;
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      if (!info[0].IsObject()) throw Napi::TypeError::New(env, "Expected an object for stream options but received " + describe(info[0]));
+      // -1: no endpoint; 0: the engine's own; else 10 ms frames (src/engine checked the range).
+      options.endpointFrames = getInt32(info[0].As<Napi::Object>(), "endpointFrames", 0, StreamOptions::kNoEndpoint, 100'000);
+    }
+    return Napi::Number::New(env, engine_->openStream(options));
+  });
 }
 
 Napi::Value NativeEngine::CloseStream(const Napi::CallbackInfo& info) {

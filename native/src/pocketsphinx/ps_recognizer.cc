@@ -59,10 +59,10 @@ void PsRecognizer::load(RecognizerHost& host) {
   decoderCount_ = static_cast<int>(decoders_.size());
 }
 
-std::unique_ptr<RecognizerStream> PsRecognizer::createStream(uint32_t stream) {
+std::unique_ptr<RecognizerStream> PsRecognizer::createStream(uint32_t stream, const StreamOptions& options) {
   auto s = std::make_unique<Stream>(stream);
   std::string error;
-  if (!s->vad.init(settings_.vad, &error)) throw std::runtime_error(error);
+  if (!s->vad.init(withEndpoint(settings_.vad, options.endpointFrames), &error)) throw std::runtime_error(error);
   s->ring.assign(static_cast<size_t>(settings_.prerollSamples + 2 * Vad::kFrameShift), 0);
   s->cmn = initialCmn_;
   return s;

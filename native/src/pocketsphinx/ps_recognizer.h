@@ -63,7 +63,7 @@ class PsRecognizer : public Recognizer {
   // One stream per call: a PocketSphinx decode is sequential per stream, so
   // giving a worker several would leave the other workers idle.
   size_t maxStreamsPerDecode() const override { return 1; }
-  std::unique_ptr<RecognizerStream> createStream(uint32_t stream) override;
+  std::unique_ptr<RecognizerStream> createStream(uint32_t stream, const StreamOptions& options) override;
   void decode(const std::vector<DecodeJob>& jobs) override;
   void closeStream(RecognizerStream& state, uint32_t stream) noexcept override;
   RecognizerStats stats() const override;

@@ -113,10 +113,10 @@ void WhisperRecognizer::load(RecognizerHost&) {
   loaded_.store(true);
 }
 
-std::unique_ptr<RecognizerStream> WhisperRecognizer::createStream(uint32_t) {
+std::unique_ptr<RecognizerStream> WhisperRecognizer::createStream(uint32_t, const StreamOptions& options) {
   auto s = std::make_unique<Stream>();
   std::string error;
-  if (settings_.vadEnabled && !s->vad.init(settings_.vad, &error)) throw std::runtime_error(error);
+  if (settings_.vadEnabled && !s->vad.init(withEndpoint(settings_.vad, options.endpointFrames), &error)) throw std::runtime_error(error);
   return s;
 }
 

@@ -56,7 +56,7 @@ class WhisperRecognizer : public Recognizer {
   void load(RecognizerHost& host) override;
   int workers() const override { return 1; }
   size_t maxStreamsPerDecode() const override { return 0; }
-  std::unique_ptr<RecognizerStream> createStream(uint32_t stream) override;
+  std::unique_ptr<RecognizerStream> createStream(uint32_t stream, const StreamOptions& options) override;
   void decode(const std::vector<DecodeJob>& jobs) override;
   void closeStream(RecognizerStream& state, uint32_t stream) noexcept override;
   RecognizerStats stats() const override;

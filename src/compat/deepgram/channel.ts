@@ -85,6 +85,8 @@ export class DeepgramChannel implements WsConnection {
   #closed = false;
   /** Results sent (tests and logs). */
   results = 0;
+  /** Called once the session has ended (its `end`), whatever ended it. */
+  onEnd: (() => void) | null = null;
 
   constructor(conn: WsConnection, params: DeepgramParams) {
     this.#conn = conn;
@@ -212,6 +214,7 @@ export class DeepgramChannel implements WsConnection {
         this.#completeFinalize();
         if (this.#utteranceEndAfter !== null && this.#params.utteranceEndMs !== null) this.#utteranceEnd();
         this.#emit(this.#metadata(m.audio.receivedSeconds, m.reason));
+        this.onEnd?.();
         return;
       default:
         return;

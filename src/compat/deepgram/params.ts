@@ -16,11 +16,14 @@
  * Metadata as ignored), or refused at upgrade with CAP_ERR_BAD_PARAMETER
  * naming it. Nothing here allocates.
  */
+import { ENDPOINT_MS_MAX, ENDPOINT_MS_MIN, ENGINE_SAMPLE_RATE as ENGINE_RATE } from '../../engine/types.js';
 
-export type DeepgramEncoding = 'linear16' | 'mulaw' | 'alaw';
+/** 'container': no `encoding` (WebM/Opus, Ogg/Opus, …): decoded by ffmpeg (src/files/live-decoder.ts). */
+export type DeepgramEncoding = 'linear16' | 'mulaw' | 'alaw' | 'container';
 
 export interface DeepgramParams {
   readonly encoding: DeepgramEncoding;
+  /** The client's rate and channels (containerized: the decoder's output, 16 kHz mono). */
   readonly sampleRate: number;
   readonly channels: 1 | 2;
   readonly interimResults: boolean;
@@ -30,8 +33,12 @@ export interface DeepgramParams {
   /** UtteranceEnd after this much audio without a new word, ms; null: not sent. */
   readonly utteranceEndMs: number | null;
   readonly vadEvents: boolean;
-  /** Requested `endpointing`, ms (false: 0). Not per-session yet: see docs/compat.md. */
-  readonly endpointing: number | null;
+  /**
+   * `endpointing`: the session's endpoint silence, ms (the engine stream's
+   * StreamOptions.endpointMs); false: no endpoint; absent (or `true`): the
+   * server's engine.vad.endMs.
+   */
+  readonly endpointMs?: number | false;
   /** Parameters accepted but without effect here, as `name=value`. */
   readonly ignored: readonly string[];
 }
@@ -215,31 +222,53 @@ export function deepgramInteger(name: string, v: string, min: number, max: numbe
 export function parseDeepgramParams(query: URLSearchParams): DeepgramParams {
   const ignored = screenDeepgramParams(query, LIVE_PARAMS);
   const encRaw = query.get('encoding');
+  let encoding: DeepgramEncoding;
+  let sampleRate: number;
+  let channels: number;
   if (encRaw === null) {
-    throw new DeepgramParamError(
-      'encoding',
-      'containerized audio (no encoding: WebM/Opus, Ogg/Opus, WAV) is not supported on the live endpoint yet; send raw audio with encoding=linear16, mulaw or alaw and sample_rate',
-    );
+    // Containerized: the container says its rate and channels; the decoder gives 16 kHz mono.
+    encoding = 'container';
+    sampleRate = ENGINE_RATE;
+    channels = 1;
+    for (const k of ['sample_rate', 'channels']) {
+      const v = query.get(k);
+      if (v !== null) ignored.push(`${k}=${v.slice(0, 16)}`);
+    }
+  } else {
+    const enc = encRaw.toLowerCase();
+    if (enc !== 'linear16' && enc !== 'mulaw' && enc !== 'alaw') {
+      throw new DeepgramParamError(
+        'encoding',
+        `encoding=${encRaw.slice(0, 32)} is not supported (supported: linear16, mulaw, alaw; or no encoding for containerized audio such as WebM/Opus or Ogg/Opus)`,
+      );
+    }
+    encoding = enc;
+    const sr = query.get('sample_rate');
+    if (sr === null) throw new DeepgramParamError('sample_rate', `sample_rate is required with encoding=${enc}`);
+    sampleRate = integer('sample_rate', sr, 8000, 48000);
+    channels = query.has('channels') ? integer('channels', query.get('channels')!, 1, 2) : 1;
   }
-  const enc = encRaw.toLowerCase();
-  if (enc !== 'linear16' && enc !== 'mulaw' && enc !== 'alaw') {
-    throw new DeepgramParamError('encoding', `encoding=${encRaw.slice(0, 32)} is not supported (supported: linear16, mulaw, alaw)`);
-  }
-  const sr = query.get('sample_rate');
-  if (sr === null) throw new DeepgramParamError('sample_rate', `sample_rate is required with encoding=${enc}`);
-  const sampleRate = integer('sample_rate', sr, 8000, 48000);
-  const channels = query.has('channels') ? integer('channels', query.get('channels')!, 1, 2) : 1;
 
   const language = deepgramLanguage(query);
   const ue = query.get('utterance_end_ms');
   const ep = query.get('endpointing');
-  let endpointing: number | null = null;
+  let endpointMs: number | false | undefined;
   if (ep !== null) {
-    endpointing = ep.toLowerCase() === 'false' ? 0 : ep.toLowerCase() === 'true' ? 10 : integer('endpointing', ep, 0, 60_000);
-    ignored.push(`endpointing=${ep.slice(0, 16)}`);
+    const t = ep.toLowerCase();
+    if (t === 'false') endpointMs = false;
+    else if (t !== 'true') {
+      const n = Number(ep);
+      if (ep.trim() === '' || !Number.isInteger(n) || n < ENDPOINT_MS_MIN || n > ENDPOINT_MS_MAX) {
+        throw new DeepgramParamError(
+          'endpointing',
+          `endpointing must be an integer from ${ENDPOINT_MS_MIN} to ${ENDPOINT_MS_MAX} (ms of silence that ends an utterance), true, or false (no endpoint) (got "${ep.slice(0, 32)}")`,
+        );
+      }
+      endpointMs = n;
+    }
   }
   return {
-    encoding: enc,
+    encoding,
     sampleRate,
     channels: channels as 1 | 2,
     interimResults: query.has('interim_results') ? bool('interim_results', query.get('interim_results')!) : false,
@@ -247,7 +276,7 @@ export function parseDeepgramParams(query: URLSearchParams): DeepgramParams {
     language,
     utteranceEndMs: ue === null ? null : integer('utterance_end_ms', ue, 1, 60_000),
     vadEvents: query.has('vad_events') ? bool('vad_events', query.get('vad_events')!) : false,
-    endpointing,
+    ...(endpointMs !== undefined ? { endpointMs } : {}),
     ignored,
   };
 }
