@@ -480,6 +480,9 @@ export class CaptionClient extends EventEmitter<CaptionClientEvents> {
     while (this.#pending.length >= this.#frameBytes) {
       while (this.#blocked()) await new Promise<void>((r) => this.#waiters.push(r));
       if (this.#closed || this.#end) break;
+      // A resume during the wait may have sent what was pending (#drainPending):
+      // never send a short (or empty) frame in its place.
+      if (this.#pending.length < this.#frameBytes) break;
       this.#sendFrame(this.#pending.subarray(0, this.#frameBytes));
       this.#pending = this.#pending.subarray(this.#frameBytes);
     }

@@ -1,7 +1,8 @@
 /**
  * A real redis-server for tests (Debian's redis-server, a TEST_PACKAGE of
  * scripts/setup.sh), on 127.0.0.1 and a free port, in a temporary folder,
- * without persistence (`--save '' --appendonly no`). It can be stopped and
+ * without persistence (`--save '' --appendonly no`) unless asked for the
+ * append-only file (`{ persist: true }`, as production runs it). It can be stopped and
  * started again on the same port, which is an outage with the data lost:
  * what a Redis without persistence does when it restarts.
  */
@@ -34,7 +35,7 @@ export function redisAvailable(): boolean {
   return existsSync(REDIS_SERVER);
 }
 
-export async function startRedis(): Promise<RedisServer> {
+export async function startRedis(opts: { persist?: boolean } = {}): Promise<RedisServer> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-redis-'));
   const port = await freePort();
   let child: ChildProcess | null = null;
@@ -43,7 +44,7 @@ export async function startRedis(): Promise<RedisServer> {
 
   const launch = async () => {
     out = '';
-    const c = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], {
+    const c = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', opts.persist ? 'yes' : 'no', '--protected-mode', 'no'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child = c;
