@@ -44,6 +44,9 @@ export interface Adoption {
 /** Largest conversion output of one frame: 1 s at 16 kHz, plus the resampler's filter tail. */
 const MAX_FRAME_OUTPUT = 2 * ENGINE_SAMPLE_RATE + 4096;
 
+/** What a session is made from, but for its slab and ring (the manager's). */
+type SessionInit = ConstructorParameters<typeof Session>[1];
+
 export const CAPACITY_RETRY_MS = 2000;
 export const PER_ADDRESS_RETRY_MS = 5000;
 const SWEEP_MS = 500;
@@ -195,17 +198,36 @@ export class SessionManager {
       return this.#refuse(new GatewayError('CAP_ERR_BAD_PARAMETER', `sessionId "${id}" is already in use`));
     }
     id ??= this.#newId();
+    const session = this.#create(
+      {
+        id,
+        start,
+        outbox,
+        errors,
+        remoteAddress,
+        owner: limits.identity ?? null,
+        sub: limits.sub ?? null,
+        maxSessionSeconds: limits.maxSessionSeconds,
+        resumable: limits.resumable ?? true,
+      },
+      limits.stream,
+      'start',
+    );
+    if (session instanceof GatewayError) return this.#refuse(session);
+    this.#register(session, remoteAddress, limits.identity ?? null, limits.hold ?? null);
+    this.#deps.metrics.sessionsStarted.inc();
+    this.#deps.started?.(session);
+    return session;
+  }
+
+  /** A slab, its ring and the session on it; the slab goes back if the session cannot be made. */
+  #create(init: Omit<SessionInit, 'slab' | 'ring'>, stream: StreamOptions | undefined, what: 'start' | 'continue'): Session | GatewayError {
     const slab = this.#deps.pool.acquire();
-    if (!slab) {
-      return this.#refuse(
-        new GatewayError('CAP_ERR_CAPACITY', `all ${this.#deps.pool.stats().slabs} session slabs are in use; retry later`, CAPACITY_RETRY_MS),
-      );
-    }
+    if (!slab) return new GatewayError('CAP_ERR_CAPACITY', `all ${this.#deps.pool.stats().slabs} session slabs are in use; retry later`, CAPACITY_RETRY_MS);
     const { config, shapes } = this.#deps;
-    let session: Session;
     try {
       const ring = new RingBuffer(slab, shapes.ringSamples, shapes.mirrorSamples);
-      session = new Session(
+      return new Session(
         {
           config,
           shapes,
@@ -214,45 +236,33 @@ export class SessionManager {
           log: this.#deps.log,
           scratch: this.#scratch,
           faults: this.#deps.faults,
-          openStream: (ring, sink) => this.#deps.scheduler.open(ring, sink, limits.stream ? { stream: limits.stream } : {}),
+          openStream: (ring, sink) => this.#deps.scheduler.open(ring, sink, stream ? { stream } : {}),
           releaseSlab: (slab) => this.#deps.pool.release(slab),
           released: (s) => this.#released(s),
           ...(this.#deps.published ? { published: this.#deps.published } : {}),
           ...(this.#deps.parked ? { parked: this.#deps.parked } : {}),
         },
-        {
-          id,
-          start,
-          slab,
-          ring,
-          outbox,
-          errors,
-          remoteAddress,
-          owner: limits.identity ?? null,
-          sub: limits.sub ?? null,
-          maxSessionSeconds: limits.maxSessionSeconds,
-          resumable: limits.resumable ?? true,
-        },
+        { ...init, slab, ring },
       );
     } catch (err) {
       this.#deps.pool.release(slab);
-      const e = err instanceof GatewayError ? err : new GatewayError('CAP_ERR_CAPACITY', `session could not start: ${(err as Error).message}`, CAPACITY_RETRY_MS);
-      return this.#refuse(e);
+      return err instanceof GatewayError ? err : new GatewayError('CAP_ERR_CAPACITY', `session could not ${what}: ${(err as Error).message}`, CAPACITY_RETRY_MS);
     }
-    this.#byId.set(id, session);
+  }
+
+  /** Counts a new session where the limits look (address, identity, the token's place across nodes). */
+  #register(session: Session, remoteAddress: string, identity: string | null, hold: { claim(): void; release(): void } | null): void {
+    this.#byId.set(session.id, session);
     this.#byResumeToken.set(session.resumeToken, session);
     this.#addressCount(remoteAddress, +1);
-    if (limits.identity !== undefined) {
-      this.#identityOf.set(session, limits.identity);
-      this.#perIdentity.set(limits.identity, (this.#perIdentity.get(limits.identity) ?? 0) + 1);
+    if (identity !== null) {
+      this.#identityOf.set(session, identity);
+      this.#perIdentity.set(identity, (this.#perIdentity.get(identity) ?? 0) + 1);
     }
-    if (limits.hold) {
-      limits.hold.claim();
-      this.#holds.set(session, limits.hold);
+    if (hold) {
+      hold.claim();
+      this.#holds.set(session, hold);
     }
-    this.#deps.metrics.sessionsStarted.inc();
-    this.#deps.started?.(session);
-    return session;
   }
 
   /**
@@ -266,61 +276,23 @@ export class SessionManager {
     const refused = this.admissible(remoteAddress);
     if (refused) return this.#refuse(refused);
     if (this.#byId.has(a.id)) return this.#refuse(new GatewayError('CAP_ERR_RESUME_REFUSED', 'no session to resume with this token (unknown, ended, expired, or not yours)'));
-    const slab = this.#deps.pool.acquire();
-    if (!slab) {
-      return this.#refuse(
-        new GatewayError('CAP_ERR_CAPACITY', `all ${this.#deps.pool.stats().slabs} session slabs are in use; retry later`, CAPACITY_RETRY_MS),
-      );
-    }
-    const { config, shapes } = this.#deps;
-    let session: Session;
-    try {
-      const ring = new RingBuffer(slab, shapes.ringSamples, shapes.mirrorSamples);
-      session = new Session(
-        {
-          config,
-          shapes,
-          engine: this.#deps.engine,
-          metrics: this.#deps.metrics,
-          log: this.#deps.log,
-          scratch: this.#scratch,
-          faults: this.#deps.faults,
-          openStream: (ring, sink) => this.#deps.scheduler.open(ring, sink),
-          releaseSlab: (slab) => this.#deps.pool.release(slab),
-          released: (s) => this.#released(s),
-          ...(this.#deps.published ? { published: this.#deps.published } : {}),
-          ...(this.#deps.parked ? { parked: this.#deps.parked } : {}),
-        },
-        {
-          id: a.id,
-          start: a.start,
-          slab,
-          ring,
-          outbox,
-          errors,
-          remoteAddress,
-          owner: a.owner,
-          sub: a.sub,
-          maxSessionSeconds: a.maxSessionSeconds,
-          restore: { ...a.restored, resumeToken: a.resumeToken },
-        },
-      );
-    } catch (err) {
-      this.#deps.pool.release(slab);
-      const e = err instanceof GatewayError ? err : new GatewayError('CAP_ERR_CAPACITY', `session could not continue: ${(err as Error).message}`, CAPACITY_RETRY_MS);
-      return this.#refuse(e);
-    }
-    this.#byId.set(a.id, session);
-    this.#byResumeToken.set(session.resumeToken, session);
-    this.#addressCount(remoteAddress, +1);
-    if (a.owner !== null) {
-      this.#identityOf.set(session, a.owner);
-      this.#perIdentity.set(a.owner, (this.#perIdentity.get(a.owner) ?? 0) + 1);
-    }
-    if (hold) {
-      hold.claim();
-      this.#holds.set(session, hold);
-    }
+    const session = this.#create(
+      {
+        id: a.id,
+        start: a.start,
+        outbox,
+        errors,
+        remoteAddress,
+        owner: a.owner,
+        sub: a.sub,
+        maxSessionSeconds: a.maxSessionSeconds,
+        restore: { ...a.restored, resumeToken: a.resumeToken },
+      },
+      undefined,
+      'continue',
+    );
+    if (session instanceof GatewayError) return this.#refuse(session);
+    this.#register(session, remoteAddress, a.owner, hold);
     // Only finals are kept across nodes: every other message after lastSeq
     // (partials, acks, warnings) is counted as skipped.
     const finals = a.finals.filter((f) => f.seq > a.lastSeq && f.seq <= a.restored.seq);
