@@ -24,7 +24,11 @@ export interface GatewayProcess {
  * Starts a gateway on a free loopback port (PORT=0 unless env sets it) and
  * resolves once it listens. `env` adds to or overrides the defaults.
  */
-export async function spawnGateway(env: Record<string, string>, opts: { startTimeoutMs?: number } = {}): Promise<GatewayProcess> {
+export async function spawnGateway(
+  env: Record<string, string>,
+  opts: { startTimeoutMs?: number; /** The log line that says it is up, its port in group 1 (with server.workers > 1: the primary's "node ready"). */ ready?: RegExp } = {},
+): Promise<GatewayProcess> {
+  const ready = opts.ready ?? /"port":(\d+),"msg":"listening/;
   const child = spawn(process.execPath, [path.resolve('dist/src/main.js')], {
     env: {
       ...process.env,
@@ -43,7 +47,7 @@ export async function spawnGateway(env: Record<string, string>, opts: { startTim
   const port = await new Promise<number>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`gateway did not start:\n${out}`)), opts.startTimeoutMs ?? 60_000);
     const check = () => {
-      const m = /"port":(\d+),"msg":"listening/.exec(out);
+      const m = ready.exec(out);
       if (m) {
         clearTimeout(t);
         resolve(Number(m[1]));

@@ -4,11 +4,13 @@
  * and its workers), signals, the port being freed. Each gets its own
  * temporary folder for the caption store.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+
+import { spawnGateway, type GatewayProcess } from './gateway-process.js';
 
 export interface NodeProcess {
   readonly child: ChildProcess;
@@ -23,45 +25,21 @@ export interface NodeProcess {
 /** Starts `node dist/src/main.js` with `env` and waits for `ready` (a log line with the port; with server.workers > 1, pass the primary's "node ready"). */
 export async function startNode(env: Record<string, string>, ready = /"port":(\d+),"msg":"listening/): Promise<NodeProcess> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-node-'));
-  const child = spawn(process.execPath, [path.resolve('dist/src/main.js')], {
-    env: {
-      ...process.env,
-      PORT: '0',
-      CAPTIONGATE_SERVER_HOST: '127.0.0.1',
-      CAPTIONGATE_LOG_LEVEL: 'info',
-      CAPTIONGATE_STORE_PATH: path.join(dir, 'captions.db'),
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`the gateway did not start:\n${out}`)), 60_000);
-    const check = () => {
-      const m = ready.exec(out);
-      if (m) {
-        clearTimeout(t);
-        resolve(Number(m[1]));
-      }
-    };
-    child.stdout!.on('data', check);
-    void exited.then((code) => {
-      clearTimeout(t);
-      reject(new Error(`the gateway exited (${code}) before it was ready:\n${out}`));
-    });
-  });
+  let g: GatewayProcess;
+  try {
+    g = await spawnGateway({ CAPTIONGATE_STORE_PATH: path.join(dir, 'captions.db'), ...env }, { ready });
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
-    child,
-    port,
+    child: g.child,
+    port: g.port,
     dir,
-    exited,
-    out: () => out,
+    exited: g.exited,
+    out: g.output,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      const code = await exited;
+      const code = await g.stop('SIGTERM');
       rmSync(dir, { recursive: true, force: true });
       return code;
     },
