@@ -11,10 +11,7 @@
  *   outage's finals, with no duplicates and seqs still growing;
  * - a token's opens and concurrent sessions count across both nodes.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,6 +22,7 @@ import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { connect, type CaptionClient } from '../../src/client/client.js';
 import type { FinalMessage, WireMessage } from '../../src/protocol/messages.js';
 import { RawClient } from '../helpers/gateway.js';
+import { spawnGateway } from '../helpers/gateway-process.js';
 import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis-server.js';
 
 const SECRET = 'two-nodes-test-secret-0123456789abcdef';
@@ -43,50 +41,25 @@ interface Node {
 }
 
 async function startNode(redisUrl: string, name: string): Promise<Node> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), `captiongate-${name}-`));
-  const child = spawn(process.execPath, [path.resolve('dist/src/main.js')], {
-    env: {
-      ...process.env,
-      PORT: '0',
-      CAPTIONGATE_SERVER_HOST: '127.0.0.1',
-      CAPTIONGATE_LOG_LEVEL: 'info',
-      CAPTIONGATE_ENGINE_KIND: 'pocketsphinx',
-      CAPTIONGATE_ENGINE_DECODERS: '2',
-      CAPTIONGATE_ENGINE_THREADS: '1',
-      CAPTIONGATE_POOL_SLABS: '16',
-      CAPTIONGATE_STORE_KIND: 'memory',
-      CAPTIONGATE_STORE_PATH: path.join(dir, 'captions.db'),
-      CAPTIONGATE_AUTH_SECRET: SECRET,
-      CAPTIONGATE_RATE_LIMITS_OPENS_PER_MINUTE_PER_TOKEN: String(OPENS_PER_MINUTE),
-      CAPTIONGATE_REDIS_URL: redisUrl,
-      CAPTIONGATE_REDIS_HEARTBEAT_MS: '500',
-      CAPTIONGATE_REDIS_LEASE_MS: '3000',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${name} did not start:\n${out}`)), 60_000);
-    child.stdout!.on('data', () => {
-      const m = /"port":(\d+),"msg":"listening/.exec(out);
-      if (m) {
-        clearTimeout(t);
-        resolve(Number(m[1]));
-      }
-    });
-    void exited.then(() => reject(new Error(`${name} exited before it was ready:\n${out}`)));
+  // A memory store: each node keeps its own files; only the bus is shared.
+  const g = await spawnGateway({
+    CAPTIONGATE_ENGINE_KIND: 'pocketsphinx',
+    CAPTIONGATE_ENGINE_DECODERS: '2',
+    CAPTIONGATE_ENGINE_THREADS: '1',
+    CAPTIONGATE_POOL_SLABS: '16',
+    CAPTIONGATE_STORE_KIND: 'memory',
+    CAPTIONGATE_AUTH_SECRET: SECRET,
+    CAPTIONGATE_RATE_LIMITS_OPENS_PER_MINUTE_PER_TOKEN: String(OPENS_PER_MINUTE),
+    CAPTIONGATE_REDIS_URL: redisUrl,
+    CAPTIONGATE_REDIS_HEARTBEAT_MS: '500',
+    CAPTIONGATE_REDIS_LEASE_MS: '3000',
   });
   return {
-    child,
-    port,
-    out: () => out,
+    child: g.child,
+    port: g.port,
+    out: g.output,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
+      await g.stop('SIGTERM');
     },
   };
 }
