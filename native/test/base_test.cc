@@ -137,6 +137,25 @@ TEST(Base, UnlimitedStreamsPerDecodeTakesEveryReadyStream) {
   EXPECT_EQ(c.rec->maxJobs(), 9u) << "the second call held all nine waiting streams";
 }
 
+TEST(Base, UnlimitedStreamsPerDecodeSharesReadyStreamsAmongIdleWorkers) {
+  auto c = makeChecked({2, 0});
+  std::atomic<int> running{0};
+  std::atomic<int> most{0};
+  c.rec->setHook([&](const std::vector<DecodeJob>&) {
+    const int now = ++running;
+    int seen = most.load();
+    while (now > seen && !most.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(50ms);
+    --running;
+  });
+  std::vector<WindowIn> all;
+  for (int i = 0; i < 10; ++i) all.push_back(window(c.h->engine().openStream(), 0, 10));
+  ASSERT_TRUE(c.h->wait(c.h->submit(std::move(all))));
+  EXPECT_EQ(most.load(), 2) << "both idle workers decoded at once";
+  EXPECT_LE(c.rec->maxJobs(), 5u) << "each took its share (10 ready streams, 2 idle workers)";
+}
+
 TEST(Base, CloseWithWindowsQueuedCompletesThemAndClosesOnceAfterTheRunningOne) {
   auto c = makeChecked({1, 1});
   c.rec->setHook([](const std::vector<DecodeJob>&) { std::this_thread::sleep_for(10ms); });

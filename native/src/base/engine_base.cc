@@ -42,6 +42,10 @@ void EngineBase::load() {
   }
   recognizer_->load(*this);
   const int n = recognizer_->workers() < 1 ? 1 : recognizer_->workers();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    idleWorkers_ = static_cast<size_t>(n);
+  }
   try {
     for (int i = 0; i < n; ++i) workers_.emplace_back([this] { workerMain(); });
   } catch (...) {
@@ -327,7 +331,10 @@ void EngineBase::workerLoop() {
     bool wake = false;
     bool injectThrow = false;
     bool injectBadAlloc = false;
-    while (!runQueue_.empty() && (maxPer == 0 || jobs.size() < maxPer)) {
+    // This worker's share of what is ready (ready streams over idle workers, itself included).
+    const size_t idle = idleWorkers_ > 0 ? idleWorkers_ : 1;
+    const size_t limit = maxPer > 0 ? maxPer : (runQueue_.size() + idle - 1) / idle;
+    while (!runQueue_.empty() && jobs.size() < limit) {
       Entry* e = runQueue_.front();
       runQueue_.pop_front();
       e->queued = false;
@@ -375,6 +382,9 @@ void EngineBase::workerLoop() {
       jobEntries.push_back(e);
       jobWindows.emplace_back(b, i);
     }
+    --idleWorkers_;
+    // What is left over is another idle worker's share.
+    if (!runQueue_.empty() && idleWorkers_ > 0) cv_.notify_one();
     lk.unlock();
     if (wake) notify_();
     wake = false;
@@ -418,6 +428,7 @@ void EngineBase::workerLoop() {
     }
 
     lk.lock();
+    ++idleWorkers_;
     for (Entry* e : closing) streams_.erase(e->id);  // destroys its state
     stats_.busyMs += busyMs;
     for (size_t k = 0; k < jobs.size(); ++k) {

@@ -3,7 +3,8 @@
 //
 //   submit(batch) ──► per-stream FIFO of windows ──► run queue of ready streams
 //                                                        │ a worker takes up to
-//                                                        │ maxStreamsPerDecode streams,
+//                                                        │ maxStreamsPerDecode streams
+//                                                        │ (none set: its share, ready / idle workers),
 //                                                        │ the first window of each
 //                                                        ▼
 //                                          Recognizer::decode(jobs)
@@ -119,6 +120,10 @@ class EngineBase final : private RecognizerHost {
   bool stop_ = false;
   std::atomic<bool> stopping_{false};
   std::deque<Entry*> runQueue_;
+  // Workers not inside a decode call. With no maxStreamsPerDecode, a worker
+  // takes its share of the ready streams (ready / idle workers), so work
+  // that arrives together runs on every idle thread, not on one.
+  size_t idleWorkers_ = 0;
   std::unordered_map<uint32_t, std::unique_ptr<Entry>> streams_;
   uint32_t nextStreamId_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Batch>> inflight_;
