@@ -146,6 +146,7 @@ export const configSchema = z
             model: z.enum(['tiny', 'base'], { error: 'must be "tiny" or "base"' }),
             modelsDir: str(),
             partialIntervalMs: int(10, 10_000),
+            partialLoadShare: num(0.05, 1),
             tailMs: int(0, 2000),
             maxUtteranceSeconds: num(1, 60),
             maxTokensPerSecond: num(1, 50),

@@ -81,6 +81,8 @@ export interface NativeMoonshineEngineOptions {
   prerollSamples: number;
   maxUtteranceSamples: number;
   partialIntervalMs: number;
+  /** Partials run only while all decoding stays under this share of the threads (finals always run). */
+  partialLoadShare: number;
   tailSamples: number;
   roundMs: number;
   /** Text from a decode whose tokens' mean probability is below this is dropped (noise). */

@@ -90,6 +90,7 @@ export function moonshineNativeOptions(o: MoonshineOptions): NativeMoonshineEngi
     prerollSamples: Math.round((o.vad.prerollMs * RATE) / 1000),
     maxUtteranceSamples: Math.round(Math.min(m.maxUtteranceSeconds, o.vad.maxUtteranceSeconds) * RATE),
     partialIntervalMs: m.partialIntervalMs,
+    partialLoadShare: m.partialLoadShare,
     tailSamples: Math.round((m.tailMs * RATE) / 1000),
     roundMs: 100,
     minMeanProb: 0.25,

@@ -16,9 +16,10 @@ namespace {
 
 constexpr int kRate = Model::kSampleRate;
 constexpr size_t kFrame = Vad::kFrameShift;  // 10 ms
-// Partials start once the utterance holds this much audio (pre-roll included)
-// and only with at least kPartialNewSamples of audio since the last one.
-constexpr size_t kPartialMinSamples = 6400;  // 0.4 s
+// Partials start once the utterance holds this much audio (pre-roll included:
+// with the default 300 ms pre-roll, as soon as the VAD opens it) and only
+// with at least kPartialNewSamples of audio since the last one.
+constexpr size_t kPartialMinSamples = 4800;  // 0.3 s
 constexpr size_t kPartialNewSamples = 1600;  // 0.1 s
 // A thread with no final to run takes a partial predicted to cost up to this
 // much even beyond the round's length.
@@ -102,6 +103,7 @@ struct MoonshineRecognizer::Job {
   Transcript result;
   std::string error;
   double predicted = 0;
+  double ms = 0;      // its share of its batch's run time
   bool done = false;  // the result is already there (a matching speculative final)
 };
 
@@ -175,6 +177,28 @@ void MoonshineRecognizer::learn(const Transcript& t, size_t samples, size_t rows
   if (t.steps > 0) stepMs_.store(0.8 * stepMs_.load(std::memory_order_relaxed) + 0.2 * (t.decodeMs / t.steps), std::memory_order_relaxed);
 }
 
+double MoonshineRecognizer::refillCredit(double spendMs) {
+  std::lock_guard<std::mutex> lock(creditMu_);
+  const auto now = Clock::now();
+  const double perMs = std::max(1, settings_.threads) * settings_.partialLoadShare;
+  const double cap = static_cast<double>(settings_.roundMs) * std::max(1, settings_.threads);
+  const double wallMs = creditAt_ == Clock::time_point() ? cap : std::chrono::duration<double, std::milli>(now - creditAt_).count();
+  creditAt_ = now;
+  creditMs_ = std::min(cap, creditMs_ + wallMs * perMs);
+  spendLocked(spendMs);
+  return creditMs_;
+}
+
+void MoonshineRecognizer::spendCredit(double ms) {
+  std::lock_guard<std::mutex> lock(creditMu_);
+  spendLocked(ms);
+}
+
+void MoonshineRecognizer::spendLocked(double ms) {
+  // The debt is bounded: after a burst of finals, partials resume within about a second.
+  creditMs_ = std::max(creditMs_ - ms, -1000.0 * std::max(1, settings_.threads) * settings_.partialLoadShare);
+}
+
 // ---------------------------------------------------------------- a round
 
 void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
@@ -201,6 +225,8 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     j.predicted = j.done ? 0 : predictMs(j.audio.size());
     load += j.predicted;
   }
+  // What the workers have left for partials, this round's finals taken out.
+  double credit = refillCredit(load);
   const auto now = Clock::now();
   std::vector<std::pair<Stream*, WindowOut*>> due;
   for (const DecodeJob& j : in) {
@@ -223,6 +249,10 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   for (auto& [s, out] : due) {
     const double c = predictMs(s->utt.size());
     if (!(load + c <= settings_.roundMs || (load == 0 && c <= kPartialCapMs))) continue;
+    // Under load, partials come less often (silently); a long one may take the credit into debt.
+    if (credit <= 0 || credit < std::min(c, static_cast<double>(settings_.roundMs))) continue;
+    credit -= c;
+    spendCredit(c);
     load += c;
     Job job;
     job.kind = Job::kPartial;
@@ -237,6 +267,11 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   for (auto& j : jobs) decoded += j.audio.size();
   runJobs(jobs);
   samplesDecoded_.fetch_add(decoded);
+  // The credit was spent on predictions: square it with what the runs took.
+  double error = 0;
+  for (const Job& j : jobs)
+    if (!j.done && j.error.empty()) error += j.ms - j.predicted;
+  spendCredit(error);
   for (const DecodeJob& j : in) {
     Stream& s = static_cast<Stream&>(j.state);
     if (s.inUtt != s.counted) {
@@ -406,7 +441,10 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
       std::vector<const std::vector<float>*> rows;
       for (size_t k : b) rows.push_back(&jobs[k].audio);
       auto rs = model_->transcribe(rows, settings_.decode);
-      for (size_t i = 0; i < b.size(); i++) jobs[b[i]].result = std::move(rs[i]);
+      for (size_t i = 0; i < b.size(); i++) {
+        jobs[b[i]].result = std::move(rs[i]);
+        jobs[b[i]].ms = (jobs[b[i]].result.encodeMs + jobs[b[i]].result.decodeMs) / static_cast<double>(b.size());
+      }
     } catch (const std::bad_alloc&) {
       for (size_t k : b) jobs[k].error = "out of memory (std::bad_alloc)";
     } catch (const std::exception& e) {

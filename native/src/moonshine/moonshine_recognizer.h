@@ -34,6 +34,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -56,6 +57,10 @@ struct MoonshineSettings {
   int partialIntervalMs = 100;
   int tailSamples = 3200;  // 200 ms
   int roundMs = 100;
+  // Partials give way first, across every worker: all decoding (finals,
+  // speculative finals, partials) is kept under this share of `threads`
+  // over wall time, and only partials wait for it. Finals always run.
+  double partialLoadShare = 0.7;
   double loudDb = 12;  // a frame is loud this far over the noise floor
   // A decode whose text tokens have a mean probability below minMeanProb
   // gives no text, nor one below unfinishedMinProb that does not end in
@@ -95,6 +100,12 @@ class MoonshineRecognizer : public Recognizer {
   void processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs);
   void runJobs(std::vector<Job>& jobs);
   double predictMs(size_t samples) const;
+  // The partial credit (see partialLoadShare): refilled over wall time,
+  // spent by every job's predicted cost, squared with its measured cost;
+  // refillCredit returns what is left after spending spendMs.
+  double refillCredit(double spendMs);
+  void spendCredit(double ms);
+  void spendLocked(double ms);  // under creditMu_
   void learn(const Transcript& t, size_t samples, size_t rows);
 
   const MoonshineSettings settings_;
@@ -106,6 +117,9 @@ class MoonshineRecognizer : public Recognizer {
   std::atomic<double> stepMs_{5};
 
   std::atomic<int> inUtterance_{0};
+  std::mutex creditMu_;
+  double creditMs_ = 0;  // guarded by creditMu_
+  std::chrono::steady_clock::time_point creditAt_{};  // guarded by creditMu_
   std::atomic<uint64_t> samplesDecoded_{0};
   std::atomic<bool> loaded_{false};
   std::atomic<double> modelBytes_{0};

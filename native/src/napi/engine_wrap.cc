@@ -121,6 +121,7 @@ std::unique_ptr<Recognizer> makeMoonshine(const Napi::Object& o) {
   m.partialIntervalMs = getInt32(o, "partialIntervalMs", m.partialIntervalMs, 10, 600'000);
   m.tailSamples = getInt32(o, "tailSamples", m.tailSamples, 0, 16000 * 10);
   m.roundMs = getInt32(o, "roundMs", m.roundMs, 1, 10'000);
+  m.partialLoadShare = getNumber(o, "partialLoadShare", m.partialLoadShare, 0.05, 1);
   m.minMeanProb = getNumber(o, "minMeanProb", m.minMeanProb, 0, 1);
   return std::make_unique<moonshine::MoonshineRecognizer>(std::move(m));
 }
