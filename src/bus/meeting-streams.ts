@@ -499,12 +499,17 @@ export class MeetingStreams {
         const ready = [...this.#followed.values()].filter((f) => f.lastId !== null);
         if (!ready.length) break;
         if (this.#reader.status !== 'ready') {
+          // Until the reader is back, or for 500 ms (the listener goes either way: no pile-up during an outage).
           await new Promise<void>((r) => {
-            const t = setTimeout(r, 500);
-            this.#reader.once('ready', () => {
+            const ready = () => {
               clearTimeout(t);
               r();
-            });
+            };
+            const t = setTimeout(() => {
+              this.#reader.off('ready', ready);
+              r();
+            }, 500);
+            this.#reader.once('ready', ready);
           });
           continue;
         }

@@ -221,21 +221,27 @@ describe('a cluster: three nodes, Redis, PostgreSQL and nginx on loopback', () =
     for (const t of fromOutage) expect(seen.some((f) => f.text === t), `the viewer got "${t}" after the outage`).toBe(true);
 
     // A viewer who joins now gets the whole meeting as its replay. (On the
-    // node that follows the meeting. Known bug, open: right after the Redis
-    // restart, a node's first viewer of a meeting has twice been closed with
-    // 1006 before viewer_ready; test/bus/two-nodes.test.ts covers a late
-    // viewer on another node without the restart.)
+    // node that follows the meeting. Known bug, open: on a node that does
+    // not follow it yet, about one run in four loses the viewer's TCP
+    // connection 3 ms after the upgrade, before anything is sent: the
+    // server's close handler sees 1006 and our code never closed it. Not
+    // seen on a node that already follows the meeting, nor under strace.
+    // test/bus/two-nodes.test.ts covers a late viewer on another node.)
+    const lateT0 = Date.now();
     const late = new RawClient(`${viewerNode.ws}/v1/meetings/${MEETING}/captions?token=${viewerToken}`);
     await late.waitFor((m) => m.type === 'viewer_ready').catch((e: Error) => {
       const dump = path.join(tmpdir(), `captiongate-cluster-${process.pid}.log`);
       writeFileSync(dump, nodes.map((n) => n.output()).join('\n=====\n'));
-      throw new Error(`${e.message}; socket errors: ${late.errors.join('; ')}; node alive: ${alive(viewerNode)}; the nodes' logs: ${dump}`);
+      throw new Error(`${e.message} after ${Date.now() - lateT0} ms; socket errors: ${late.errors.join('; ')}; node alive: ${alive(viewerNode)}; the nodes' logs: ${dump}`);
     });
     for (let i = 0; i < 100 && late.messages.filter((m) => m.type === 'final' && (m as FinalMessage).text).length < seen.length; i++) await sleep(100);
     const replayed = late.messages.filter((m): m is ViewerFinal => m.type === 'final' && (m as FinalMessage).text !== '') as ViewerFinal[];
     // Complete: the same finals (a replay is on the meeting's clock; live ones came in the order they were published).
     expect(replayed.map((f) => `${f.speaker}|${f.text}`).sort()).toEqual(seen.map((f) => `${f.speaker}|${f.text}`).sort());
     late.ws.close();
+    // Every message either viewer got was valid JSON (a throwing listener once hid this as a bare 1006).
+    console.log(`cluster: viewer errors ${JSON.stringify(viewer.errors)}; late viewer errors ${JSON.stringify(late.errors)}`);
+    expect([...viewer.errors, ...late.errors]).toEqual([]);
 
     // The meeting's file, from PostgreSQL through the load balancer, is what the viewer saw (within the second at the cut).
     let file: { finals: { speaker?: string; text: string }[] } | null = null;

@@ -179,7 +179,13 @@ export class RawClient {
     });
     this.ws.on('error', (err) => this.errors.push(err.message));
     this.ws.on('message', (d: Buffer, isBinary: boolean) => {
-      this.messages.push(decodeServerMessage(isBinary ? new Uint8Array(d) : d.toString()));
+      // A message the validator refuses is recorded, not thrown: a throw in a
+      // ws listener destroys the socket (a bare 1006) and hides the reason.
+      try {
+        this.messages.push(decodeServerMessage(isBinary ? new Uint8Array(d) : d.toString()));
+      } catch (err) {
+        this.errors.push(`invalid server message (${(err as Error).message}): ${(isBinary ? `${d.length} bytes` : d.toString()).slice(0, 300)}`);
+      }
     });
   }
 
