@@ -62,7 +62,7 @@ export function engineSpecs(cores: number): EngineSpec[] {
       name: 'moonshine tiny',
       env: { CAPTIONGATE_ENGINE_KIND: 'moonshine', CAPTIONGATE_ENGINE_MOONSHINE_MODEL: 'tiny', CAPTIONGATE_ENGINE_THREADS: threads },
       create: () => createMoonshineEngine({ ...c, threads: cores, moonshine: { ...c.moonshine, model: 'tiny' } }),
-      steps: [6, 8, 10, 12, 14, 16, 18, 20, 24],
+      steps: [8, 12, 16, 20, 24, 28, 32],
     },
     {
       name: 'moonshine base',
