@@ -60,7 +60,7 @@ struct MoonshineSettings {
   // Partials give way first, across every worker: all decoding (finals,
   // speculative finals, partials) is kept under this share of `threads`
   // over wall time, and only partials wait for it. Finals always run.
-  double partialLoadShare = 0.7;
+  double partialLoadShare = 0.5;
   double loudDb = 12;  // a frame is loud this far over the noise floor
   // A decode whose text tokens have a mean probability below minMeanProb
   // gives no text, nor one below unfinishedMinProb that does not end in
