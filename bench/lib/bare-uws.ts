@@ -3,7 +3,7 @@
  * gateway's WebSocket settings that accepts /v1/listen, sends `ready`, and
  * drops every audio frame. Same load, side by side, in one bench run.
  */
-import { loadUws } from '../../src/transport/uws.js';
+import { loadUws } from '../../src/transport/uws-native.js';
 
 const { uws } = loadUws();
 const app = uws.App();

@@ -1,12 +1,7 @@
 /**
- * uWebSockets.js transport (npm @trufflesuite/uws-js-unofficial, pinned).
- * The package silently falls back to a slow pure-JS server when its native
- * binary does not load (it ships binaries for Node 16/18/20 only), so we load
- * the binary ourselves and report which path is in use.
+ * The uWebSockets.js transport (the default): routes, upgrades and
+ * WebSocket events onto the gateway's transport handlers.
  */
-import { createRequire } from 'node:module';
-import path from 'node:path';
-
 import {
   declaredLength,
   hasBody,
@@ -22,44 +17,8 @@ import {
   type UpgradeRequest,
   type WsConnection,
 } from './types.js';
-
-// Minimal structural types for the parts of uWS we use.
-interface UwsWebSocket {
-  send(message: string | Uint8Array, isBinary?: boolean, compress?: boolean): number;
-  getBufferedAmount(): number;
-  end(code?: number, shortMessage?: string): void;
-  close(): void;
-  getUserData(): UserData;
-}
-interface UwsHttpResponse {
-  writeStatus(status: string): UwsHttpResponse;
-  writeHeader(key: string, value: string): UwsHttpResponse;
-  end(body?: string | Uint8Array, closeConnection?: boolean): UwsHttpResponse;
-  onAborted(cb: () => void): UwsHttpResponse;
-  onData(cb: (chunk: ArrayBuffer, isLast: boolean) => void): UwsHttpResponse;
-  close(): UwsHttpResponse;
-  cork(cb: () => void): UwsHttpResponse;
-  upgrade(userData: UserData, key: string, protocol: string, extensions: string, context: unknown): void;
-  getRemoteAddressAsText(): ArrayBuffer;
-}
-interface UwsHttpRequest {
-  getUrl(): string;
-  getQuery(): string | undefined;
-  getMethod(): string;
-  getHeader(name: string): string;
-  forEach(cb: (key: string, value: string) => void): void;
-}
-interface UwsApp {
-  ws(pattern: string, behavior: Record<string, unknown>): UwsApp;
-  any(pattern: string, handler: (res: UwsHttpResponse, req: UwsHttpRequest) => void): UwsApp;
-  listen(host: string, port: number, cb: (token: unknown) => void): UwsApp;
-}
-interface UwsModule {
-  App(): UwsApp;
-  DISABLED: number;
-  us_listen_socket_close(token: unknown): void;
-  us_socket_local_port(token: unknown): number;
-}
+import { CorkAnchor } from './uws-cork-anchor.js';
+import { loadUws, type UwsHttpRequest, type UwsHttpResponse, type UwsWebSocket as NativeWebSocket } from './uws-native.js';
 
 interface UserData {
   context: unknown;
@@ -69,17 +28,7 @@ interface UserData {
   closedEarly: { code: number; reason: string } | null;
 }
 
-export function loadUws(): { uws: UwsModule; native: boolean; detail: string } {
-  const require = createRequire(import.meta.url);
-  const pkgDir = path.dirname(require.resolve('@trufflesuite/uws-js-unofficial/package.json'));
-  const binary = path.join(pkgDir, 'binaries', `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`);
-  try {
-    return { uws: require(binary) as UwsModule, native: true, detail: binary };
-  } catch (err) {
-    const fallback = require(path.join(pkgDir, 'dist', 'index.js')) as UwsModule;
-    return { uws: fallback, native: false, detail: `native binary did not load (${(err as Error).message.split('\n')[0]})` };
-  }
-}
+type UwsWebSocket = NativeWebSocket<UserData>;
 
 const textDecoder = new TextDecoder();
 
@@ -133,6 +82,8 @@ function writeResponse(res: UwsHttpResponse, r: HttpResponse, closeConnection = 
 export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: TransportOptions): Transport {
   const { uws, native } = loadUws();
   const app = uws.App();
+  // The JS fallback has no cork bug (its cork is a plain call) and no unix listener.
+  const anchor = native ? new CorkAnchor(uws) : null;
   const connections = new Set<UwsConnection>();
   let listenToken: unknown = null;
 
@@ -161,15 +112,17 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
       res.onAborted(() => {
         aborted = true;
       });
-      const finish = (d: UpgradeDecision<C>) => {
+      const finish = (d: UpgradeDecision<C>, late: boolean) => {
         if (aborted) return;
-        res.cork(() => {
-          if (d.accept) {
-            res.upgrade({ context: d.context, conn: null, handler: null, closedEarly: null }, key, d.protocol ?? '', extensions, context);
-          } else {
-            writeResponse(res, { status: d.status, headers: { 'content-type': 'application/json', ...(d.headers ?? {}) }, body: d.body });
-          }
-        });
+        if (!d.accept) {
+          res.cork(() => writeResponse(res, { status: d.status, headers: { 'content-type': 'application/json', ...(d.headers ?? {}) }, body: d.body }));
+          return;
+        }
+        const upgrade = () =>
+          res.upgrade({ context: d.context, conn: null, handler: null, closedEarly: null } satisfies UserData, key, d.protocol ?? '', extensions, context);
+        // Inside this handler uWS has the socket corked and finishes the upgrade itself; after it, see uws-cork-anchor.ts.
+        if (late && anchor) anchor.upgradeLate(res, upgrade);
+        else res.cork(upgrade);
       };
       let decision: UpgradeDecision<C> | Promise<UpgradeDecision<C>>;
       try {
@@ -178,10 +131,11 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
         decision = { accept: false, status: 500, body: JSON.stringify({ error: (err as Error).message }) };
       }
       if (decision instanceof Promise) {
-        decision.then(finish, (err: unknown) =>
-          finish({ accept: false, status: 500, body: JSON.stringify({ error: (err as Error).message }) }),
+        decision.then(
+          (d) => finish(d, true),
+          (err: unknown) => finish({ accept: false, status: 500, body: JSON.stringify({ error: (err as Error).message }) }, true),
         );
-      } else finish(decision);
+      } else finish(decision, false);
     },
     open: (ws: UwsWebSocket) => {
       const ud = ws.getUserData();
@@ -302,7 +256,9 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
   return {
     kind: 'uws',
     native,
-    listen(host, port) {
+    async listen(host, port) {
+      // Without the anchor, late upgrades are still safe (uWS prints a warning for each): not a reason to refuse to start.
+      await anchor?.open().catch(() => {});
       return new Promise((resolve, reject) => {
         app.listen(host, port, (token) => {
           if (!token) {
@@ -330,6 +286,7 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
       }
       for (const c of [...connections]) c.terminate();
       connections.clear();
+      anchor?.close();
     },
   };
 }
