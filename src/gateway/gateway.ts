@@ -192,8 +192,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       resumeGraceSeconds: config.limits.resumeGraceSeconds,
       log,
     });
-    crossNode = new CrossNodeResume({ registry, manager: () => manager2!, store, hub, log });
+    const resume = new CrossNodeResume({ registry, manager: () => manager2!, store, hub, log });
+    crossNode = resume;
     lifecycle.onClose('session registry', () => registry.close());
+    lifecycle.onClose('cross-node resume', () => resume.close());
   }
   const cross = crossNode;
 
@@ -249,8 +251,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         // The final's own seq: a resume on another node replays it from the store with it.
         const f = { ...ev, seq: s.seq };
         archive.record(s.id, f);
-        if (f.text) store.final(s.id, f);
-        cross?.checkpoint(s);
+        if (f.text) {
+          store.final(s.id, f);
+          cross?.final(s, f);
+        } else cross?.checkpoint(s);
       }
       const m = meetingOf(s);
       if (m) hub.publish(m, s.id, ev);

@@ -13,7 +13,7 @@ import type { FinalMessage, StartMessage } from '../protocol/messages.js';
 import type { Adoption, SessionManager } from '../session/manager.js';
 import type { Session } from '../session/session.js';
 import type { Store } from '../store/index.js';
-import { hashToken, SessionRegistry, type SessionEntry } from './registry.js';
+import { CHECKPOINT_MS, hashToken, MAX_CARRIED_FINALS, SessionRegistry, type SessionEntry } from './registry.js';
 
 /** How long a resume waits for the old node to hand its session over. */
 const HANDOVER_TIMEOUT_MS = 5000;
@@ -37,6 +37,10 @@ export class CrossNodeResume {
   #hashOf = new WeakMap<Session, string>();
   /** What a session continued here brings: its meeting's clock and its finals so far (read once by `carried`). */
   #carried = new Map<string, { clock: number | undefined; finals: FinalMessage[] }>();
+  /** Each session's finals the store has not confirmed yet; its entry carries them. */
+  #unwritten = new Map<Session, FinalMessage[]>();
+  #settleTimer: NodeJS.Timeout | null = null;
+  #settling = false;
 
   constructor(deps: CrossNodeDeps) {
     this.#d = deps;
@@ -47,6 +51,8 @@ export class CrossNodeResume {
   }
 
   start(): Promise<void> {
+    this.#settleTimer = setInterval(() => void this.#settle(), CHECKPOINT_MS);
+    this.#settleTimer.unref();
     return this.#d.registry.start(
       (hash) => this.#handOver(hash),
       () => {
@@ -80,6 +86,45 @@ export class CrossNodeResume {
     if (e) void this.#d.registry.put(hash, e, { take: true });
   }
 
+  close(): void {
+    if (this.#settleTimer) clearInterval(this.#settleTimer);
+    this.#settleTimer = null;
+  }
+
+  /**
+   * A final of a session here (already queued for the store): its entry
+   * is written now, and carries the final until the store confirms it.
+   */
+  final(s: Session, f: FinalMessage): void {
+    if (this.#hashOf.get(s) !== undefined) {
+      const list = this.#unwritten.get(s) ?? [];
+      list.push(f);
+      // A long store outage: the store's own queue keeps the older ones.
+      if (list.length > MAX_CARRIED_FINALS) list.splice(0, list.length - MAX_CARRIED_FINALS);
+      this.#unwritten.set(s, list);
+    }
+    this.checkpoint(s);
+  }
+
+  /** One store flush for every session here; the finals it wrote leave the entries (at their next write). */
+  async #settle(): Promise<void> {
+    if (this.#settling || this.#unwritten.size === 0) return;
+    this.#settling = true;
+    try {
+      const queued = [...this.#unwritten].map(([s, list]) => [s, new Set(list)] as const);
+      await this.#d.store.flush();
+      // Not ok: some write went back to the store's queue (its server is away); keep carrying them.
+      if (!this.#d.store.status().ok) return;
+      for (const [s, written] of queued) {
+        const left = (this.#unwritten.get(s) ?? []).filter((f) => !written.has(f));
+        if (left.length) this.#unwritten.set(s, left);
+        else this.#unwritten.delete(s);
+      }
+    } finally {
+      this.#settling = false;
+    }
+  }
+
   /** Writes the session's entry now (at each final, on park). */
   checkpoint(s: Session): void {
     const hash = this.#hashOf.get(s);
@@ -103,6 +148,7 @@ export class CrossNodeResume {
     const hash = this.#hashOf.get(s);
     if (!hash) return;
     if (this.#byHash.get(hash) === s) this.#byHash.delete(hash);
+    this.#unwritten.delete(s);
     if (!s.movedAway) this.#d.registry.remove(hash);
   }
 
@@ -141,6 +187,7 @@ export class CrossNodeResume {
       segment: c.segment,
       position: c.position,
       heardSamples: c.heardSamples,
+      ...(this.#unwritten.has(s) ? { finals: this.#unwritten.get(s) } : {}),
       updatedAt: Date.now(),
     };
   }
@@ -155,6 +202,7 @@ export class CrossNodeResume {
     const hash = this.#hashOf.get(s);
     if (!hash || !(await s.handOver())) return false;
     await this.#d.store.flush();
+    if (this.#d.store.status().ok) this.#unwritten.delete(s);
     const e = this.#entry(s, 'moved');
     if (!e || (await this.#d.registry.put(hash, e)) !== 'ok') {
       // Redis did not take it: the session cannot move; it ends here as at shutdown.
@@ -217,7 +265,7 @@ export class CrossNodeResume {
         if (lastSeq > entry.seq + MAX_SEQ_AHEAD) return refused();
         seq = Math.max(entry.seq, lastSeq);
         this.#d.log.warn(
-          { session: entry.id, node: entry.node, state: entry.state, updatedAt: entry.updatedAt, beat, gapSeconds },
+          { session: entry.id, node: entry.node, state: entry.state, updatedAt: entry.updatedAt, beat, gapSeconds, carriedFinals: entry.finals?.length ?? 0 },
           'taking over a session from a node that stopped beating',
         );
       }
@@ -241,6 +289,8 @@ export class CrossNodeResume {
       });
       if (e.meetingId) store.meetingStarted(e.meetingId, e.meetingStartedAt ?? e.startedAt);
     }
+    // Finals the old node made but its store may not have written before it died (idempotent: keyed by segment).
+    for (const f of e.finals ?? []) store.final(e.id, f);
     const finals = await store.getFinals(e.id);
     this.#carried.set(e.id, { clock: e.meetingStartedAt ?? undefined, finals });
     // Not adopted (the connection failed first): nothing stays behind.

@@ -10,7 +10,8 @@
  *                          older than DEAD_AFTER_MS is dead.
  *   resume:<sha256(token)> the session's entry (JSON, SessionEntry), written
  *                          at each final, on park, on hand-over, and every
- *                          CHECKPOINT_MS while the session lives; it expires
+ *                          CHECKPOINT_MS while the session lives, with the
+ *                          finals the store has not written yet; it expires
  *                          (resumeGraceSeconds + a margin after its last
  *                          write) so a dead node's entries do not stay.
  *   claim:<sha256(token)>  who is taking a session over (SET NX, short TTL):
@@ -50,6 +51,20 @@ const positionSchema = z.object({
 });
 export type Position = z.infer<typeof positionSchema>;
 
+/** The newest finals an entry carries at most (see `finals` below). */
+export const MAX_CARRIED_FINALS = 32;
+
+const carriedFinalSchema = z.object({
+  type: z.literal('final'),
+  seq: z.number().int().min(0),
+  segment: z.number().int().min(0),
+  text: z.string(),
+  start: z.number(),
+  end: z.number(),
+  words: z.array(z.object({ word: z.string(), start: z.number(), end: z.number(), confidence: z.number() })),
+  speaker: z.string().optional(),
+});
+
 /** One validator for what is read back from Redis: another node (or version) wrote it. */
 export const sessionEntrySchema = z.object({
   v: z.literal(1),
@@ -73,6 +88,12 @@ export const sessionEntrySchema = z.object({
   position: positionSchema,
   /** 16 kHz samples received at the time of this write. */
   heardSamples: z.number().int().min(0),
+  /**
+   * Finals the store may not have written yet (it writes in batches): a
+   * node that takes the session over from a dead one writes them, so a
+   * final the client and the meeting saw is never missing from the file.
+   */
+  finals: z.array(carriedFinalSchema).max(MAX_CARRIED_FINALS).optional(),
   updatedAt: z.number(),
 });
 export type SessionEntry = z.infer<typeof sessionEntrySchema>;

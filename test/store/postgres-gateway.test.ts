@@ -8,6 +8,9 @@
  *   keep coming), /readyz stays 200 and says the store is degraded, stored
  *   files answer 503 CAP_ERR_STORE_UNAVAILABLE; when it is back, every
  *   final the client got lands in the store.
+ * - A node loses PostgreSQL, then is killed (SIGKILL) mid-session: the node
+ *   that takes the session over (Redis registry) writes the finals the dead
+ *   one could not, so the file has every final the client got.
  * - An unreachable store.url at startup: one clear line, exit 1.
  * The password in store.url never appears in any log.
  */
@@ -22,6 +25,8 @@ import { connect } from '../../src/client/client.js';
 import type { FinalMessage } from '../../src/protocol/messages.js';
 import { librivoxClips } from '../../eval/corpus.js';
 import { POSTGRES_PASSWORD, startPostgres, type PostgresServer } from '../helpers/postgres-server.js';
+import { startRedis } from '../helpers/redis-server.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 const SECRET = 'pg-gateway-test-secret-0123456789-abcd';
 const key = new TextEncoder().encode(SECRET);
@@ -229,6 +234,53 @@ describe('the gateway on PostgreSQL', () => {
       await a.stop();
     }
   });
+
+  it('a node that lost PostgreSQL and is then killed loses no final: the node that takes its session over writes them', async () => {
+    const url = await pg.createDatabase('gw_kill');
+    const redis = await startRedis();
+    // Node A reaches PostgreSQL through a proxy the test closes: its database goes away, B's does not.
+    const proxy = await startTcpProxy(pg.port);
+    try {
+      const env = { CAPTIONGATE_AUTH_SECRET: SECRET, CAPTIONGATE_REDIS_URL: redis.url };
+      const [a, b] = await Promise.all([
+        startNode({ ...env, CAPTIONGATE_STORE_URL: url.replace(`:${pg.port}/`, `:${proxy.port}/`), CAPTIONGATE_SERVER_NODE_ID: 'node-a' }),
+        startNode({ ...env, CAPTIONGATE_STORE_URL: url, CAPTIONGATE_SERVER_NODE_ID: 'node-b' }),
+      ]);
+      const listen = (n: Node) => `ws://127.0.0.1:${n.port}/v1/listen`;
+      const c = await connect(listen(a), { sampleRate: 16000, token: await token({ sub: 'alice' }), resume: { initialDelayMs: 100, urls: [listen(a), listen(b)] } });
+      const finals: FinalMessage[] = [];
+      c.on('message', (m) => m.type === 'final' && m.text && finals.push(m));
+      const utterance = async (i: number) => {
+        const n = finals.length;
+        await c.write(pcm(i));
+        c.flush();
+        await poll(`the final of clip ${i}`, async () => (finals.length > n ? true : undefined));
+      };
+      await utterance(0);
+      const id = c.ready.sessionId;
+      await poll('the first final in PostgreSQL', async () => ((await pg.query('gw_kill', 'SELECT 1 FROM finals WHERE session_id = $1', [id])).length ? true : undefined));
+      // From here A's writes fail (its store queues them), and A dies before it could write them.
+      await proxy.close();
+      await utterance(1);
+      await utterance(2);
+      a.child.kill('SIGKILL');
+      await a.exited;
+      await utterance(3);
+      const end = await c.stop();
+      expect(end.reason).toBe('client_stop');
+      expect(c.url).toBe(listen(b));
+      const stored = await poll('every final in PostgreSQL', async () => {
+        const rows = await pg.query<{ seq: string; text: string }>('gw_kill', 'SELECT seq, text FROM finals WHERE session_id = $1 ORDER BY segment', [id]);
+        return rows.length >= finals.length ? rows : undefined;
+      });
+      // Each final the client got, once, with its seq: the two A made without its database came from its checkpoint.
+      expect(stored.map((r) => [Number(r.seq), r.text])).toEqual(finals.map((f) => [f.seq, f.text]));
+      expect(Number(/"carriedFinals":(\d+)/.exec(b.output())?.[1])).toBeGreaterThanOrEqual(2);
+    } finally {
+      await proxy.close().catch(() => {});
+      await redis.destroy();
+    }
+  }, 240_000);
 
   it('refuses to start on an unreachable store.url with one clear line (no password), and on postgres without a URL', async () => {
     const bad = spawnNode({ CAPTIONGATE_STORE_URL: `postgres://captiongate:${POSTGRES_PASSWORD}@127.0.0.1:1/captions` });
