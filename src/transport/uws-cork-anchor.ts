@@ -82,18 +82,19 @@ export class CorkAnchor {
     this.#client = null;
   }
 
+  /** Rejects (never throws) when the anchor cannot be made, for instance with no writable temporary folder. */
   #connect(): Promise<void> {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'captiongate-uws-'));
-    const socketPath = path.join(dir, 'anchor.sock');
-    const app = this.#uws.App();
-    let listenToken: unknown = null;
-    // Nobody else can connect once the anchor is made: the listener and its folder go.
-    const stopListening = () => {
-      if (listenToken) this.#uws.us_listen_socket_close(listenToken);
-      listenToken = null;
-      fs.rmSync(dir, { recursive: true, force: true });
-    };
     return new Promise<void>((resolve, reject) => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'captiongate-uws-'));
+      const socketPath = path.join(dir, 'anchor.sock');
+      const app = this.#uws.App();
+      let listenToken: unknown = null;
+      // Nobody else can connect once the anchor is made: the listener and its folder go.
+      const stopListening = () => {
+        if (listenToken) this.#uws.us_listen_socket_close(listenToken);
+        listenToken = null;
+        fs.rmSync(dir, { recursive: true, force: true });
+      };
       const fail = (err: Error) => {
         clearTimeout(timer);
         stopListening();
