@@ -20,7 +20,7 @@ import { packageRoot } from '../src/util/paths.js';
 import type { SessionTrace } from './lib/loadgen.js';
 import { histogramQuantile, percentile, runLoadProcesses, sleep } from './lib/measure.js';
 import { storyBench } from './lib/story.js';
-import { INFO, startServer, type ServerProcess } from './lib/server.js';
+import { INFO, overheadEnv, startServer, type ServerProcess } from './lib/server.js';
 import { soak } from './soak.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
@@ -63,19 +63,6 @@ function concat(parts: Int16Array[]): Int16Array {
 const libri = concat(librivoxClips().flatMap((c) => [wavToInt16(readWav(c.file)), new Int16Array(RATE)]));
 const libriFile = writeRaw('bench-librivox', libri);
 const { storyPcm, storyLoad, storyAnalysis } = storyBench(FRAME_MS);
-
-const overheadEnv = (n: number, transport: string) => ({
-  ...INFO,
-  CAPTIONGATE_ENGINE_KIND: 'overhead',
-  CAPTIONGATE_ALLOW_OVERHEAD_ENGINE: '1',
-  CAPTIONGATE_SERVER_TRANSPORT: transport,
-  CAPTIONGATE_POOL_SLABS: String(n + 50),
-  CAPTIONGATE_LIMITS_MAX_SESSIONS_PER_ADDRESS: String(n + 50),
-  // Every load generator connects from 127.0.0.1.
-  CAPTIONGATE_LIMITS_MAX_CONNECTIONS_PER_ADDRESS: String(n + 50),
-  CAPTIONGATE_RATE_LIMITS_OPENS_PER_MINUTE_PER_ADDRESS: '1000000',
-  CAPTIONGATE_ADMISSION_MAX_ENGINE_LAG_SECONDS: '600',
-});
 
 // ------------------------------------------------------------------ 1, 2: overhead and transport
 

@@ -116,3 +116,17 @@ export function metricValue(text: string, name: string, labels = ''): number {
 
 /** The server logs its port at info level; benches that want quiet logs still need that line. */
 export const INFO = { CAPTIONGATE_LOG_LEVEL: 'info' } as const;
+
+/** The gateway on the overhead-measurement engine, with room and limits for `n` sessions from one address. */
+export const overheadEnv = (n: number, transport: string): Record<string, string> => ({
+  ...INFO,
+  CAPTIONGATE_ENGINE_KIND: 'overhead',
+  CAPTIONGATE_ALLOW_OVERHEAD_ENGINE: '1',
+  CAPTIONGATE_SERVER_TRANSPORT: transport,
+  CAPTIONGATE_POOL_SLABS: String(n + 50),
+  CAPTIONGATE_LIMITS_MAX_SESSIONS_PER_ADDRESS: String(n + 50),
+  // Every load generator connects from 127.0.0.1.
+  CAPTIONGATE_LIMITS_MAX_CONNECTIONS_PER_ADDRESS: String(n + 50),
+  CAPTIONGATE_RATE_LIMITS_OPENS_PER_MINUTE_PER_ADDRESS: '1000000',
+  CAPTIONGATE_ADMISSION_MAX_ENGINE_LAG_SECONDS: '600',
+});
