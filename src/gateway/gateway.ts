@@ -345,6 +345,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         : req.path === '/v1/listen'
           ? deepgramTooLarge(config.files.maxUploadBytes)
           : { status: 413, headers: { 'content-type': 'application/json' }, body: JSON.stringify(errorBody('CAP_ERR_BAD_PARAMETER', `the request body is larger than ${limit} bytes`)) },
+    onWarning: (message: string, err: unknown) => log.warn({ err }, message),
     // Connection handlers guard themselves; this is the transport's last line.
     onHandlerError: (err: unknown, conn: WsConnection) => {
       log.error({ err, boundary: 'transport', remote: conn.remoteAddress }, 'internal error in a connection handler: closing it');

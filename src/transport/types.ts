@@ -88,6 +88,8 @@ export interface TransportOptions {
   readonly maxBodyBytes: number;
   /** The 413 answer, in the dialect of the route asked for (the body is not handed to `http`). */
   readonly bodyTooLarge: (req: Omit<HttpRequest, 'body' | 'onAbort'>, limit: number) => HttpResponse;
+  /** Something the operator should know that ends nothing (uws: the cork anchor could not be made). */
+  readonly onWarning: (message: string, err: unknown) => void;
 }
 
 export interface Transport {

@@ -27,33 +27,50 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { UwsHttpResponse, UwsModule, UwsWebSocket } from './uws-native.js';
+import type { UwsApp, UwsHttpResponse, UwsModule, UwsWebSocket } from './uws-native.js';
 
 const OPEN_TIMEOUT_MS = 5000;
+/** After a failed attempt, the next waits this long (late upgrades go uncorked meanwhile). */
+const RETRY_MS = 30_000;
+const HANDSHAKE =
+  'GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ';
+
+/** One attempt to connect: what its socket's handlers need. */
+interface Attempt {
+  readonly client: net.Socket;
+  readonly done: (err: Error | null, ws?: UwsWebSocket<unknown>) => void;
+}
 
 export class CorkAnchor {
   readonly #uws: UwsModule;
+  readonly #warn: (message: string, err: unknown) => void;
+  /** One uWS app for every attempt (an app cannot be freed). */
+  #app: UwsApp | null = null;
+  #attempt: Attempt | null = null;
   #ws: UwsWebSocket<unknown> | null = null;
   #client: net.Socket | null = null;
   #opening: Promise<void> | null = null;
+  #retryAt = 0;
   #closed = false;
 
-  constructor(uws: UwsModule) {
+  constructor(uws: UwsModule, warn: (message: string, err: unknown) => void) {
     this.#uws = uws;
-  }
-
-  /** Whether the anchor socket is up (else upgrades take the uncorked path). */
-  get held(): boolean {
-    return this.#ws !== null;
+    this.#warn = warn;
   }
 
   /** Makes the anchor connection; resolves when it is open (at once if it is). */
   open(): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('the cork anchor is closed'));
     if (this.#ws) return Promise.resolve();
-    this.#opening ??= this.#connect().finally(() => {
-      this.#opening = null;
-    });
+    this.#opening ??= this.#connect()
+      .catch((err: unknown) => {
+        this.#retryAt = Date.now() + RETRY_MS;
+        if (!this.#closed) this.#warn(`no cork anchor (${(err as Error).message}): upgrades decided after their handler are made uncorked (uWS prints a warning for each); retrying in ${RETRY_MS / 1000} s`, err);
+        throw err;
+      })
+      .finally(() => {
+        this.#opening = null;
+      });
     return this.#opening;
   }
 
@@ -61,7 +78,8 @@ export class CorkAnchor {
    * Runs `upgrade` (which calls `res.upgrade`) for a response whose
    * handler has returned. With the anchor, inside its cork, then inside
    * `res.cork` (which then only counts the cork). Without it, uncorked: the
-   * connection is safe and uWS prints its warning; the anchor is remade.
+   * connection is safe and uWS prints its warning; the anchor is remade
+   * (at most every RETRY_MS after a failure).
    */
   upgradeLate(res: UwsHttpResponse, upgrade: () => void): void {
     const ws = this.#ws;
@@ -70,11 +88,12 @@ export class CorkAnchor {
       return;
     }
     upgrade();
-    if (!this.#closed) this.open().catch(() => {});
+    if (!this.#closed && !this.#opening && Date.now() >= this.#retryAt) this.open().catch(() => {});
   }
 
   close(): void {
     this.#closed = true;
+    this.#attempt?.done(new Error('the cork anchor was closed while it opened'));
     const ws = this.#ws;
     this.#ws = null;
     ws?.close();
@@ -82,73 +101,81 @@ export class CorkAnchor {
     this.#client = null;
   }
 
+  #anchorApp(): UwsApp {
+    if (this.#app) return this.#app;
+    const app = this.#uws.App();
+    app.ws('/*', {
+      compression: this.#uws.DISABLED,
+      maxPayloadLength: 16,
+      idleTimeout: 0,
+      sendPingsAutomatically: false,
+      open: (ws: UwsWebSocket<unknown>) => {
+        const a = this.#attempt;
+        if (a) a.done(null, ws);
+        else ws.close();
+      },
+      close: (ws: UwsWebSocket<unknown>) => {
+        if (this.#ws !== ws) return;
+        this.#ws = null;
+        this.#client?.destroy();
+        this.#client = null;
+      },
+    });
+    this.#app = app;
+    return app;
+  }
+
   /** Rejects (never throws) when the anchor cannot be made, for instance with no writable temporary folder. */
   #connect(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      const app = this.#anchorApp();
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'captiongate-uws-'));
       const socketPath = path.join(dir, 'anchor.sock');
-      const app = this.#uws.App();
       let listenToken: unknown = null;
-      // Nobody else can connect once the anchor is made: the listener and its folder go.
+      let settled = false;
+      // Nobody else can connect once the anchor is made (or not): the listener and its folder go.
       const stopListening = () => {
         if (listenToken) this.#uws.us_listen_socket_close(listenToken);
         listenToken = null;
         fs.rmSync(dir, { recursive: true, force: true });
       };
-      const fail = (err: Error) => {
+      const client = new net.Socket();
+      const done = (err: Error | null, ws?: UwsWebSocket<unknown>) => {
+        if (settled) {
+          ws?.close();
+          return;
+        }
+        settled = true;
         clearTimeout(timer);
         stopListening();
-        client?.destroy();
-        reject(err);
+        this.#attempt = null;
+        if (err || !ws || this.#closed) {
+          ws?.close();
+          client.destroy();
+          reject(err ?? new Error('the cork anchor was closed while it opened'));
+          return;
+        }
+        this.#ws = ws;
+        this.#client = client;
+        resolve();
       };
-      const timer = setTimeout(() => fail(new Error(`the cork anchor did not open in ${OPEN_TIMEOUT_MS} ms`)), OPEN_TIMEOUT_MS);
-      let client: net.Socket | null = null;
-      app.ws('/*', {
-        compression: this.#uws.DISABLED,
-        maxPayloadLength: 16,
-        idleTimeout: 0,
-        sendPingsAutomatically: false,
-        open: (ws: UwsWebSocket<unknown>) => {
-          clearTimeout(timer);
-          stopListening();
-          if (this.#closed || this.#ws || !client) {
-            ws.close();
-            client?.destroy();
-            reject(new Error('the cork anchor was closed while it opened'));
-            return;
-          }
-          this.#ws = ws;
-          this.#client = client;
-          resolve();
-        },
-        close: (ws: UwsWebSocket<unknown>) => {
-          if (this.#ws === ws) {
-            this.#ws = null;
-            this.#client?.destroy();
-            this.#client = null;
-          }
-        },
+      const timer = setTimeout(() => done(new Error(`it did not open in ${OPEN_TIMEOUT_MS} ms`)), OPEN_TIMEOUT_MS);
+      timer.unref();
+      this.#attempt = { client, done };
+      // The 101 is all that ever arrives; the client end must not keep the process alive.
+      client.on('data', () => {});
+      client.on('error', (err) => {
+        if (this.#client === client) client.destroy();
+        else done(err);
       });
+      client.unref();
       app.listen_unix((token) => {
         if (!token) {
-          fail(new Error(`the cork anchor could not listen on ${socketPath}`));
+          done(new Error(`could not listen on ${socketPath}`));
           return;
         }
         listenToken = token;
-        const socket = net.connect(socketPath, () => {
-          socket.write(
-            'GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-              `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-          );
-        });
-        client = socket;
-        // The 101 is all that ever arrives; the client end must not keep the process alive.
-        socket.on('data', () => {});
-        socket.on('error', (err) => {
-          if (this.#client === socket) socket.destroy();
-          else fail(err);
-        });
-        socket.unref();
+        client.connect(socketPath, () => client.write(`${HANDSHAKE}${randomBytes(16).toString('base64')}\r\n\r\n`));
       }, socketPath);
     });
   }

@@ -83,9 +83,10 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
   const { uws, native } = loadUws();
   const app = uws.App();
   // The JS fallback has no cork bug (its cork is a plain call) and no unix listener.
-  const anchor = native ? new CorkAnchor(uws) : null;
+  const anchor = native ? new CorkAnchor(uws, opts.onWarning) : null;
   const connections = new Set<UwsConnection>();
   let listenToken: unknown = null;
+  let closed = false;
 
   app.ws('/*', {
     compression: uws.DISABLED,
@@ -259,6 +260,7 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
     async listen(host, port) {
       // Without the anchor, late upgrades are still safe (uWS prints a warning for each): not a reason to refuse to start.
       await anchor?.open().catch(() => {});
+      if (closed) throw new Error('the transport was closed before it listened');
       return new Promise((resolve, reject) => {
         app.listen(host, port, (token) => {
           if (!token) {
@@ -280,6 +282,7 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
       }
     },
     async close() {
+      closed = true;
       if (listenToken) {
         uws.us_listen_socket_close(listenToken);
         listenToken = null;

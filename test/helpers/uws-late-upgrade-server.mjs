@@ -30,6 +30,7 @@ if (process.env.MODE === 'transport') {
       maxBackpressureBytes: 1 << 20,
       maxBodyBytes: 1 << 16,
       onHandlerError: (err) => process.stderr.write(`handler error: ${err}\n`),
+      onWarning: (message) => process.stderr.write(`warning: ${message}\n`),
       bodyTooLarge: () => ({ status: 413, body: '' }),
     },
   );
