@@ -108,13 +108,17 @@ export class CrossNodeResume {
 
   /** One store flush for every session here; the finals it wrote leave the entries (at their next write). */
   async #settle(): Promise<void> {
-    if (this.#settling || this.#unwritten.size === 0) return;
+    const { store } = this.#d;
+    // The store's server is away: nothing can be confirmed, and its own retries keep their backoff.
+    if (this.#settling || this.#unwritten.size === 0 || !store.status().ok) return;
     this.#settling = true;
     try {
       const queued = [...this.#unwritten].map(([s, list]) => [s, new Set(list)] as const);
-      await this.#d.store.flush();
-      // Not ok: some write went back to the store's queue (its server is away); keep carrying them.
-      if (!this.#d.store.status().ok) return;
+      const dropped = store.status().droppedWrites;
+      await store.flush();
+      // Not ok: some write went back to the store's queue; dropped: a batch failed. Either way, keep carrying them.
+      const after = store.status();
+      if (!after.ok || after.droppedWrites !== dropped) return;
       for (const [s, written] of queued) {
         const left = (this.#unwritten.get(s) ?? []).filter((f) => !written.has(f));
         if (left.length) this.#unwritten.set(s, left);
@@ -201,8 +205,10 @@ export class CrossNodeResume {
   async #move(s: Session, close: { code: number; reason: string }): Promise<boolean> {
     const hash = this.#hashOf.get(s);
     if (!hash || !(await s.handOver())) return false;
+    const dropped = this.#d.store.status().droppedWrites;
     await this.#d.store.flush();
-    if (this.#d.store.status().ok) this.#unwritten.delete(s);
+    const after = this.#d.store.status();
+    if (after.ok && after.droppedWrites === dropped) this.#unwritten.delete(s);
     const e = this.#entry(s, 'moved');
     if (!e || (await this.#d.registry.put(hash, e)) !== 'ok') {
       // Redis did not take it: the session cannot move; it ends here as at shutdown.

@@ -51,8 +51,12 @@ const positionSchema = z.object({
 });
 export type Position = z.infer<typeof positionSchema>;
 
-/** The newest finals an entry carries at most (see `finals` below). */
-export const MAX_CARRIED_FINALS = 32;
+/**
+ * The newest finals an entry carries at most (see `finals` below). Small:
+ * the entry is rewritten at each final and every CHECKPOINT_MS, and it only
+ * grows while the store cannot write (about 1.3 KB a final, words included).
+ */
+export const MAX_CARRIED_FINALS = 8;
 
 const carriedFinalSchema = z.object({
   type: z.literal('final'),
