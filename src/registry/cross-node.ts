@@ -114,11 +114,7 @@ export class CrossNodeResume {
     this.#settling = true;
     try {
       const queued = [...this.#unwritten].map(([s, list]) => [s, new Set(list)] as const);
-      const dropped = store.status().droppedWrites;
-      await store.flush();
-      // Not ok: some write went back to the store's queue; dropped: a batch failed. Either way, keep carrying them.
-      const after = store.status();
-      if (!after.ok || after.droppedWrites !== dropped) return;
+      if (!(await this.#flushWroteAll())) return;
       for (const [s, written] of queued) {
         const left = (this.#unwritten.get(s) ?? []).filter((f) => !written.has(f));
         if (left.length) this.#unwritten.set(s, left);
@@ -127,6 +123,19 @@ export class CrossNodeResume {
     } finally {
       this.#settling = false;
     }
+  }
+
+  /**
+   * Flushes the store; true if everything queued before was written. Not
+   * ok: some write went back to the store's queue; more dropped: a batch
+   * failed. Either way, the finals stay carried.
+   */
+  async #flushWroteAll(): Promise<boolean> {
+    const { store } = this.#d;
+    const dropped = store.status().droppedWrites;
+    await store.flush();
+    const after = store.status();
+    return after.ok && after.droppedWrites === dropped;
   }
 
   /** Writes the session's entry now (at each final, on park). */
@@ -167,6 +176,7 @@ export class CrossNodeResume {
     const st = state ?? (s.state === 'parked' ? 'parked' : s.state === 'active' || s.state === 'parking' ? 'live' : null);
     if (!st) return null;
     const c = s.checkpoint();
+    const finals = this.#unwritten.get(s);
     const meetingId = typeof s.meta.meetingId === 'string' ? s.meta.meetingId : null;
     return {
       v: 1,
@@ -191,7 +201,7 @@ export class CrossNodeResume {
       segment: c.segment,
       position: c.position,
       heardSamples: c.heardSamples,
-      ...(this.#unwritten.has(s) ? { finals: this.#unwritten.get(s) } : {}),
+      ...(finals ? { finals } : {}),
       updatedAt: Date.now(),
     };
   }
@@ -205,10 +215,7 @@ export class CrossNodeResume {
   async #move(s: Session, close: { code: number; reason: string }): Promise<boolean> {
     const hash = this.#hashOf.get(s);
     if (!hash || !(await s.handOver())) return false;
-    const dropped = this.#d.store.status().droppedWrites;
-    await this.#d.store.flush();
-    const after = this.#d.store.status();
-    if (after.ok && after.droppedWrites === dropped) this.#unwritten.delete(s);
+    if (await this.#flushWroteAll()) this.#unwritten.delete(s);
     const e = this.#entry(s, 'moved');
     if (!e || (await this.#d.registry.put(hash, e)) !== 'ok') {
       // Redis did not take it: the session cannot move; it ends here as at shutdown.

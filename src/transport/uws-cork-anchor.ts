@@ -35,18 +35,13 @@ const RETRY_MS = 30_000;
 const HANDSHAKE =
   'GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ';
 
-/** One attempt to connect: what its socket's handlers need. */
-interface Attempt {
-  readonly client: net.Socket;
-  readonly done: (err: Error | null, ws?: UwsWebSocket<unknown>) => void;
-}
-
 export class CorkAnchor {
   readonly #uws: UwsModule;
   readonly #warn: (message: string, err: unknown) => void;
   /** One uWS app for every attempt (an app cannot be freed). */
   #app: UwsApp | null = null;
-  #attempt: Attempt | null = null;
+  /** Ends the attempt to connect that is under way (the anchor app's `open` calls it). */
+  #attemptDone: ((err: Error | null, ws?: UwsWebSocket<unknown>) => void) | null = null;
   #ws: UwsWebSocket<unknown> | null = null;
   #client: net.Socket | null = null;
   #opening: Promise<void> | null = null;
@@ -93,7 +88,7 @@ export class CorkAnchor {
 
   close(): void {
     this.#closed = true;
-    this.#attempt?.done(new Error('the cork anchor was closed while it opened'));
+    this.#attemptDone?.(new Error('the cork anchor was closed while it opened'));
     const ws = this.#ws;
     this.#ws = null;
     ws?.close();
@@ -110,8 +105,8 @@ export class CorkAnchor {
       idleTimeout: 0,
       sendPingsAutomatically: false,
       open: (ws: UwsWebSocket<unknown>) => {
-        const a = this.#attempt;
-        if (a) a.done(null, ws);
+        const done = this.#attemptDone;
+        if (done) done(null, ws);
         else ws.close();
       },
       close: (ws: UwsWebSocket<unknown>) => {
@@ -148,7 +143,7 @@ export class CorkAnchor {
         settled = true;
         clearTimeout(timer);
         stopListening();
-        this.#attempt = null;
+        this.#attemptDone = null;
         if (err || !ws || this.#closed) {
           ws?.close();
           client.destroy();
@@ -161,7 +156,7 @@ export class CorkAnchor {
       };
       const timer = setTimeout(() => done(new Error(`it did not open in ${OPEN_TIMEOUT_MS} ms`)), OPEN_TIMEOUT_MS);
       timer.unref();
-      this.#attempt = { client, done };
+      this.#attemptDone = done;
       // The 101 is all that ever arrives; the client end must not keep the process alive.
       client.on('data', () => {});
       client.on('error', (err) => {
