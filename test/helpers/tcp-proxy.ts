@@ -15,14 +15,32 @@ export interface TcpProxy {
   readonly accepted: number;
   /** Drops every open connection, both ends, without a close frame. */
   cut(): void;
+  /**
+   * New connections are accepted but not passed on (a reconnect waits, as
+   * behind a slow network) until the returned function is called.
+   */
+  hold(): () => void;
   close(): Promise<void>;
 }
 
 export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
   const pairs = new Set<[net.Socket, net.Socket]>();
   let accepted = 0;
+  let held: (() => void)[] | null = null;
   const server = net.createServer((client) => {
     accepted++;
+    if (held) {
+      client.pause();
+      client.on('error', () => client.destroy());
+      // What it sent stays buffered; pipe() starts it flowing.
+      held.push(() => {
+        if (!client.destroyed) pass(client);
+      });
+      return;
+    }
+    pass(client);
+  });
+  const pass = (client: net.Socket) => {
     const upstream = net.connect(targetPort, '127.0.0.1');
     const pair: [net.Socket, net.Socket] = [client, upstream];
     pairs.add(pair);
@@ -35,7 +53,7 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     upstream.on('error', drop).on('close', drop);
     client.pipe(upstream);
     upstream.pipe(client);
-  });
+  };
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
   return {
@@ -51,6 +69,13 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
         b.resetAndDestroy();
       }
       pairs.clear();
+    },
+    hold() {
+      const waiting: (() => void)[] = (held = []);
+      return () => {
+        if (held === waiting) held = null;
+        for (const go of waiting) go();
+      };
     },
     close: () =>
       new Promise<void>((resolve) => {
