@@ -1,5 +1,6 @@
 /**
- * The gateway test suite, run once per transport (uws.test.ts, ws.test.ts).
+ * The gateway test suite, run once per transport (gateway.test.ts; Whisper's
+ * in whisper.test.ts).
  * Real sockets, real speech, the real engine.
  */
 import http from 'node:http';
@@ -11,7 +12,7 @@ import { CaptionClientError, connect } from '../../src/client/client.js';
 import { createPocketSphinxEngine } from '../../src/engine/pocketsphinx.js';
 import { createWhisperEngine } from '../../src/engine/whisper.js';
 import { transcribePcm } from '../../src/scheduler/transcribe.js';
-import type { Utterance } from '../../src/engine/types.js';
+import type { Engine, Utterance } from '../../src/engine/types.js';
 import { ERRORS } from '../../src/errors.js';
 import { fliteSession, librivoxClips } from '../../eval/corpus.js';
 import { STORY } from '../../eval/texts.js';
@@ -26,9 +27,30 @@ import { createOverheadEngine } from '../../src/engine/overhead.js';
 const clips = librivoxClips();
 const clipPcm = clips.map((c) => wavToInt16(readWav(c.file)));
 /** The flite story: all 25 sentences (2 minutes), or the first 10 (Whisper, to keep CI time). */
+const stories = new Map<number, { story: ReturnType<typeof fliteSession>; storyPcm: Int16Array }>();
 function makeStory(sentences: number) {
-  const story = fliteSession(STORY.slice(0, sentences), { voice: 'slt', gapSeconds: 0.8 });
-  return { story, storyPcm: wavToInt16(readWav(story.file)) };
+  let made = stories.get(sentences);
+  if (!made) {
+    const story = fliteSession(STORY.slice(0, sentences), { voice: 'slt', gapSeconds: 0.8 });
+    made = { story, storyPcm: wavToInt16(readWav(story.file)) };
+    stories.set(sentences, made);
+  }
+  return made;
+}
+
+/**
+ * The references (the engine's own streaming result, and whole-file
+ * decoding) depend on the engine and the audio only, so the suite's runs
+ * in one process (one per transport) compute each once: about 85 s of
+ * CI time per run.
+ */
+const references = new Map<string, WeakMap<Int16Array, Promise<unknown>>>();
+function reference<T>(kind: string, pcm: Int16Array, make: () => Promise<T>): Promise<T> {
+  let byPcm = references.get(kind);
+  if (!byPcm) references.set(kind, (byPcm = new WeakMap()));
+  let r = byPcm.get(pcm) as Promise<T> | undefined;
+  if (!r) byPcm.set(pcm, (r = make()));
+  return r;
 }
 
 const joined = (fs: readonly { text: string }[]) => fs.map((f) => f.text).filter(Boolean).join(' ');
@@ -72,15 +94,8 @@ export function gatewaySuite(transport: TransportKind, engine: EngineKind = 'poc
   describe(`gateway over ${transport}${engine === 'pocketsphinx' ? '' : ` with ${engine}`}`, () => {
     let h: Harness;
     /** The engine's own streaming result for each clip, for comparison. */
-    const direct = new Map<Int16Array, Utterance[]>();
-    const directFinals = async (pcm: Int16Array) => {
-      let r = direct.get(pcm);
-      if (!r) {
-        r = (await transcribePcm(h.gw.engine, pcm, { windowSamples: 1600 })).finals;
-        direct.set(pcm, r);
-      }
-      return r;
-    };
+    const directFinals = (pcm: Int16Array): Promise<Utterance[]> =>
+      reference(`${engine} streaming`, pcm, async () => (await transcribePcm(h.gw.engine, pcm, { windowSamples: 1600 })).finals);
 
     /** Whole-file decoding of the LibriVox clips and the story: the accuracy reference. */
     let wholeLibri: string[] = [];
@@ -107,24 +122,24 @@ export function gatewaySuite(transport: TransportKind, engine: EngineKind = 'poc
       // would cut a reference's utterance where the gateway's is not cut.
       await Promise.all([...clipPcm, paced.storyPcm].map((pcm) => directFinals(pcm)));
       await directFinals(storyPcm);
-      const c = testConfig().engine;
       // Whole-file: no VAD. PocketSphinx takes a file as one utterance;
       // Whisper in its longest windows (28 s).
-      const whole =
-        engine === 'whisper'
-          ? await createWhisperEngine({ ...c, threads: 2, vad: { ...c.vad, enabled: false } })
-          : await createPocketSphinxEngine({
-              ...c,
-              decoders: 1,
-              threads: 1,
-              vad: { ...c.vad, enabled: false, maxUtteranceSeconds: 600 },
-            });
+      const whole: { engine?: Promise<Engine> } = {};
+      const wholeText = (pcm: Int16Array): Promise<string> =>
+        reference(`${engine} whole-file`, pcm, async () => {
+          const c = testConfig().engine;
+          whole.engine ??=
+            engine === 'whisper'
+              ? createWhisperEngine({ ...c, threads: 2, vad: { ...c.vad, enabled: false } })
+              : createPocketSphinxEngine({ ...c, decoders: 1, threads: 1, vad: { ...c.vad, enabled: false, maxUtteranceSeconds: 600 } });
+          return joined((await transcribePcm(await whole.engine, pcm, { windowSamples: 16000 })).finals);
+        });
       try {
         wholeLibri = [];
-        for (const pcm of clipPcm) wholeLibri.push(joined((await transcribePcm(whole, pcm, { windowSamples: 16000 })).finals));
-        wholeStory = joined((await transcribePcm(whole, paced.storyPcm, { windowSamples: 16000 })).finals);
+        for (const pcm of clipPcm) wholeLibri.push(await wholeText(pcm));
+        wholeStory = await wholeText(paced.storyPcm);
       } finally {
-        await whole.shutdown();
+        await (await whole.engine)?.shutdown();
       }
     }, 300_000);
     afterAll(async () => {

@@ -1,3 +1,0 @@
-import { gatewaySuite } from './suite.js';
-
-gatewaySuite('uws');
