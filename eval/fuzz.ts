@@ -47,7 +47,10 @@ export function fuzzScript(rand: () => number, n: number, limits: FuzzLimits, sp
   const audio = (bytes: Uint8Array): FuzzAction =>
     mode === 'json' ? { kind: 'binary', data: bytes } : { kind: 'binary', data: encodeClientMessage({ type: 'audio', data: bytes }, 'msgpack') as Uint8Array };
   const validAudio = (): Uint8Array => {
-    const frames = Math.max(1, Math.round((int(10, 250) * fmt.sampleRate) / 1000));
+    // Mostly the 10-60 ms frames browsers and bots send, some up to 250 ms:
+    // every size is covered, and the engine (the fuzz's cost) decodes less.
+    const ms = rand() < 0.8 ? int(10, 60) : int(61, 250);
+    const frames = Math.max(1, Math.round((ms * fmt.sampleRate) / 1000));
     const out = new Uint8Array(frames * fmt.channels * fmt.bytes);
     const dv = new DataView(out.buffer);
     for (let i = 0; i < frames; i++) {
