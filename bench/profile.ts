@@ -10,6 +10,10 @@
  *
  *   npm run build && STREAMS=100 SECONDS=15 node dist/bench/profile.js
  *
+ * Recording starts after WARM_SECONDS (default 30) under load, as section 1
+ * measures: the gateway's warm-up (JIT, the first major GCs) is not
+ * per-frame cost.
+ *
  * perf's own sampling costs CPU: compare the two columns, not the totals
  * with section 1.
  */
@@ -26,6 +30,7 @@ const STREAMS = Number(process.env.STREAMS ?? 100);
 const SECONDS = Number(process.env.SECONDS ?? 15);
 const FREQ = process.env.FREQ ?? '999';
 const FRAME_MS = 100;
+const WARM_SECONDS = Number(process.env.WARM_SECONDS ?? 30);
 
 interface Profile {
   readonly name: string;
@@ -49,8 +54,9 @@ async function profile(name: 'gateway' | 'bare uWS', dir: string, file: string):
   const perfMap = { NODE_OPTIONS: '--perf-basic-prof' };
   const server =
     name === 'bare uWS' ? await startServer(perfMap, 'dist/bench/lib/bare-uws.js') : await startServer({ ...overheadEnv(STREAMS, 'uws'), ...perfMap });
-  const load = runLoadProcesses({ url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: STREAMS, seconds: SECONDS + 8, files: [file], offsetStepSeconds: 0.37, rampMs: 500 }, 1);
-  await sleep(4000);
+  // Past the warm-up (JIT, the first major GCs) before recording, as section 1 measures.
+  const load = runLoadProcesses({ url: `ws://127.0.0.1:${server.port}/v1/listen`, sessions: STREAMS, seconds: WARM_SECONDS + SECONDS + 8, files: [file], offsetStepSeconds: 0.37, rampMs: 500 }, 1);
+  await sleep((WARM_SECONDS + 4) * 1000);
   const data = path.join(dir, `${name.replace(/\W/g, '')}.perf`);
   const c0 = server.cpuSeconds();
   const t0 = performance.now();
