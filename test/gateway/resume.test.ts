@@ -46,6 +46,15 @@ function expectContinuous(messages: WireMessage[], skipped: number): void {
   expect(gaps).toBe(skipped);
 }
 
+/**
+ * Waits (up to 30 s) until one session is parked, not still parking: what it
+ * was sent is decoded, then its slab goes back to the pool.
+ */
+async function untilParked(h: Harness): Promise<void> {
+  const t0 = Date.now();
+  while ((h.gw.manager.parked !== 1 || h.gw.pool.inUse > 0) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 25));
+}
+
 /** Finals on one clock: each starts where the one before ended, or later. */
 function expectOneClock(finals: FinalMessage[]): void {
   for (let i = 1; i < finals.length; i++) expect(finals[i]!.start).toBeGreaterThanOrEqual(finals[i - 1]!.end - 0.011);
@@ -90,11 +99,7 @@ describe('resume after a dropped connection', () => {
         const release = proxy.hold();
         proxy.cut();
         cut = true;
-        parkedThenResumed = (async () => {
-          // Parked, not still parking: its slab is back in the pool.
-          for (let i = 0; i < 1200 && (h.gw.manager.parked !== 1 || h.gw.pool.inUse > 0); i++) await new Promise((r) => setTimeout(r, 25));
-          release();
-        })();
+        parkedThenResumed = untilParked(h).then(release);
       }
     }
     await parkedThenResumed;
@@ -153,9 +158,7 @@ describe('resume after a dropped connection', () => {
     await raw.closed;
 
     // Parked: counts kept, audio memory back in the pool.
-    const t0 = Date.now();
-    // Parking: what was sent is decoded first; then the slab goes back.
-    while ((h.gw.manager.parked !== 1 || h.gw.pool.inUse > 0) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 25));
+    await untilParked(h);
     expect(h.gw.manager.parked).toBe(1);
     expect(h.gw.pool.inUse).toBe(0);
     expect(h.gw.engine.stats().streams).toBe(0);

@@ -27,13 +27,16 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
   const pairs = new Set<[net.Socket, net.Socket]>();
   let accepted = 0;
   let held: (() => void)[] | null = null;
+  const heldClients = new Set<net.Socket>();
   const server = net.createServer((client) => {
     accepted++;
     if (held) {
       client.pause();
-      client.on('error', () => client.destroy());
+      heldClients.add(client);
+      client.on('error', () => client.destroy()).on('close', () => heldClients.delete(client));
       // What it sent stays buffered; pipe() starts it flowing.
       held.push(() => {
+        heldClients.delete(client);
         if (!client.destroyed) pass(client);
       });
       return;
@@ -83,6 +86,9 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
           a.destroy();
           b.destroy();
         }
+        // Held connections that were never passed on would keep the server open.
+        held = null;
+        for (const c of heldClients) c.destroy();
         server.close(() => resolve());
       }),
   };
