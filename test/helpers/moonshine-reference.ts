@@ -16,8 +16,10 @@ export interface MoonshineReference {
   /** Token ids as the upstream runtime decoded them: start token first, EOS last when reached. */
   tokens: number[];
   text: string;
-  /** The audio the runtime decoded (tiny: the line's audio, which its VAD chunking trims to 512-sample blocks). */
+  /** The audio the runtime decoded (moonshine-voice: the line's audio, which its VAD chunking trims to 512-sample blocks). */
   audio: Float32Array;
+  /** Which upstream runtime decoded it (base: moonshine-cpp needs AVX-512; see moonshine_reference.py). */
+  runtime: 'moonshine-voice' | 'moonshine-cpp';
 }
 
 const root = packageRoot();
@@ -50,8 +52,8 @@ export function moonshineReference(model: 'tiny' | 'base', modelDir: string, aud
     env: { ...process.env, LD_PRELOAD: tokenTap(), MOONSHINE_TOKEN_TAP: path.join(dir, 'tokens.txt') },
     maxBuffer: 64 << 20,
   });
-  return (JSON.parse(out.toString()) as { tokens: number[]; text: string; audio: string }[]).map((r) => {
+  return (JSON.parse(out.toString()) as { tokens: number[]; text: string; audio: string; runtime: MoonshineReference['runtime'] }[]).map((r) => {
     const b = readFileSync(r.audio);
-    return { tokens: r.tokens, text: r.text, audio: new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)) };
+    return { tokens: r.tokens, text: r.text, runtime: r.runtime, audio: new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)) };
   });
 }

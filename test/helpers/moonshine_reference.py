@@ -6,13 +6,18 @@ records the token ids each one decodes (MOONSHINE_TOKEN_TAP names the file).
   tiny: moonshine-voice 0.1.0's Transcriber (the upstream streaming runtime),
         its VAD switched off (vad_threshold 0) so a clip is one line; it
         returns the exact audio the line was decoded from (return_audio_data).
-  base: moonshine-cpp 0.1.4's MoonshineModel.transcribe (whole audio).
+  base: moonshine-cpp 0.1.4's MoonshineModel.transcribe (whole audio), the
+        wheel the files come from. Its libmoonshine.so is built for AVX-512
+        (it dies of SIGILL in moonshine_load_model on a CPU without it), so
+        on such a CPU base runs on moonshine-voice's Transcriber as tiny does
+        (ModelArch.BASE, the same files).
 
 Input (stdin, JSON): {"model": "tiny"|"base", "modelDir": DIR, "items": [F32_FILE...], "out": DIR}
   items: raw float32 samples, 16 kHz mono.
 Output (stdout, JSON): per item {"tokens": [...], "text": str, "audio": F32_FILE}
   tokens: the decoded ids as the runtime produced them (start token first).
-  audio: what the runtime decoded (the item itself for base).
+  audio: what the runtime decoded (the item itself for moonshine-cpp).
+  runtime: which of the two ran.
 """
 import json
 import os
@@ -30,14 +35,24 @@ def taps(path):
     return [[int(x) for x in l] for l in lines]
 
 
+def has_avx512():
+    with open("/proc/cpuinfo") as f:
+        return any(l.startswith("flags") and " avx512f" in l for l in f)
+
+
+def runtime(model):
+    return "moonshine-cpp" if model == "base" and has_avx512() else "moonshine-voice"
+
+
 def main():
     req = json.load(sys.stdin)
     tap = os.environ["MOONSHINE_TOKEN_TAP"]
     out = []
-    if req["model"] == "tiny":
+    if req["model"] == "tiny" or not has_avx512():
         from moonshine_voice import ModelArch, Transcriber
 
-        t = Transcriber(model_path=req["modelDir"], model_arch=ModelArch.TINY,
+        arch = ModelArch.TINY if req["model"] == "tiny" else ModelArch.BASE
+        t = Transcriber(model_path=req["modelDir"], model_arch=arch,
                         options={"vad_threshold": "0", "return_audio_data": "true"})
         for i, item in enumerate(req["items"]):
             audio = np.fromfile(item, dtype=np.float32)
@@ -49,7 +64,7 @@ def main():
             line = tr.lines[0]
             decoded = os.path.join(req["out"], f"ref-audio-{i}.f32")
             np.asarray(line.audio_data, dtype=np.float32).tofile(decoded)
-            out.append({"tokens": toks[0], "text": line.text, "audio": decoded})
+            out.append({"tokens": toks[0], "text": line.text, "audio": decoded, "runtime": runtime(req["model"])})
     else:
         import ctypes
 
@@ -69,7 +84,7 @@ def main():
             toks = taps(tap)
             if len(toks) != 1:
                 raise SystemExit(f"item {i}: expected one token list, got {len(toks)}")
-            out.append({"tokens": toks[0], "text": text, "audio": item})
+            out.append({"tokens": toks[0], "text": text, "audio": item, "runtime": runtime(req["model"])})
     json.dump(out, sys.stdout)
 
 
