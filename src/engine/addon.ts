@@ -132,6 +132,11 @@ export interface MoonshineTranscript {
   /** Wall time of the batch's encoder run and decoder loop. */
   encodeMs: number;
   decodeMs: number;
+  /** Draft tokens offered (0: decoded without one), and taken from the draft's run (its correction included). */
+  draftTokens: number;
+  draftAccepted: number;
+  /** A pick after the draft's run was too close to call: decoded again without the draft. */
+  draftRedone: boolean;
 }
 
 /** The Moonshine model on its own (tests, the reference comparison, benchmarks). */
@@ -139,7 +144,12 @@ export interface NativeMoonshine {
   load(): Promise<void>;
   info(): { ortVersion: string; fileBytes: number; takesMask: boolean; rowsIndependent: boolean; layers: number; hidden: number };
   /** One batch: rows of 16 kHz audio (different lengths are padded and masked: tiny only). */
-  transcribe(rows: Float32Array[], options?: { maxTokensPerSecond?: number; maxRepeats?: number }): Promise<MoonshineTranscript[]>;
+  /**
+   * `draft`: tokens expected to begin a one-row batch's transcript (an earlier
+   * decode of the start of the same audio); the result is the same, cheaper
+   * when the draft is right (base only; docs/moonshine.md).
+   */
+  transcribe(rows: Float32Array[], options?: { maxTokensPerSecond?: number; maxRepeats?: number; draft?: readonly number[] }): Promise<MoonshineTranscript[]>;
 }
 
 export interface NativeMoonshineOptions {

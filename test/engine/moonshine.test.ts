@@ -1,7 +1,8 @@
 /**
- * The Moonshine engine (tiny and base) against a reference: the wheels' own
- * transcribers (moonshine-voice for tiny, moonshine-cpp for base) on the
- * same model files and audio must decode the same tokens. Then batching,
+ * The Moonshine engine (tiny and base) against a reference: the upstream
+ * transcribers (moonshine-voice for tiny; moonshine-cpp for base, or
+ * moonshine-voice on a CPU without the AVX-512 its library needs) on the
+ * same model files and audio must decode the same tokens. Then batching, drafts,
  * the streaming engine's accuracy next to PocketSphinx and Whisper base, the
  * silence and noise guard, and the install hint for a missing model.
  */
@@ -38,7 +39,7 @@ describe.each(MODELS)('Moonshine %s: the model against the upstream runtime', (m
     m = await loadMoonshineModel({ model, modelsDir: testConfig().engine.moonshine.modelsDir });
   }, 120_000);
 
-  it('decodes the same tokens as the wheel\'s own transcriber on every LibriVox clip', async () => {
+  it('decodes the same tokens as the upstream transcriber on every LibriVox clip', async () => {
     const dir = checkMoonshineModel({ model, modelsDir: testConfig().engine.moonshine.modelsDir });
     const refs = moonshineReference(model, dir, pcmF32);
     for (let i = 0; i < clips.length; i++) {
@@ -46,7 +47,7 @@ describe.each(MODELS)('Moonshine %s: the model against the upstream runtime', (m
       // The same audio: tiny's runtime decodes the clip cut to its VAD's 512-sample blocks.
       expect(ref.audio.length).toBeGreaterThan(pcmF32[i]!.length - 512);
       const [ours] = await m.transcribe([ref.audio]);
-      console.log(`${model} ${clips[i]!.id}: ${ours!.text}`);
+      console.log(`${model} ${clips[i]!.id} (reference: ${ref.runtime}): ${ours!.text}`);
       expect(ours!.tokens).toEqual(ref.tokens.slice(1)); // the runtime's list starts with the start token
       expect(ours!.text).toBe(ref.text);
     }
@@ -68,6 +69,58 @@ describe.each(MODELS)('Moonshine %s: the model against the upstream runtime', (m
       // batch, so a row depends on its batch-mates: the engine runs it batch 1.
       expect(m.info().rowsIndependent).toBe(false);
     }
+  });
+});
+
+describe.each(MODELS)('Moonshine %s: drafts', (model) => {
+  let m: NativeMoonshine;
+  beforeAll(async () => {
+    m = await loadMoonshineModel({ model, modelsDir: testConfig().engine.moonshine.modelsDir });
+  }, 120_000);
+
+  it('a draft gives the tokens of the greedy decode without one, right or wrong, and saves decoder runs only where positions are independent (base)', async () => {
+    const text = (t: number[]) => t.filter((x) => x !== 2);
+    const other = text((await m.transcribe([pcmF32[0]!]))[0]!.tokens);
+    if (!m.info().rowsIndependent) {
+      // Tiny quantizes each activation tensor with one scale: a run over many
+      // positions would not compute each as a step does, so it takes no draft.
+      const [plain] = await m.transcribe([pcmF32[0]!]);
+      const [drafted] = await m.transcribe([pcmF32[0]!], { draft: other });
+      expect(drafted!.tokens).toEqual(plain!.tokens);
+      expect([drafted!.draftTokens, drafted!.steps]).toEqual([0, plain!.steps]);
+      return;
+    }
+    let plainSteps = 0;
+    let draftSteps = 0;
+    let taken = 0;
+    for (const clip of pcmF32) {
+      // Prefixes every second, as partials grow; each takes the last one's tokens as its draft.
+      let prev: number[] = [];
+      for (let end = 16000; ; end = Math.min(end + 16000, clip.length)) {
+        const row = clip.subarray(0, end);
+        const [plain] = await m.transcribe([row]);
+        const [drafted] = await m.transcribe([row], { draft: prev });
+        expect(drafted!.tokens).toEqual(plain!.tokens);
+        expect(drafted!.text).toBe(plain!.text);
+        expect(drafted!.meanProb).toBeCloseTo(plain!.meanProb, 5);
+        plainSteps += plain!.steps;
+        draftSteps += drafted!.steps;
+        taken += drafted!.draftAccepted;
+        prev = text(plain!.tokens);
+        if (end === clip.length) {
+          // Wrong drafts: another clip's tokens, and this one's with a token changed halfway.
+          const changed = [...prev];
+          changed[changed.length >> 1] = 1000;
+          for (const draft of [other, changed]) {
+            const [w] = await m.transcribe([row], { draft });
+            expect(w!.tokens).toEqual(plain!.tokens);
+          }
+          break;
+        }
+      }
+    }
+    console.log(`${model}: decoder runs ${plainSteps} without drafts, ${draftSteps} with (${taken} tokens from drafts)`);
+    expect(draftSteps).toBeLessThan(plainSteps / 2);
   });
 });
 
@@ -101,9 +154,14 @@ describe.each(MODELS)('Moonshine %s: streaming engine', (model) => {
     );
     const alone: Utterance[][] = [];
     for (const p of pcm16) alone.push((await transcribePcm(engine, p, { windowSamples: 1600 })).finals);
-    const shape = (fs: Utterance[]) => fs.map((f) => ({ text: f.text, start: f.start, end: f.end, words: f.words.map((w) => [w.word, w.start, w.end, w.confidence]) }));
+    const shape = (fs: Utterance[]) => fs.map((f) => ({ text: f.text, start: f.start, end: f.end, words: f.words.map((w) => [w.word, w.start, w.end]) }));
     for (let i = 0; i < clips.length; i++) {
       expect(shape(runs[i]!.finals)).toEqual(shape(alone[i]!));
+      // Confidences agree to rounding: a draft's run (base) computes the
+      // probabilities of the tokens it holds in one pass, not step by step.
+      const conf = (fs: Utterance[]) => fs.flatMap((f) => f.words.map((w) => w.confidence));
+      const [a, b] = [conf(runs[i]!.finals), conf(alone[i]!)];
+      a.forEach((c, k) => expect(c).toBeCloseTo(b[k]!, 5));
       const seconds = pcm16[i]!.length / 16000;
       for (const f of runs[i]!.finals) {
         expect(f.end).toBeLessThanOrEqual(seconds + 0.01);

@@ -184,11 +184,57 @@ Model::Model(const ModelSettings& s) {
   malloc_trim(0);
 }
 
-Transcript Model::transcribe(const std::vector<float>& audio, const DecodeOptions& o) const {
-  return std::move(transcribe(std::vector<const std::vector<float>*>{&audio}, o)[0]);
+Transcript Model::transcribe(const std::vector<float>& audio, const DecodeOptions& o, const std::vector<int64_t>* draft) const {
+  return std::move(transcribe(std::vector<const std::vector<float>*>{&audio}, o, draft)[0]);
 }
 
-std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<float>*>& rows, const DecodeOptions& o) const {
+namespace {
+
+// The largest logit and the gap to the runner-up.
+struct Best {
+  int64_t token = 0;
+  float gap = 0;
+};
+Best bestOf(const float* row, int64_t V) {
+  Best r;
+  float top = -INFINITY, second = -INFINITY;
+  for (int64_t v = 0; v < V; ++v) {
+    if (row[v] > top) {
+      second = top;
+      top = row[v];
+      r.token = v;
+    } else if (row[v] > second) {
+      second = row[v];
+    }
+  }
+  r.gap = top - second;
+  return r;
+}
+
+double softmaxOf(const float* row, int64_t V, int64_t token, int64_t best) {
+  double z = 0;
+  for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v] - row[best]));
+  return std::exp(static_cast<double>(row[token] - row[best])) / z;
+}
+
+// The first `keep` positions of a KV tensor [B, H, P, D].
+Ort::Value firstPositions(const Ort::Value& kv, int64_t keep) {
+  const auto shape = kv.GetTensorTypeAndShapeInfo().GetShape();
+  if (shape.size() != 4 || keep > shape[2]) throw std::runtime_error("unexpected Moonshine KV cache shape");
+  Ort::AllocatorWithDefaultOptions alloc;
+  const std::vector<int64_t> to{shape[0], shape[1], keep, shape[3]};
+  Ort::Value v = Ort::Value::CreateTensor<float>(alloc, to.data(), to.size());
+  const float* src = kv.GetTensorData<float>();
+  float* dst = v.GetTensorMutableData<float>();
+  const int64_t rowLen = keep * shape[3], srcStride = shape[2] * shape[3];
+  for (int64_t bh = 0; bh < shape[0] * shape[1]; ++bh) std::copy(src + bh * srcStride, src + bh * srcStride + rowLen, dst + bh * rowLen);
+  return v;
+}
+
+}  // namespace
+
+std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<float>*>& rows, const DecodeOptions& o,
+                                          const std::vector<int64_t>* draft) const {
   const int64_t B = static_cast<int64_t>(rows.size());
   if (B == 0) return {};
   size_t T = kMinSamples;
@@ -223,93 +269,160 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
 
   // Greedy decoding, all rows in step; a finished row keeps feeding EOS.
   t0 = Clock::now();
-  size_t maxLen = 1;
-  for (auto* r : rows)
-    maxLen = std::max(maxLen, static_cast<size_t>(std::ceil(static_cast<double>(r->size()) / kSampleRate * o.maxTokensPerSecond)));
-  std::vector<Transcript> res(static_cast<size_t>(B));
   std::vector<size_t> rowMax(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b)
+  size_t maxLen = 1;
+  for (int64_t b = 0; b < B; ++b) {
     rowMax[b] = std::max<size_t>(1, static_cast<size_t>(std::ceil(static_cast<double>(rows[b]->size()) / kSampleRate * o.maxTokensPerSecond)));
+    maxLen = std::max(maxLen, rowMax[b]);
+  }
+  std::vector<Transcript> res(static_cast<size_t>(B));
   std::vector<double> sumProb(static_cast<size_t>(B), 0.0);
   std::vector<int> textTokens(static_cast<size_t>(B), 0);
   std::vector<bool> done(static_cast<size_t>(B), false);
   std::vector<int64_t> ids(static_cast<size_t>(B), kStartToken);
-  std::vector<int64_t> idsShape{B, 1};
-  bool useCache = false;
   int64_t oneShape = 1;
   std::vector<int64_t> emptyShape{B, heads_, 0, headDim_};
   float emptyData = 0.f;
 
   const size_t nIn = decIn_.names.size();
   std::vector<Ort::Value> past(nIn);  // by decoder input index; null where not a past input
-  std::vector<bool> isPast(nIn, false);
-  for (size_t i = 0; i < nIn; ++i) isPast[i] = decIn_.names[i].rfind("past_key_values.", 0) == 0;
+  std::vector<bool> isPast(nIn, false), isSelf(nIn, false);
+  for (size_t i = 0; i < nIn; ++i) {
+    isPast[i] = decIn_.names[i].rfind("past_key_values.", 0) == 0;
+    isSelf[i] = isPast[i] && decIn_.names[i].find(".decoder.") != std::string::npos;
+  }
   Ort::Value emptyKv = Ort::Value::CreateTensor<float>(mem, &emptyData, 0, emptyShape.data(), emptyShape.size());
 
+  // One decoder run over `inputIds` [B, n]: step 0 without the cache (every
+  // present.* kept), later steps with it (only the self-attention part).
   int steps = 0;
-  for (size_t step = 0; step < maxLen; ++step) {
-    Ort::Value idsV = Ort::Value::CreateTensor<int64_t>(mem, ids.data(), ids.size(), idsShape.data(), 2);
-    Ort::Value cacheV = Ort::Value::CreateTensor<bool>(mem, &useCache, 1, &oneShape, 1);
+  auto runDecoder = [&](std::vector<int64_t>& inputIds, int64_t n, bool useCache) {
+    std::vector<int64_t> idsShape{B, n};
+    bool cacheFlag = useCache;
+    Ort::Value idsV = Ort::Value::CreateTensor<int64_t>(mem, inputIds.data(), inputIds.size(), idsShape.data(), 2);
+    Ort::Value cacheV = Ort::Value::CreateTensor<bool>(mem, &cacheFlag, 1, &oneShape, 1);
     std::vector<const OrtValue*> in(nIn, nullptr);
     for (size_t i = 0; i < nIn; ++i) {
-      const std::string& n = decIn_.names[i];
+      const std::string& nm = decIn_.names[i];
       if (isPast[i]) in[i] = useCache ? static_cast<const OrtValue*>(past[i]) : static_cast<const OrtValue*>(emptyKv);
-      else if (n == "input_ids") in[i] = idsV;
-      else if (n == "encoder_hidden_states") in[i] = encOut[0];
-      else if (n == "encoder_attention_mask") in[i] = maskV;
-      else if (n == "use_cache_branch") in[i] = cacheV;
-      else throw std::runtime_error("unexpected Moonshine decoder input " + n);
+      else if (nm == "input_ids") in[i] = idsV;
+      else if (nm == "encoder_hidden_states") in[i] = encOut[0];
+      else if (nm == "encoder_attention_mask") in[i] = maskV;
+      else if (nm == "use_cache_branch") in[i] = cacheV;
+      else throw std::runtime_error("unexpected Moonshine decoder input " + nm);
     }
-    const IoNames& outN = useCache ? decOutStep_ : decOutAll_;
-    const std::vector<int>& map = useCache ? stepOutToPast_ : allOutToPast_;
-    std::vector<Ort::Value> out = run(dec, decIn_.ptrs, in, outN.ptrs);
+    std::vector<Ort::Value> out = run(dec, decIn_.ptrs, in, (useCache ? decOutStep_ : decOutAll_).ptrs);
     steps++;
-    auto info = out[0].GetTensorTypeAndShapeInfo();
-    const auto lshape = info.GetShape();
-    if (lshape.size() != 3 || lshape[0] != B) throw std::runtime_error("unexpected Moonshine logits shape");
-    const int64_t S = lshape[1], V = lshape[2];
-    const float* lg = out[0].GetTensorData<float>();
+    const auto lshape = out[0].GetTensorTypeAndShapeInfo().GetShape();
+    if (lshape.size() != 3 || lshape[0] != B || lshape[1] != n) throw std::runtime_error("unexpected Moonshine logits shape");
+    // present.* → the next step's past.* (the cross-attention part only from step 0).
+    const std::vector<int>& map = useCache ? stepOutToPast_ : allOutToPast_;
+    for (size_t k = 1; k < out.size(); ++k) past[map[k]] = std::move(out[k]);
+    return std::move(out[0]);
+  };
+
+  // Takes `token` as row b's next token (its logits row `lg`); returns
+  // whether the row is done.
+  auto take = [&](int64_t b, const float* lg, int64_t V, int64_t token, int64_t best) -> bool {
+    Transcript& r = res[b];
+    if (r.tokens.empty()) r.firstEosProb = softmaxOf(lg, V, kEosToken, best);
+    r.tokens.push_back(token);
+    if (token == kEosToken) return done[b] = true;
+    sumProb[b] += softmaxOf(lg, V, token, best);
+    textTokens[b]++;
+    if (o.maxRepeats > 0) {
+      const size_t cut = repeatedTail(r.tokens, o.maxRepeats);
+      if (cut > 0) {
+        r.tokens.resize(r.tokens.size() - cut);
+        r.repetitionCut = true;
+        return done[b] = true;
+      }
+    }
+    if (r.tokens.size() >= rowMax[b]) {
+      r.hitMaxTokens = true;
+      return done[b] = true;
+    }
+    return false;
+  };
+
+  // A draft (the tokens of an earlier decode of this audio's beginning) is
+  // checked in one run over all its positions; the tokens the greedy
+  // decode would pick from it are kept, and the decode goes on from there.
+  // Only where positions are computed independently (no activation scale
+  // shared across them), and only picks clear by kDraftMargin of the
+  // runner-up, so rounding differences between that run and single steps
+  // cannot change a token; a later step that is not clear starts over
+  // without the draft.
+  bool drafted = false;
+  size_t draftAccepted = 0;
+  const size_t draftLen = draft && B == 1 && rowsIndependent() ? std::min(draft->size(), rowMax[0] - 1) : 0;
+  if (draftLen > 0) {
+    std::vector<int64_t> in{kStartToken};
+    in.insert(in.end(), draft->begin(), draft->begin() + static_cast<std::ptrdiff_t>(draftLen));
+    const int64_t n = static_cast<int64_t>(in.size());
+    Ort::Value logits = runDecoder(in, n, false);
+    const int64_t V = logits.GetTensorTypeAndShapeInfo().GetShape()[2];
+    const float* lg = logits.GetTensorData<float>();
+    // Position j's logits follow the start token and draft[0, j).
+    size_t j = 0;
+    for (; j <= draftLen; ++j) {
+      const Best best = bestOf(lg + static_cast<int64_t>(j) * V, V);
+      if (best.gap < kDraftMargin) break;
+      if (j < draftLen && best.token == (*draft)[j]) {
+        if (take(0, lg + static_cast<int64_t>(j) * V, V, best.token, best.token)) break;
+        continue;
+      }
+      take(0, lg + static_cast<int64_t>(j) * V, V, best.token, best.token);
+      break;
+    }
+    draftAccepted = res[0].tokens.size();
+    if (!done[0] && draftAccepted == 0) {
+      // Not even the first token is clear: decode as if there were no draft.
+      res[0] = Transcript();
+      sumProb[0] = 0;
+      textTokens[0] = 0;
+    } else {
+      drafted = true;
+      // Keep the cache of the positions whose inputs are kept tokens: the
+      // start token and every kept token but the last, which is the next input.
+      const int64_t keep = static_cast<int64_t>(res[0].tokens.size());
+      for (size_t i = 0; i < nIn && !done[0]; ++i)
+        if (isSelf[i] && keep < n) past[i] = firstPositions(past[i], keep);
+      ids[0] = res[0].tokens.back();
+    }
+  }
+
+  bool useCache = drafted;
+  bool redo = false;
+  for (size_t step = drafted ? res[0].tokens.size() : 0; step < maxLen; ++step) {
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    Ort::Value logits = runDecoder(ids, 1, useCache);
+    useCache = true;
+    const int64_t V = logits.GetTensorTypeAndShapeInfo().GetShape()[2];
+    const float* lg = logits.GetTensorData<float>();
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) {
         ids[b] = kEosToken;
         continue;
       }
-      const float* row = lg + (b * S + (S - 1)) * V;
-      const int64_t best = std::max_element(row, row + V) - row;
-      Transcript& r = res[b];
-      if (step == 0) {
-        double z = 0;
-        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v] - row[best]));
-        r.firstEosProb = std::exp(static_cast<double>(row[kEosToken] - row[best])) / z;
+      const float* row = lg + b * V;
+      const Best best = bestOf(row, V);
+      if (drafted && best.gap < kDraftMargin) {
+        redo = true;
+        break;
       }
-      r.tokens.push_back(best);
-      if (best == kEosToken) {
-        done[b] = true;
-      } else {
-        double z = 0;
-        const float m = row[best];
-        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v] - m));
-        sumProb[b] += 1.0 / z;
-        textTokens[b]++;
-        if (o.maxRepeats > 0) {
-          const size_t cut = repeatedTail(r.tokens, o.maxRepeats);
-          if (cut > 0) {
-            r.tokens.resize(r.tokens.size() - cut);
-            r.repetitionCut = true;
-            done[b] = true;
-          }
-        }
-        if (!done[b] && r.tokens.size() >= rowMax[b]) {
-          r.hitMaxTokens = true;
-          done[b] = true;
-        }
-      }
-      ids[b] = done[b] ? kEosToken : best;
+      ids[b] = take(b, row, V, best.token, best.token) ? kEosToken : best.token;
     }
-    // present.* → the next step's past.* (the cross-attention part only from step 0).
-    for (size_t k = 1; k < out.size(); ++k) past[map[k]] = std::move(out[k]);
-    useCache = true;
-    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    if (redo) break;
+  }
+  if (redo) {
+    // A pick too close to call after the draft's run: greedy from the start.
+    std::vector<Transcript> again = transcribe(rows, o, nullptr);
+    again[0].encodeMs += encodeMs;
+    again[0].decodeMs += msSince(t0);
+    again[0].draftTokens = draftLen;
+    again[0].draftRedone = true;
+    return again;
   }
   const double decodeMs = msSince(t0);
   for (int64_t b = 0; b < B; ++b) {
@@ -317,6 +430,8 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
     r.steps = steps;
     r.encodeMs = encodeMs;
     r.decodeMs = decodeMs;
+    r.draftTokens = draftLen;
+    r.draftAccepted = drafted ? draftAccepted : 0;
     r.meanProb = textTokens[b] ? sumProb[b] / textTokens[b] : 0.0;
     r.text = tokenizer_->decode(r.tokens);
   }

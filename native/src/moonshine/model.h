@@ -52,6 +52,9 @@ struct Transcript {
   int steps = 0;             // decoder runs
   double encodeMs = 0;       // wall time of the batch's encoder run
   double decodeMs = 0;       // wall time of the batch's decoder loop
+  size_t draftTokens = 0;    // draft tokens offered (0: decoded without a draft)
+  size_t draftAccepted = 0;  // tokens taken from the draft's run (its correction included)
+  bool draftRedone = false;  // a later pick was too close to call: decoded again without the draft
 };
 
 // How many trailing tokens are a repetition loop: the tail is one n-gram
@@ -75,14 +78,25 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
+  // Draft picks must beat the runner-up logit by this much (see transcribe).
+  static constexpr float kDraftMargin = 0.05f;
+
   // One batch of rows (16 kHz float audio). Rows of different lengths are
   // padded and masked (only a model that takes a mask: tiny); equal lengths
   // run unpadded. Results come in row order.
-  std::vector<Transcript> transcribe(const std::vector<const std::vector<float>*>& rows, const DecodeOptions& o) const;
-  Transcript transcribe(const std::vector<float>& audio, const DecodeOptions& o) const;
+  //
+  // `draft`: tokens expected to begin the transcript (an earlier decode of
+  // the start of the same audio, without EOS). Used for one row where
+  // rowsIndependent(); the result is the greedy decode's all the same, only
+  // cheaper when the draft is right: its positions run as one decoder run.
+  std::vector<Transcript> transcribe(const std::vector<const std::vector<float>*>& rows, const DecodeOptions& o,
+                                     const std::vector<int64_t>* draft = nullptr) const;
+  Transcript transcribe(const std::vector<float>& audio, const DecodeOptions& o, const std::vector<int64_t>* draft = nullptr) const;
 
   bool takesMask() const { return encMask_; }
-  // Equal-length rows of one batch get the results of single runs.
+  // Equal-length rows of one batch get the results of single runs, and the
+  // decoder's positions in one run are computed as single steps would be
+  // (no activation scale shared across rows or positions: base).
   bool rowsIndependent() const { return !encMask_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const std::string& ortVersion() const { return ortVersion_; }

@@ -68,6 +68,9 @@ Napi::Object transcriptToJs(Napi::Env env, const Transcript& t) {
   o.Set("steps", t.steps);
   o.Set("encodeMs", t.encodeMs);
   o.Set("decodeMs", t.decodeMs);
+  o.Set("draftTokens", static_cast<double>(t.draftTokens));
+  o.Set("draftAccepted", static_cast<double>(t.draftAccepted));
+  o.Set("draftRedone", t.draftRedone);
   return o;
 }
 
@@ -129,7 +132,7 @@ class NativeMoonshine : public Napi::ObjectWrap<NativeMoonshine> {
     });
   }
 
-  // transcribe(rows: Float32Array[], { maxTokensPerSecond?, maxRepeats? }) → one batch.
+  // transcribe(rows: Float32Array[], { maxTokensPerSecond?, maxRepeats?, draft? }) → one batch.
   Napi::Value Transcribe(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "transcribe", [&]() -> Napi::Value {
       auto m = need(info.Env());
@@ -147,18 +150,27 @@ class NativeMoonshine : public Napi::ObjectWrap<NativeMoonshine> {
       }
       if (rows->empty()) throw Napi::RangeError::New(info.Env(), "Expected at least one row");
       moonshine::DecodeOptions opts;
+      std::shared_ptr<std::vector<int64_t>> draft;
       if (info.Length() > 1 && info[1].IsObject()) {
         Napi::Object o = info[1].As<Napi::Object>();
         opts.maxTokensPerSecond = static_cast<float>(getNumber(o, "maxTokensPerSecond", opts.maxTokensPerSecond, 0.5, 50));
         opts.maxRepeats = getInt32(o, "maxRepeats", opts.maxRepeats, 0, 100);
+        const Napi::Value d = o.Get("draft");
+        if (!d.IsUndefined()) {
+          if (!d.IsArray()) throw Napi::TypeError::New(info.Env(), "Expected draft to be an array of token ids but received " + describe(d));
+          Napi::Array da = d.As<Napi::Array>();
+          if (da.Length() > 4096) throw Napi::RangeError::New(info.Env(), "Expected at most 4096 draft tokens");
+          draft = std::make_shared<std::vector<int64_t>>();
+          for (uint32_t i = 0; i < da.Length(); i++) draft->push_back(toInt(da.Get(i), "draft[" + std::to_string(i) + "]", 0, 32767));
+        }
       }
       auto out = std::make_shared<std::vector<Transcript>>();
       auto* w = new MoonshineWorker(
           info.Env(), Value(),
-          [m, rows, opts, out] {
+          [m, rows, opts, draft, out] {
             std::vector<const std::vector<float>*> ptrs;
             for (auto& r : *rows) ptrs.push_back(&r);
-            *out = m->transcribe(ptrs, opts);
+            *out = m->transcribe(ptrs, opts, draft.get());
           },
           [out](Napi::Env env) -> Napi::Value {
             auto arr = Napi::Array::New(env, out->size());
