@@ -25,6 +25,9 @@ constexpr size_t kPartialNewSamples = 1600;  // 0.1 s
 // much even beyond the round's length.
 constexpr double kPartialCapMs = 250;
 constexpr size_t kNoiseFrames = 150;  // 1.5 s
+// In a draft's run (Model::transcribe), a position costs about this share of
+// a single decoder step (base: 67 ms for 31 positions at 13.5 ms a step).
+constexpr double kDraftPositionCost = 0.15;
 constexpr size_t kEndpointHold = 1600;      // one 100 ms window
 constexpr size_t kEndpointHoldMax = 16000;  // 1 s
 
@@ -85,6 +88,9 @@ struct MoonshineRecognizer::Stream : RecognizerStream {
   size_t specWanted = 0;   // a pause reached tailSamples: decode this span this round
   size_t specEnd = 0;      // span of `spec` (0: none)
   Transcript spec;
+  // The tokens (no EOS) of the open utterance's latest decode: the draft of
+  // its next one (models whose positions are independent: base).
+  std::vector<int64_t> hyp;
   // Partials.
   size_t lastPartialLen = 0;
   Clock::time_point lastPartialAt;
@@ -100,6 +106,7 @@ struct MoonshineRecognizer::Job {
   size_t wordsFrom = 0;   // kFinal: where its words are shared out (the loud part)
   size_t wordsTo = 0;
   std::vector<float> audio;
+  std::vector<int64_t> draft;  // the stream's hyp when the job was made
   Transcript result;
   std::string error;
   double predicted = 0;
@@ -165,16 +172,22 @@ RecognizerStats MoonshineRecognizer::stats() const {
 
 // ---------------------------------------------------------------- cost model
 
-double MoonshineRecognizer::predictMs(size_t samples) const {
+double MoonshineRecognizer::predictMs(size_t samples, size_t draft) const {
   const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate;
   const double tokens = std::min(std::ceil(sec * settings_.decode.maxTokensPerSecond), 4.5 * sec + 2);
-  return encMsPerSecond_.load(std::memory_order_relaxed) * sec + stepMs_.load(std::memory_order_relaxed) * (tokens + 1);
+  // With a draft, the tokens it holds come from one run (kDraftPositionCost each).
+  const double d = static_cast<double>(draft);
+  const double steps = draft > 0 ? std::max(1.0, tokens - d) + 1 + kDraftPositionCost * d : tokens + 1;
+  return encMsPerSecond_.load(std::memory_order_relaxed) * sec + stepMs_.load(std::memory_order_relaxed) * steps;
 }
 
 void MoonshineRecognizer::learn(const Transcript& t, size_t samples, size_t rows) {
   const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate * static_cast<double>(rows);
   if (sec > 0.2) encMsPerSecond_.store(0.8 * encMsPerSecond_.load(std::memory_order_relaxed) + 0.2 * (t.encodeMs / sec), std::memory_order_relaxed);
-  if (t.steps > 0) stepMs_.store(0.8 * stepMs_.load(std::memory_order_relaxed) + 0.2 * (t.decodeMs / t.steps), std::memory_order_relaxed);
+  // A draft's run counts as the steps it stands for (see predictMs); a
+  // decode done again without its draft is not a step's cost.
+  const double steps = t.steps + kDraftPositionCost * static_cast<double>(t.draftTokens);
+  if (t.steps > 0 && !t.draftRedone) stepMs_.store(0.8 * stepMs_.load(std::memory_order_relaxed) + 0.2 * (t.decodeMs / steps), std::memory_order_relaxed);
 }
 
 double MoonshineRecognizer::refillCredit(double spendMs) {
@@ -199,6 +212,10 @@ void MoonshineRecognizer::spendLocked(double ms) {
   creditMs_ = std::max(creditMs_ - ms, -1000.0 * std::max(1, settings_.threads) * settings_.partialLoadShare);
 }
 
+std::vector<int64_t> MoonshineRecognizer::draftOf(const Stream& s) const {
+  return model_->rowsIndependent() ? s.hyp : std::vector<int64_t>();
+}
+
 // ---------------------------------------------------------------- a round
 
 void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
@@ -214,6 +231,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     job.out = &j.out;
     job.span = s.specWanted;
     job.audio = toFloat(s.utt, s.specWanted);
+    job.draft = draftOf(s);
     jobs.push_back(std::move(job));
     s.specWanted = 0;
   }
@@ -222,7 +240,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   // else takes one partial predicted to cost up to kPartialCapMs.
   double load = 0;
   for (Job& j : jobs) {
-    j.predicted = j.done ? 0 : predictMs(j.audio.size());
+    j.predicted = j.done ? 0 : predictMs(j.audio.size(), j.draft.size());
     load += j.predicted;
   }
   // What the workers have left for partials, this round's finals taken out.
@@ -247,7 +265,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   }
   std::stable_sort(due.begin(), due.end(), [](auto& a, auto& b) { return a.first->lastPartialAt < b.first->lastPartialAt; });
   for (auto& [s, out] : due) {
-    const double c = predictMs(s->utt.size());
+    const double c = predictMs(s->utt.size(), draftOf(*s).size());
     if (!(load + c <= settings_.roundMs || (load == 0 && c <= kPartialCapMs))) continue;
     // Under load, partials come less often (silently); a long one may take the credit into debt.
     if (credit <= 0 || credit < std::min(c, static_cast<double>(settings_.roundMs))) continue;
@@ -260,6 +278,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     job.out = out;
     job.span = s->utt.size();
     job.audio = toFloat(s->utt, s->utt.size());
+    job.draft = draftOf(*s);
     job.predicted = c;
     jobs.push_back(std::move(job));
   }
@@ -313,6 +332,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
         j.done = true;
       } else {
         j.audio = toFloat(s.utt, span);
+        j.draft = draftOf(s);
       }
       jobs.push_back(std::move(j));
     }
@@ -327,6 +347,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.specWanted = 0;
     s.specEnd = 0;
     s.spec = Transcript();
+    s.hyp.clear();
     s.vadEndedAt = 0;
   };
   auto openUtterance = [&](int64_t start, const std::vector<int16_t>& audio) {
@@ -336,6 +357,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.lastPartialLen = 0;
     s.lastPartialMs = 0;
     s.lastPartialAt = Clock::time_point();  // the first partial may come at once
+    s.hyp.clear();
     s.firstLoud = 0;
     s.lastLoudEnd = 0;
     s.vadEndedAt = 0;
@@ -423,9 +445,10 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
   const size_t B = static_cast<size_t>(std::max(1, settings_.maxBatch));
   for (size_t k : todo) {
     bool placed = false;
-    if (model_->rowsIndependent()) {
+    // A job with a draft runs alone: a draft serves a one-row run.
+    if (model_->rowsIndependent() && jobs[k].draft.empty()) {
       for (auto& b : batches) {
-        if (b.size() < B && jobs[b.front()].audio.size() == jobs[k].audio.size()) {
+        if (b.size() < B && jobs[b.front()].draft.empty() && jobs[b.front()].audio.size() == jobs[k].audio.size()) {
           b.push_back(k);
           placed = true;
           break;
@@ -440,7 +463,8 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
     try {
       std::vector<const std::vector<float>*> rows;
       for (size_t k : b) rows.push_back(&jobs[k].audio);
-      auto rs = model_->transcribe(rows, settings_.decode);
+      const std::vector<int64_t>* draft = b.size() == 1 && !jobs[b[0]].draft.empty() ? &jobs[b[0]].draft : nullptr;
+      auto rs = model_->transcribe(rows, settings_.decode, draft);
       for (size_t i = 0; i < b.size(); i++) {
         jobs[b[i]].result = std::move(rs[i]);
         jobs[b[i]].ms = (jobs[b[i]].result.encodeMs + jobs[b[i]].result.decodeMs) / static_cast<double>(b.size());
@@ -498,6 +522,11 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
       s.spec = j.result;
     }
     if (!s.inUtt) continue;
+    // The longest decode so far is the best draft for the next one.
+    if (j.span >= s.lastPartialLen) {
+      s.hyp = j.result.tokens;
+      if (!s.hyp.empty() && s.hyp.back() == Model::kEosToken) s.hyp.pop_back();
+    }
     j.out->hasPartial = true;
     j.out->partial = text;
     j.out->partialStart = s.uttStart;

@@ -99,7 +99,10 @@ class MoonshineRecognizer : public Recognizer {
   struct Job;
   void processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs);
   void runJobs(std::vector<Job>& jobs);
-  double predictMs(size_t samples) const;
+  // Predicted cost of a decode of `samples`, with a draft of `draft` tokens.
+  double predictMs(size_t samples, size_t draft) const;
+  // The draft for a stream's next decode (empty where the model takes none).
+  std::vector<int64_t> draftOf(const Stream& s) const;
   // The partial credit (see partialLoadShare): refilled over wall time,
   // spent by every job's predicted cost, squared with its measured cost;
   // refillCredit returns what is left after spending spendMs.
