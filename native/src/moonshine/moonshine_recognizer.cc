@@ -24,6 +24,7 @@ constexpr size_t kPartialNewSamples = 1600;  // 0.1 s
 // A thread with no final to run takes a partial predicted to cost up to this
 // much even beyond the round's length.
 constexpr double kPartialCapMs = 250;
+constexpr double kCadenceSlackMs = 10;
 constexpr size_t kNoiseFrames = 150;  // 1.5 s
 // In a draft's run (Model::transcribe), a position costs about this share of
 // a single decoder step (base: 67 ms for 31 positions at 13.5 ms a step).
@@ -95,6 +96,7 @@ struct MoonshineRecognizer::Stream : RecognizerStream {
   size_t lastPartialLen = 0;
   Clock::time_point lastPartialAt;
   double lastPartialMs = 0;
+  bool shown = false;  // a decode of the open utterance has given text
 };
 
 struct MoonshineRecognizer::Job {
@@ -111,6 +113,7 @@ struct MoonshineRecognizer::Job {
   std::string error;
   double predicted = 0;
   double ms = 0;      // its share of its batch's run time
+  Clock::time_point roundAt;  // when its round began (partials are spaced from there)
   bool done = false;  // the result is already there (a matching speculative final)
 };
 
@@ -219,6 +222,7 @@ std::vector<int64_t> MoonshineRecognizer::draftOf(const Stream& s) const {
 // ---------------------------------------------------------------- a round
 
 void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
+  const auto now = Clock::now();
   std::vector<Job> jobs;
   for (const DecodeJob& j : in) processWindow(static_cast<Stream&>(j.state), j.in, j.out, jobs);
   // Speculative finals: a pause reached tailSamples in this window.
@@ -229,6 +233,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     job.kind = Job::kSpec;
     job.stream = &s;
     job.out = &j.out;
+    job.roundAt = now;
     job.span = s.specWanted;
     job.audio = toFloat(s.utt, s.specWanted);
     job.draft = draftOf(s);
@@ -245,7 +250,6 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   }
   // What the workers have left for partials, this round's finals taken out.
   double credit = refillCredit(load);
-  const auto now = Clock::now();
   std::vector<std::pair<Stream*, WindowOut*>> due;
   for (const DecodeJob& j : in) {
     Stream* s = &static_cast<Stream&>(j.state);
@@ -257,10 +261,15 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     bool specThisRound = false;
     for (const Job& x : jobs) specThisRound = specThisRound || (x.kind == Job::kSpec && x.stream == s);
     if (specThisRound) continue;
-    // At most every partialIntervalMs, and a stream spends at most a third
-    // of a thread on its partials (they grow with the utterance).
-    const double waitMs = std::max<double>(settings_.partialIntervalMs, 2 * s->lastPartialMs);
-    if (std::chrono::duration<double, std::milli>(now - s->lastPartialAt).count() < waitMs) continue;
+    // At most every partialIntervalMs, start to start, and once the
+    // utterance has shown text, a stream spends at most a third of a thread
+    // on its partials (they grow with the utterance). Before that the first
+    // words are what the talker waits for, and the decodes are short.
+    // Windows of a real-time stream come every windowMs with some jitter:
+    // kCadenceSlackMs keeps an interval of one window from skipping every
+    // other one.
+    const double waitMs = s->shown ? std::max<double>(settings_.partialIntervalMs, 3 * s->lastPartialMs) : settings_.partialIntervalMs;
+    if (std::chrono::duration<double, std::milli>(now - s->lastPartialAt).count() + kCadenceSlackMs < waitMs) continue;
     due.emplace_back(s, &j.out);
   }
   std::stable_sort(due.begin(), due.end(), [](auto& a, auto& b) { return a.first->lastPartialAt < b.first->lastPartialAt; });
@@ -276,6 +285,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     job.kind = Job::kPartial;
     job.stream = s;
     job.out = out;
+    job.roundAt = now;
     job.span = s->utt.size();
     job.audio = toFloat(s->utt, s->utt.size());
     job.draft = draftOf(*s);
@@ -342,6 +352,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.inUtt = false;
     s.lastPartialLen = 0;
     s.lastPartialMs = 0;
+    s.shown = false;
     s.firstLoud = 0;
     s.lastLoudEnd = 0;
     s.specWanted = 0;
@@ -356,6 +367,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.uttStart = start;
     s.lastPartialLen = 0;
     s.lastPartialMs = 0;
+    s.shown = false;
     s.lastPartialAt = Clock::time_point();  // the first partial may come at once
     s.hyp.clear();
     s.firstLoud = 0;
@@ -480,7 +492,6 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
   for (auto& b : batches)
     if (jobs[b.front()].error.empty()) learn(jobs[b.front()].result, jobs[b.front()].audio.size(), b.size());
 
-  const auto now = Clock::now();
   for (Job& j : jobs) {
     Stream& s = *j.stream;
     if (!j.error.empty()) {
@@ -532,8 +543,9 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
     j.out->partialStart = s.uttStart;
     j.out->partialEnd = s.uttStart + static_cast<int64_t>(j.span);
     s.lastPartialLen = std::max(s.lastPartialLen, j.span);
-    s.lastPartialAt = now;
+    s.lastPartialAt = j.roundAt;
     s.lastPartialMs = j.result.encodeMs + j.result.decodeMs;
+    s.shown = s.shown || !text.empty();
   }
 }
 
