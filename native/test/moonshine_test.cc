@@ -1,9 +1,10 @@
-// The Moonshine recognizer on the engine base, with the real tiny model on
-// ONNX Runtime (onnxruntime-node's library, dlopen()ed) and real speech:
-// several talkers from several threads on two workers give the finals of
-// sequential decoding, bit for bit; shutdown mid-speech from two threads; a
+// The Moonshine recognizer on the engine base, with the real tiny and base
+// models on ONNX Runtime (onnxruntime-node's library, dlopen()ed) and real
+// speech: several talkers from several threads on two workers give the
+// finals of sequential decoding (base with drafts); base's drafts give the
+// greedy tokens from two threads; shutdown mid-speech from two threads; a
 // fault fails its stream only; a missing model is a clear error. Skipped
-// when the model or the library is not installed (scripts/setup.sh).
+// when a model or the library is not installed (scripts/setup.sh).
 #include <dirent.h>
 #include <unistd.h>
 
@@ -87,10 +88,13 @@ void waitIdle(EngineBase& e) {
   }
 }
 
-TEST(Moonshine, TalkersFromManyThreadsOnTwoWorkersGetTheFinalsOfSequentialDecoding) {
-  if (!installed()) GTEST_SKIP() << "Moonshine tiny or the ONNX Runtime library is not installed";
+// Talkers from as many threads on two workers get the finals of sequential
+// decoding: text and times bit for bit, confidences to `confTolerance`.
+void expectTalkersGetSequentialFinals(const std::string& dir, float confTolerance) {
   ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
-  Harness h(std::make_unique<MoonshineRecognizer>(settings(2)));
+  MoonshineSettings st = settings(2, dir);
+  st.model.foldWeights = dir != CAPTIONGATE_MOONSHINE_TINY;  // base, as the engine loads it
+  Harness h(std::make_unique<MoonshineRecognizer>(st));
   h.engine().load();
   std::vector<std::vector<Utterance>> sequential;
   for (auto& c : clips()) sequential.push_back(transcribe(h, padded(c)));
@@ -106,7 +110,8 @@ TEST(Moonshine, TalkersFromManyThreadsOnTwoWorkersGetTheFinalsOfSequentialDecodi
       EXPECT_EQ(parallel[i][k].startSample, sequential[i][k].startSample);
       EXPECT_EQ(parallel[i][k].endSample, sequential[i][k].endSample);
       ASSERT_EQ(parallel[i][k].words.size(), sequential[i][k].words.size());
-      for (size_t w = 0; w < parallel[i][k].words.size(); ++w) EXPECT_EQ(parallel[i][k].words[w].confidence, sequential[i][k].words[w].confidence);
+      for (size_t w = 0; w < parallel[i][k].words.size(); ++w)
+        EXPECT_NEAR(parallel[i][k].words[w].confidence, sequential[i][k].words[w].confidence, confTolerance);
     }
   }
   std::string text;
@@ -115,6 +120,64 @@ TEST(Moonshine, TalkersFromManyThreadsOnTwoWorkersGetTheFinalsOfSequentialDecodi
   waitIdle(h.engine());
   EXPECT_EQ(h.engine().stats().decodersInUse, 0);
   EXPECT_EQ(h.engine().stats().streams, 0);
+}
+
+TEST(Moonshine, TalkersFromManyThreadsOnTwoWorkersGetTheFinalsOfSequentialDecoding) {
+  if (!installed()) GTEST_SKIP() << "Moonshine tiny or the ONNX Runtime library is not installed";
+  expectTalkersGetSequentialFinals(CAPTIONGATE_MOONSHINE_TINY, 0);
+}
+
+bool baseInstalled() { return installed() && access(CAPTIONGATE_MOONSHINE_BASE "/encoder_model.ort", R_OK) == 0; }
+
+// Base decodes with drafts (the stream's latest tokens): the same finals,
+// confidences to float rounding (a draft's positions run in one pass).
+TEST(Moonshine, BaseTalkersWithDraftsGetTheFinalsOfSequentialDecoding) {
+  if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
+  expectTalkersGetSequentialFinals(CAPTIONGATE_MOONSHINE_BASE, 1e-5f);
+}
+
+// The model on its own, from two threads at once: prefixes of each clip every
+// second, each with the last one's tokens as its draft, give the tokens of
+// the decode without one; a wrong draft too.
+TEST(Moonshine, BaseDraftsGiveTheGreedyTokensFromTwoThreads) {
+  if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
+  ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
+  moonshine::ModelSettings ms;
+  ms.dir = CAPTIONGATE_MOONSHINE_BASE;
+  ms.ortLibrary = CAPTIONGATE_ORT_LIBRARY;
+  ms.foldWeights = true;
+  const moonshine::Model model(ms);
+  ASSERT_TRUE(model.rowsIndependent());
+  const moonshine::DecodeOptions o;
+  std::atomic<int> plainSteps{0}, draftSteps{0};
+  auto run = [&](size_t first) {
+    for (size_t c = first; c < clips().size(); c += 2) {
+      std::vector<float> clip(clips()[c].size());
+      for (size_t i = 0; i < clip.size(); ++i) clip[i] = clips()[c][i] / 32768.0f;
+      std::vector<int64_t> prev;
+      for (size_t end = 16000;; end = std::min(end + 16000, clip.size())) {
+        const std::vector<float> row(clip.begin(), clip.begin() + static_cast<std::ptrdiff_t>(end));
+        const auto plain = model.transcribe(row, o);
+        const auto drafted = model.transcribe(row, o, &prev);
+        EXPECT_EQ(drafted.tokens, plain.tokens) << "clip " << c << " at " << end;
+        EXPECT_NEAR(drafted.meanProb, plain.meanProb, 1e-5);
+        plainSteps += plain.steps;
+        draftSteps += drafted.steps;
+        prev = plain.tokens;
+        if (!prev.empty() && prev.back() == moonshine::Model::kEosToken) prev.pop_back();
+        if (end == clip.size()) {
+          std::vector<int64_t> wrong = prev;
+          wrong[wrong.size() / 2] = 1000;
+          EXPECT_EQ(model.transcribe(row, o, &wrong).tokens, plain.tokens) << "clip " << c << ", a wrong draft";
+          break;
+        }
+      }
+    }
+  };
+  std::thread a(run, 0), b(run, 1);
+  a.join();
+  b.join();
+  EXPECT_LT(draftSteps.load(), plainSteps.load() / 2);
 }
 
 TEST(Moonshine, ShutdownMidSpeechFromTwoThreads) {

@@ -93,7 +93,8 @@ describe.each(MODELS)('Moonshine %s: drafts', (model) => {
     let plainSteps = 0;
     let draftSteps = 0;
     let taken = 0;
-    for (const clip of pcmF32) {
+    // Two clips here (the C++ tests take all five, from two threads).
+    for (const clip of pcmF32.slice(1, 3)) {
       // Prefixes every second, as partials grow; each takes the last one's tokens as its draft.
       let prev: number[] = [];
       for (let end = 16000; ; end = Math.min(end + 16000, clip.length)) {
