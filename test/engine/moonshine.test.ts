@@ -33,7 +33,7 @@ function moonshineOptions(model: 'tiny' | 'base') {
   return { ...c, threads: 2, moonshine: { ...c.moonshine, model } };
 }
 
-describe.each(MODELS)('Moonshine %s: the model against the upstream runtime', (model) => {
+describe.each(MODELS)('Moonshine %s: the model against the upstream runtime, batches and drafts', (model) => {
   let m: NativeMoonshine;
   beforeAll(async () => {
     m = await loadMoonshineModel({ model, modelsDir: testConfig().engine.moonshine.modelsDir });
@@ -70,13 +70,6 @@ describe.each(MODELS)('Moonshine %s: the model against the upstream runtime', (m
       expect(m.info().rowsIndependent).toBe(false);
     }
   });
-});
-
-describe.each(MODELS)('Moonshine %s: drafts', (model) => {
-  let m: NativeMoonshine;
-  beforeAll(async () => {
-    m = await loadMoonshineModel({ model, modelsDir: testConfig().engine.moonshine.modelsDir });
-  }, 120_000);
 
   it('a draft gives the tokens of the greedy decode without one, right or wrong, and saves decoder runs only where positions are independent (base)', async () => {
     const text = (t: number[]) => t.filter((x) => x !== 2);
