@@ -211,10 +211,11 @@ Best bestOf(const float* row, int64_t V) {
   return r;
 }
 
-double softmaxOf(const float* row, int64_t V, int64_t token, int64_t best) {
+// The softmax's denominator, relative to the largest logit `best`.
+double softmaxSum(const float* row, int64_t V, int64_t best) {
   double z = 0;
   for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v] - row[best]));
-  return std::exp(static_cast<double>(row[token] - row[best])) / z;
+  return z;
 }
 
 // The first `keep` positions of a KV tensor [B, H, P, D].
@@ -321,14 +322,15 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
     return std::move(out[0]);
   };
 
-  // Takes `token` as row b's next token (its logits row `lg`); returns
-  // whether the row is done.
-  auto take = [&](int64_t b, const float* lg, int64_t V, int64_t token, int64_t best) -> bool {
+  // Takes the greedy choice `token` of logits row `lg` as row b's next
+  // token; returns whether the row is done.
+  auto take = [&](int64_t b, const float* lg, int64_t V, int64_t token) -> bool {
     Transcript& r = res[b];
-    if (r.tokens.empty()) r.firstEosProb = softmaxOf(lg, V, kEosToken, best);
+    const double z = softmaxSum(lg, V, token);
+    if (r.tokens.empty()) r.firstEosProb = std::exp(static_cast<double>(lg[kEosToken] - lg[token])) / z;
     r.tokens.push_back(token);
     if (token == kEosToken) return done[b] = true;
-    sumProb[b] += softmaxOf(lg, V, token, best);
+    sumProb[b] += 1.0 / z;
     textTokens[b]++;
     if (o.maxRepeats > 0) {
       const size_t cut = repeatedTail(r.tokens, o.maxRepeats);
@@ -355,7 +357,7 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
   // without the draft.
   bool drafted = false;
   size_t draftAccepted = 0;
-  const size_t draftLen = draft && B == 1 && rowsIndependent() ? std::min(draft->size(), rowMax[0] - 1) : 0;
+  const size_t draftLen = draft && B == 1 && takesDrafts() ? std::min(draft->size(), rowMax[0] - 1) : 0;
   if (draftLen > 0) {
     std::vector<int64_t> in{kStartToken};
     in.insert(in.end(), draft->begin(), draft->begin() + static_cast<std::ptrdiff_t>(draftLen));
@@ -363,17 +365,15 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
     Ort::Value logits = runDecoder(in, n, false);
     const int64_t V = logits.GetTensorTypeAndShapeInfo().GetShape()[2];
     const float* lg = logits.GetTensorData<float>();
-    // Position j's logits follow the start token and draft[0, j).
-    size_t j = 0;
-    for (; j <= draftLen; ++j) {
-      const Best best = bestOf(lg + static_cast<int64_t>(j) * V, V);
+    // Position j's logits follow the start token and draft[0, j). The
+    // greedy choice is kept while it is clear; the first that differs from
+    // the draft (or follows its end) is kept too, and ends the run's share.
+    for (size_t j = 0; j <= draftLen; ++j) {
+      const float* row = lg + static_cast<int64_t>(j) * V;
+      const Best best = bestOf(row, V);
       if (best.gap < kDraftMargin) break;
-      if (j < draftLen && best.token == (*draft)[j]) {
-        if (take(0, lg + static_cast<int64_t>(j) * V, V, best.token, best.token)) break;
-        continue;
-      }
-      take(0, lg + static_cast<int64_t>(j) * V, V, best.token, best.token);
-      break;
+      const bool asDrafted = j < draftLen && best.token == (*draft)[j];
+      if (take(0, row, V, best.token) || !asDrafted) break;
     }
     draftAccepted = res[0].tokens.size();
     if (!done[0] && draftAccepted == 0) {
@@ -386,8 +386,9 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
       // Keep the cache of the positions whose inputs are kept tokens: the
       // start token and every kept token but the last, which is the next input.
       const int64_t keep = static_cast<int64_t>(res[0].tokens.size());
-      for (size_t i = 0; i < nIn && !done[0]; ++i)
-        if (isSelf[i] && keep < n) past[i] = firstPositions(past[i], keep);
+      if (!done[0] && keep < n)
+        for (size_t i = 0; i < nIn; ++i)
+          if (isSelf[i]) past[i] = firstPositions(past[i], keep);
       ids[0] = res[0].tokens.back();
     }
   }
@@ -411,7 +412,7 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
         redo = true;
         break;
       }
-      ids[b] = take(b, row, V, best.token, best.token) ? kEosToken : best.token;
+      ids[b] = take(b, row, V, best.token) ? kEosToken : best.token;
     }
     if (redo) break;
   }
@@ -431,7 +432,7 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
     r.encodeMs = encodeMs;
     r.decodeMs = decodeMs;
     r.draftTokens = draftLen;
-    r.draftAccepted = drafted ? draftAccepted : 0;
+    r.draftAccepted = draftAccepted;
     r.meanProb = textTokens[b] ? sumProb[b] / textTokens[b] : 0.0;
     r.text = tokenizer_->decode(r.tokens);
   }

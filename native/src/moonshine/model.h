@@ -87,7 +87,7 @@ class Model {
   //
   // `draft`: tokens expected to begin the transcript (an earlier decode of
   // the start of the same audio, without EOS). Used for one row where
-  // rowsIndependent(); the result is the greedy decode's all the same, only
+  // takesDrafts(); the result is the greedy decode's all the same, only
   // cheaper when the draft is right: its positions run as one decoder run.
   std::vector<Transcript> transcribe(const std::vector<const std::vector<float>*>& rows, const DecodeOptions& o,
                                      const std::vector<int64_t>* draft = nullptr) const;
@@ -98,6 +98,8 @@ class Model {
   // decoder's positions in one run are computed as single steps would be
   // (no activation scale shared across rows or positions: base).
   bool rowsIndependent() const { return !encMask_; }
+  // Whether transcribe() uses a draft: only where positions are independent.
+  bool takesDrafts() const { return rowsIndependent(); }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const std::string& ortVersion() const { return ortVersion_; }
   // Bytes of the model files (the weights as shipped).

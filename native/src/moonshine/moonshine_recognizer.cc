@@ -90,7 +90,7 @@ struct MoonshineRecognizer::Stream : RecognizerStream {
   size_t specEnd = 0;      // span of `spec` (0: none)
   Transcript spec;
   // The tokens (no EOS) of the open utterance's latest decode: the draft of
-  // its next one (models whose positions are independent: base).
+  // its next one (empty where the model takes no drafts: tiny).
   std::vector<int64_t> hyp;
   // Partials.
   size_t lastPartialLen = 0;
@@ -215,10 +215,6 @@ void MoonshineRecognizer::spendLocked(double ms) {
   creditMs_ = std::max(creditMs_ - ms, -1000.0 * std::max(1, settings_.threads) * settings_.partialLoadShare);
 }
 
-std::vector<int64_t> MoonshineRecognizer::draftOf(const Stream& s) const {
-  return model_->rowsIndependent() ? s.hyp : std::vector<int64_t>();
-}
-
 // ---------------------------------------------------------------- a round
 
 void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
@@ -236,7 +232,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     job.roundAt = now;
     job.span = s.specWanted;
     job.audio = toFloat(s.utt, s.specWanted);
-    job.draft = draftOf(s);
+    job.draft = s.hyp;
     jobs.push_back(std::move(job));
     s.specWanted = 0;
   }
@@ -274,7 +270,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   }
   std::stable_sort(due.begin(), due.end(), [](auto& a, auto& b) { return a.first->lastPartialAt < b.first->lastPartialAt; });
   for (auto& [s, out] : due) {
-    const double c = predictMs(s->utt.size(), draftOf(*s).size());
+    const double c = predictMs(s->utt.size(), s->hyp.size());
     if (!(load + c <= settings_.roundMs || (load == 0 && c <= kPartialCapMs))) continue;
     // Under load, partials come less often (silently); a long one may take the credit into debt.
     if (credit <= 0 || credit < std::min(c, static_cast<double>(settings_.roundMs))) continue;
@@ -288,7 +284,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     job.roundAt = now;
     job.span = s->utt.size();
     job.audio = toFloat(s->utt, s->utt.size());
-    job.draft = draftOf(*s);
+    job.draft = s->hyp;
     job.predicted = c;
     jobs.push_back(std::move(job));
   }
@@ -342,7 +338,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
         j.done = true;
       } else {
         j.audio = toFloat(s.utt, span);
-        j.draft = draftOf(s);
+        j.draft = s.hyp;
       }
       jobs.push_back(std::move(j));
     }
@@ -533,8 +529,9 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
       s.spec = j.result;
     }
     if (!s.inUtt) continue;
-    // The longest decode so far is the best draft for the next one.
-    if (j.span >= s.lastPartialLen) {
+    // The longest decode so far is the best draft for the next one (kept
+    // only where the model takes drafts, so the cost model can count on it).
+    if (model_->takesDrafts() && j.span >= s.lastPartialLen) {
       s.hyp = j.result.tokens;
       if (!s.hyp.empty() && s.hyp.back() == Model::kEosToken) s.hyp.pop_back();
     }

@@ -101,8 +101,6 @@ class MoonshineRecognizer : public Recognizer {
   void runJobs(std::vector<Job>& jobs);
   // Predicted cost of a decode of `samples`, with a draft of `draft` tokens.
   double predictMs(size_t samples, size_t draft) const;
-  // The draft for a stream's next decode (empty where the model takes none).
-  std::vector<int64_t> draftOf(const Stream& s) const;
   // The partial credit (see partialLoadShare): refilled over wall time,
   // spent by every job's predicted cost, squared with its measured cost;
   // refillCredit returns what is left after spending spendMs.
