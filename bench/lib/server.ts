@@ -4,7 +4,7 @@
  * its children, so a node of several workers (server.workers) counts whole.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -16,6 +16,8 @@ export interface ServerProcess {
   readonly child: ChildProcess;
   /** User+system CPU seconds so far (all threads). */
   cpuSeconds(): number;
+  /** Nanoseconds on the CPU so far (all threads), from schedstat: precise over windows of a few seconds, where clock ticks are not. */
+  cpuNanoseconds(): number;
   rssMb(): number;
   metric(name: string, labels?: string): Promise<number>;
   metricsText(): Promise<string>;
@@ -60,6 +62,9 @@ export async function startServer(env: Record<string, string>, entry = 'dist/src
     cpuSeconds() {
       return tree(pid).reduce((sum, p) => sum + cpuOf(p), 0);
     },
+    cpuNanoseconds() {
+      return tree(pid).reduce((sum, p) => sum + cpuNsOf(p), 0);
+    },
     rssMb() {
       return tree(pid).reduce((sum, p) => sum + rssOf(p), 0);
     },
@@ -102,6 +107,17 @@ function cpuOf(pid: number): number {
   if (!stat) return 0;
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+function cpuNsOf(pid: number): number {
+  let sum = 0;
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return 0; // the process just exited
+  }
+  for (const tid of tids) sum += Number(readOr(`/proc/${pid}/task/${tid}/schedstat`, '0').split(' ')[0]);
+  return sum;
 }
 function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readOr(`/proc/${pid}/status`, ''));
