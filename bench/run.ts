@@ -20,7 +20,8 @@ import { packageRoot } from '../src/util/paths.js';
 import type { SessionTrace } from './lib/loadgen.js';
 import { histogramQuantile, percentile, runLoadProcesses, sleep } from './lib/measure.js';
 import { storyBench } from './lib/story.js';
-import { INFO, overheadEnv, startServer, type ServerProcess } from './lib/server.js';
+import { bareFloor, cpuRatio, measureSideBySide, overheadGateway, type SideBySide, type SideResult } from './lib/overhead.js';
+import { INFO, overheadEnv, startServer } from './lib/server.js';
 import { soak } from './soak.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
@@ -66,93 +67,45 @@ const { storyPcm, storyLoad, storyAnalysis } = storyBench(FRAME_MS);
 
 // ------------------------------------------------------------------ 1, 2: overhead and transport
 
-interface OverheadRun {
-  n: number;
-  transport: string;
-  cpuPer100: number;
-  ingestP50Ms: number;
-  ingestP99Ms: number;
-  loopP99Ms: number;
-  rssMb: number;
-  refused: number;
-  loadgenLateP99Ms: number;
-  /** Words committed in finals per second (the caption path's load). */
-  wordsPerSecond: number;
-}
-
-async function overheadRun(n: number, transport: 'uws' | 'ws' | 'bare', extraEnv: Record<string, string> = {}): Promise<OverheadRun> {
-  const server: ServerProcess =
-    transport === 'bare' ? await startServer({}, 'dist/bench/lib/bare-uws.js') : await startServer({ ...overheadEnv(n, transport), ...extraEnv });
-  const ramp = Math.min(5000, n * 5);
-  const steady = QUICK ? 4 : 25;
-  // Under load for this long before the window: JIT compilation and the
-  // first major GCs are one-time costs, not per-frame overhead (at 100
-  // streams they were a third of the gateway's CPU in its first 15 s).
-  const warm = QUICK ? 3 : 30;
-  const url = `ws://127.0.0.1:${server.port}/v1/listen`;
-  const loadP = runLoadProcesses({ url, sessions: n, seconds: warm + steady + 3, files: [libriFile], offsetStepSeconds: 0.37, rampMs: ramp }, n >= 500 ? 2 : 1);
-  // Window: from the warm-up's end to 1.5 s before the end of streaming.
-  await sleep(ramp + 1500 + 1000 + warm * 1000);
-  if (transport !== 'bare') await server.metricsText(); // opens the event-loop window
-  const w0 = transport === 'bare' ? 0 : await server.metric('captiongate_committed_words_total');
-  const c0 = server.cpuSeconds();
-  const t0 = performance.now();
-  await sleep((steady - 1.5) * 1000);
-  const c1 = server.cpuSeconds();
-  const t1 = performance.now();
-  let ingestP50 = NaN;
-  let ingestP99 = NaN;
-  let loopP99 = NaN;
-  let words = 0;
-  if (transport !== 'bare') {
-    words = (await server.metric('captiongate_committed_words_total')) - w0;
-    const text = await server.metricsText();
-    ingestP50 = histogramQuantile(text, 'captiongate_ingest_to_submit_seconds', 0.5) * 1000;
-    ingestP99 = histogramQuantile(text, 'captiongate_ingest_to_submit_seconds', 0.99) * 1000;
-    loopP99 = (await server.metric('captiongate_event_loop_lag_p99_seconds')) * 1000;
-  }
-  const rss = server.rssMb();
-  const load = await loadP;
-  await server.stop();
-  const cpuShare = (c1 - c0) / ((t1 - t0) / 1000);
-  return {
-    n,
-    transport,
-    cpuPer100: (cpuShare / n) * 100 * 100,
-    ingestP50Ms: ingestP50,
-    ingestP99Ms: ingestP99,
-    loopP99Ms: loopP99,
-    rssMb: rss,
-    refused: load.refused,
-    loadgenLateP99Ms: load.sendLateMsP99,
-    wordsPerSecond: words / ((t1 - t0) / 1000),
-  };
-}
+const sideBySide = { file: libriFile, warmSeconds: QUICK ? 3 : 30, windowSeconds: QUICK ? 2 : 8, windows: QUICK ? 2 : 4 };
+const ratioText = (r: SideBySide, a = 0, b = 1) => {
+  const q = cpuRatio(r, a, b);
+  return `${q.ratio.toFixed(2)}× (windows ${q.min.toFixed(2)}–${q.max.toFixed(2)})`;
+};
+/** A run where sessions were refused carried fewer streams than it divides by: not comparable. */
+const refusedRow = (section: string, r: SideBySide) => {
+  if (r.sides.some((s) => s.refused > 0)) row(section, `INVALID @${r.n}`, r.sides.map((s) => `${s.refused} ${s.label}`).join(' / ') + ' sessions refused', 'none refused', false);
+};
 
 async function sectionOverhead(): Promise<void> {
-  console.log('\n1. gateway overhead (overhead-measurement engine: no decoding)');
-  const runs: OverheadRun[] = [];
-  const bare: OverheadRun[] = [];
+  // Side by side, not one after the other: this VM's cost per frame drifts
+  // by more than the budget's margin within minutes (bench/lib/overhead.ts).
+  console.log('\n1. gateway overhead (overhead-measurement engine: no decoding), gateway and bare uWS floor at the same time');
+  const pairs: SideBySide[] = [];
   // The longest a window may wait for its batch, as the server is configured (environment included).
   const sched = loadConfig().scheduler;
   const maxWait = Math.max(sched.maxWaitMs, sched.minIntervalMs);
   for (const n of QUICK ? [100] : [100, 500, 1000]) {
-    const g = await overheadRun(n, 'uws');
-    const b = await overheadRun(n, 'bare');
-    runs.push(g);
-    bare.push(b);
-    // A run where sessions were refused carried fewer streams than it divides by: not comparable.
-    if (g.refused > 0 || b.refused > 0) row('1 overhead', `INVALID @${n}`, `${g.refused} gateway / ${b.refused} bare sessions refused`, 'none refused', false);
+    const r = await measureSideBySide(n, [overheadGateway(n), bareFloor], sideBySide);
+    pairs.push(r);
+    const [g, b] = r.sides as [SideResult, SideResult];
+    refusedRow('1 overhead', r);
     row('1 overhead', `gateway CPU per 100 streams @${n}`, `${g.cpuPer100.toFixed(2)}% of a core`, '≤ 1%', g.cpuPer100 <= 1);
-    row('1 overhead', `bare uWS floor per 100 streams @${n}`, `${b.cpuPer100.toFixed(2)}% (gateway = ${(g.cpuPer100 / b.cpuPer100).toFixed(2)}× floor)`, '≤ 1.5× floor', g.cpuPer100 <= 1.5 * b.cpuPer100);
+    row('1 overhead', `bare uWS floor per 100 streams @${n}, same windows`, `${b.cpuPer100.toFixed(2)}% (gateway = ${ratioText(r)} floor)`, '≤ 1.5× floor', cpuRatio(r).ratio <= 1.5);
     row('1 overhead', `ingest→submit p50 / p99 @${n}`, `${g.ingestP50Ms.toFixed(2)} / ${g.ingestP99Ms.toFixed(2)} ms (batch wait ${maxWait} ms)`, 'p99 < 5 ms beyond the wait', g.ingestP99Ms - maxWait < 5);
     row('1 overhead', `event-loop lag p99 @${n}`, `${g.loopP99Ms.toFixed(2)} ms`, '< 5 ms', g.loopP99Ms < 5);
   }
+  // The control: two equal gateways side by side. Their ratio is what the
+  // pairing itself adds (which side a core favours), the error of the rows above.
+  const control = QUICK ? null : await measureSideBySide(100, [overheadGateway(100), overheadGateway(100)], sideBySide);
+  if (control) row('1 overhead', 'control: gateway / gateway @100, same windows', ratioText(control));
   // Issue 14: the same load with captions flowing to the store (SQLite on
   // its worker thread): the overhead engine makes a twelve-word final every
-  // 3 s of each session's audio, about what continuous speech gives.
+  // 3 s of each session's audio, about what continuous speech gives. The
+  // gateway runs alone here: this row is about its event loop, not a ratio.
   const nStore = QUICK ? 100 : 1000;
-  const withStore = await overheadRun(nStore, 'uws', { CAPTIONGATE_OVERHEAD_FINAL_SECONDS: '3' });
+  const storeRun = await measureSideBySide(nStore, [overheadGateway(nStore, 'uws', { CAPTIONGATE_OVERHEAD_FINAL_SECONDS: '3' })], sideBySide);
+  const withStore = storeRun.sides[0]!;
   row(
     '1 overhead',
     `event-loop lag p99 @${nStore}, finals into the store`,
@@ -160,13 +113,13 @@ async function sectionOverhead(): Promise<void> {
     '< 5 ms',
     withStore.loopP99Ms < 5,
   );
-  raw.overhead = { runs, bare, withStore };
-  console.log('\n2. transport: same load on uWS and ws');
+  raw.overhead = { pairs, control, withStore: storeRun };
+  console.log('\n2. transport: same load on uWS and ws, at the same time');
   const n = QUICK ? 100 : 500;
-  const u = runs.find((r) => r.n === n) ?? (await overheadRun(n, 'uws'));
-  const w = await overheadRun(n, 'ws');
-  raw.transport = { uws: u, ws: w };
-  row('2 transport', `CPU per 100 streams @${n}: uWS / ws`, `${u.cpuPer100.toFixed(2)}% / ${w.cpuPer100.toFixed(2)}% (ws = ${(w.cpuPer100 / u.cpuPer100).toFixed(2)}× uWS)`);
+  const t = await measureSideBySide(n, [overheadGateway(n, 'uws'), overheadGateway(n, 'ws')], sideBySide);
+  raw.transport = t;
+  refusedRow('2 transport', t);
+  row('2 transport', `CPU per 100 streams @${n}: uWS / ws`, `${t.sides[0]!.cpuPer100.toFixed(2)}% / ${t.sides[1]!.cpuPer100.toFixed(2)}% (ws = ${ratioText(t, 1, 0)} uWS)`);
 }
 
 // ------------------------------------------------------------------ 3, 4, 6: capacity, latency, accuracy

@@ -30,7 +30,7 @@ const CLK_TCK = 100;
 export async function startServer(env: Record<string, string>, entry = 'dist/src/main.js'): Promise<ServerProcess> {
   // The caption store (SQLite, the default) in a fresh temporary folder.
   const dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-bench-'));
-  const child = spawn(process.execPath, [path.join(packageRoot(), entry)], {
+  const child = spawn(process.execPath, [path.resolve(packageRoot(), entry)], {
     env: { ...process.env, PORT: '0', CAPTIONGATE_SERVER_HOST: '127.0.0.1', CAPTIONGATE_LOG_LEVEL: 'warn', CAPTIONGATE_STORE_PATH: path.join(dir, 'captions.db'), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
