@@ -37,6 +37,16 @@ export function floatToS16(src: Float32Array, out: Int16Array = new Int16Array(s
   return out;
 }
 
+/** Audio in this format is already what the ring holds (16 kHz mono s16le): no converter, no copy but into the ring. */
+export function needsNoConversion(f: AudioFormat): boolean {
+  return f.sampleRate === ENGINE_SAMPLE_RATE && f.channels === 1 && f.encoding === 's16le';
+}
+
+/** The message's bytes as samples, without a copy; null when unaligned (then convert() copies them). */
+export function samplesOf(bytes: Uint8Array): Int16Array | null {
+  return bytes.byteOffset % 2 === 0 && bytes.byteLength % 2 === 0 ? new Int16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2) : null;
+}
+
 export class AudioConverter {
   readonly format: AudioFormat;
   readonly bytesPerFrame: number;

@@ -77,10 +77,10 @@ export class ReadGate {
    * overtake the audio before it). True: the caller handles it now.
    */
   admit(data: Uint8Array, isBinary: boolean): boolean {
-    if (this.#replaying) return true;
-    if (this.#held.length === 0) {
-      if (!this.#paused || this.#conn.canPause === true || !isBinary) return true;
-    }
+    // Not paused means nothing is held (#poll drains the queue before it
+    // stops pausing), so the per-frame path reads two flags and nothing else.
+    if (this.#replaying || !this.#paused) return true;
+    if (this.#held.length === 0 && (this.#conn.canPause === true || !isBinary)) return true;
     if (this.#heldBytes + data.byteLength > this.#maxHeldBytes) return true;
     this.#held.push({ data: data.slice(), isBinary });
     this.#heldBytes += data.byteLength;

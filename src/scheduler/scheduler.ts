@@ -273,7 +273,7 @@ export class Scheduler {
     if (this.queued === 0) this.#deadline = this.#dueAt(s.readySince);
     this.#queue.push(s);
     if (this.queued >= this.#opts.maxBatch) this.#pump(false);
-    else this.#arm();
+    else this.#arm(s.readySince);
   }
 
   closed(s: StreamState): void {
@@ -335,9 +335,9 @@ export class Scheduler {
     return Math.max(readySince + this.#opts.maxWaitMs, this.#lastSubmitAt + (this.#opts.minIntervalMs ?? 0));
   }
 
-  #arm(): void {
+  #arm(now = performance.now()): void {
     if (this.#timer || this.queued === 0 || this.#inFlight >= this.#opts.maxInFlight) return;
-    const wait = this.#deadline - performance.now();
+    const wait = this.#deadline - now;
     this.#timer = wait <= 0 ? setImmediate(this.#fire) : setTimeout(this.#fire, wait);
   }
 

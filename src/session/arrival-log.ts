@@ -10,33 +10,38 @@
  * still reports a wait of at least `spanSeconds`.
  */
 export class ArrivalLog {
-  #pos: Float64Array;
-  #time: Float64Array;
+  /** Entry i is [2i] = write position, [2i + 1] = time: one array, so a frame touches one cache line of it. */
+  #entries: Float64Array;
+  #capacity: number;
   #n = 0;
-  #next = 0;
+  /** The newest entry's index (valid when #n > 0). */
+  #last = -1;
   #resolutionMs: number;
 
   constructor(spanSeconds: number, resolutionMs = 50) {
-    const capacity = Math.ceil((spanSeconds * 1000) / resolutionMs) + 4;
-    this.#pos = new Float64Array(capacity);
-    this.#time = new Float64Array(capacity);
+    this.#capacity = Math.ceil((spanSeconds * 1000) / resolutionMs) + 4;
+    this.#entries = new Float64Array(2 * this.#capacity);
     this.#resolutionMs = resolutionMs;
   }
 
   /** After a write that ended at writePos, at time t. */
   record(writePos: number, t: number): void {
-    const cap = this.#pos.length;
-    if (this.#n > 0) {
-      const last = (this.#next - 1 + cap) % cap;
-      if (t - this.#time[last]! < this.#resolutionMs) {
-        this.#pos[last] = writePos;
-        return;
-      }
+    const e = this.#entries;
+    let i = this.#last;
+    if (this.#n > 0 && t - e[2 * i + 1]! < this.#resolutionMs) {
+      e[2 * i] = writePos;
+      return;
     }
-    this.#pos[this.#next] = writePos;
-    this.#time[this.#next] = t;
-    this.#next = (this.#next + 1) % cap;
-    if (this.#n < cap) this.#n++;
+    i = i + 1 === this.#capacity ? 0 : i + 1;
+    e[2 * i] = writePos;
+    e[2 * i + 1] = t;
+    this.#last = i;
+    if (this.#n < this.#capacity) this.#n++;
+  }
+
+  /** The newest entry's time (the last frame's, or up to resolutionMs earlier); NaN when nothing was recorded yet. */
+  get newestTime(): number {
+    return this.#n > 0 ? this.#entries[2 * this.#last + 1]! : NaN;
   }
 
   /**
@@ -45,17 +50,18 @@ export class ArrivalLog {
    * oldest (see the class comment). NaN when nothing was recorded yet.
    */
   timeOf(pos: number): number {
-    const cap = this.#pos.length;
-    const oldest = (this.#next - this.#n + cap) % cap;
+    if (this.#n === 0) return NaN;
+    const cap = this.#capacity;
+    const e = this.#entries;
+    const oldest = (this.#last + 1 - this.#n + cap) % cap;
     // Binary search over entries in age order for the first writePos > pos.
     let lo = 0;
     let hi = this.#n;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (this.#pos[(oldest + mid) % cap]! > pos) hi = mid;
+      if (e[2 * ((oldest + mid) % cap)]! > pos) hi = mid;
       else lo = mid + 1;
     }
-    if (this.#n === 0) return NaN;
-    return this.#time[(oldest + Math.min(lo, this.#n - 1)) % cap]!;
+    return e[2 * ((oldest + Math.min(lo, this.#n - 1)) % cap) + 1]!;
   }
 }

@@ -34,7 +34,7 @@ import { randomBytes } from 'node:crypto';
 
 import type { Logger } from 'pino';
 
-import { AudioConverter } from '../audio/converter.js';
+import { AudioConverter, needsNoConversion, samplesOf } from '../audio/converter.js';
 import { CaptionStabilizer, type CaptionEvent } from '../captions/stabilizer.js';
 import type { Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
@@ -162,6 +162,8 @@ export class Session implements StreamSink {
   #lastActivity = Date.now();
   /** When the first audio arrived (performance.now()), 0 before. */
   #firstAudioAt = 0;
+  /** Set with #firstAudioAt: a flag the per-frame path can test without loading a boxed double. */
+  #sawAudio = false;
   /** The last speech: wall-clock time, and where in the audio (received samples). */
   #lastSpeechAt = Date.now();
   #lastSpeechSample = 0;
@@ -177,6 +179,10 @@ export class Session implements StreamSink {
   #log: ReplayLog;
   #errors: ErrorReporter;
   #converter: AudioConverter;
+  // The format's facts the per-frame path needs, kept here so that it does
+  // not load the format and converter objects for every frame.
+  #rate: number;
+  #asIs: boolean;
   #stabilizer: CaptionStabilizer;
   #ending: Ending | null = null;
   #lagWarned = false;
@@ -243,6 +249,8 @@ export class Session implements StreamSink {
     const { limits, captions, audio, admission } = deps.config;
     this.#arrivals = new ArrivalLog(Math.max(limits.lagMaxSeconds, admission.maxEngineLagSeconds));
     this.#converter = new AudioConverter(this.format, audio.resampleQuality);
+    this.#rate = this.format.sampleRate;
+    this.#asIs = needsNoConversion(this.format);
     this.#bytesPerFrame = this.#converter.bytesPerFrame;
     this.#maxFrameBytes = limits.maxFrameBytes;
     // A frame's duration must lie within [MIN_FRAME_MS, MAX_FRAME_MS]; in sample frames (with float slack).
@@ -309,8 +317,10 @@ export class Session implements StreamSink {
   get streamId(): number {
     return this.#stream?.id ?? -1;
   }
+  /** Wall-clock ms of the last client message: a control message, or audio (its arrival, to within the log's 50 ms). */
   get lastActivity(): number {
-    return this.#lastActivity;
+    const audioAt = this.#arrivals.newestTime;
+    return audioAt > 0 ? Math.max(this.#lastActivity, performance.timeOrigin + audioAt) : this.#lastActivity;
   }
   /** Wall-clock ms when the connection dropped; 0 while connected. */
   get droppedAt(): number {
@@ -397,10 +407,11 @@ export class Session implements StreamSink {
       if (this.#state === 'finishing') this.#rejectAfterStop(bytes.byteLength);
       return;
     }
-    this.#lastActivity = Date.now();
+    // An accepted frame's activity is its arrival (the arrival log), not a field written per frame.
     const n = bytes.byteLength;
     const frames = n / this.#bytesPerFrame;
     if (n > this.#maxFrameBytes || frames !== Math.floor(frames) || frames < this.#minFrames || frames > this.#maxFrames) {
+      this.#lastActivity = Date.now();
       this.#refuseFrame(n, frames);
       return;
     }
@@ -408,14 +419,18 @@ export class Session implements StreamSink {
     let accept = bytes;
     let acceptFrames = frames;
     let refusedSeconds = 0;
-    const rate = this.format.sampleRate;
+    const rate = this.#rate;
     if (this.#received + (frames * RATE) / rate > this.#maxSessionSamples) {
       acceptFrames = Math.max(0, Math.floor(((this.#maxSessionSamples - this.#received) * rate) / RATE));
       accept = bytes.subarray(0, acceptFrames * this.#bytesPerFrame);
       refusedSeconds = (frames - acceptFrames) / rate;
     }
     this.#receivedFrames += acceptFrames;
-    if (accept.byteLength > 0) this.#write(this.#converter.convert(accept, this.#deps.scratch));
+    if (accept.byteLength > 0) {
+      const asIs = this.#asIs ? samplesOf(accept) : null;
+      if (asIs) this.#write(asIs, asIs.length);
+      else this.#write(this.#deps.scratch, this.#converter.convert(accept, this.#deps.scratch));
+    }
     if (this.#state !== 'active') return;
     if (refusedSeconds > 0 || this.#received >= this.#maxSessionSamples) {
       this.finish('max_duration', CloseCode.MAX_DURATION, `session reached its maximum duration (${this.#maxSessionSeconds} s)`, {
@@ -442,11 +457,16 @@ export class Session implements StreamSink {
     }
   }
 
-  /** Writes n converted samples from scratch into the ring (active: the ring is there). */
-  #write(n: number): void {
+  /** Writes the first n converted samples of `src` into the ring (active: the ring is there). */
+  #write(src: Int16Array, n: number): void {
     if (n === 0) return;
     const ring = this.#ring!;
-    if (this.#firstAudioAt === 0) this.#firstAudioAt = performance.now();
+    // One clock read per frame: the arrival log and the lag check share it.
+    const now = performance.now();
+    if (!this.#sawAudio) {
+      this.#sawAudio = true;
+      this.#firstAudioAt = now;
+    }
     this.#received += n;
     this.#deps.metrics.samplesReceived.inc(n);
     if (n > ring.free) {
@@ -458,19 +478,25 @@ export class Session implements StreamSink {
       this.#overload();
       return;
     }
-    ring.write(this.#deps.scratch, n);
-    this.#arrivals.record(this.#ringBase + ring.writePos, performance.now());
-    this.#checkLag();
+    ring.write(src, n);
+    this.#arrivals.record(this.#ringBase + ring.writePos, now);
+    this.#checkLag(now);
     if (this.#state === 'active') this.#stream!.wake();
   }
 
-  #checkLag(): void {
+  #checkLag(now: number): void {
     const ring = this.#ring;
     if (!ring) return;
     const { shapes } = this.#deps;
     const backlog = ring.available;
+    // The common case, a backlog well under the warning: the only change
+    // is to re-arm the warning, which is skipped for a fast sender as below.
+    if (backlog < shapes.lagWarnSamples / 2) {
+      if (this.#lagWarned && this.aheadSeconds(now) <= AHEAD_SLACK_SECONDS) this.#lagWarned = false;
+      return;
+    }
     // Faster than real time: its connection stops reading instead (read-gate.ts); the ring's size is still the hard limit (#write).
-    if (this.aheadSeconds() > AHEAD_SLACK_SECONDS) return;
+    if (this.aheadSeconds(now) > AHEAD_SLACK_SECONDS) return;
     if (backlog > shapes.lagMaxSamples) {
       this.#overload();
       return;
@@ -484,8 +510,6 @@ export class Session implements StreamSink {
         message: `captions are ${(backlog / RATE).toFixed(1)} s behind the audio; at ${this.#deps.config.limits.lagMaxSeconds} s the session ends`,
         lagSeconds: round3(backlog / RATE),
       });
-    } else if (backlog < shapes.lagWarnSamples / 2) {
-      this.#lagWarned = false;
     }
   }
 
@@ -531,7 +555,7 @@ export class Session implements StreamSink {
     }
     if (r.partial !== null || r.finals.length > 0) this.#captions(r);
     if (this.#wantAck) this.#maybeAck(false);
-    this.#checkLag();
+    this.#checkLag(performance.now());
     if (this.#state === 'finishing') this.#maybeComplete();
     else if (this.#state === 'parking') this.#maybePark();
     else if (this.#state === 'handing') this.#maybeHanded();
