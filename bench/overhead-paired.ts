@@ -11,11 +11,13 @@
  * two equal servers, which shows what the pairing itself adds.
  * `PAIR=gateway,gateway@/path/to/checkout` compares this build with another
  * revision's (built with `npm run build:ts` in that checkout), side by side.
+ * `SWAP=1` runs the pair twice, in both start orders, as section 1 does
+ * (bench/lib/overhead.ts, measureSwapped), and prints the combined ratio.
  */
 import path from 'node:path';
 
 import { librivoxLoop } from './lib/engines.js';
-import { bareFloor, cpuRatio, measureSideBySide, overheadGateway, type ServerSpec } from './lib/overhead.js';
+import { bareFloor, cpuRatio, measureSideBySide, measureSwapped, overheadGateway, type ServerSpec } from './lib/overhead.js';
 
 const STREAMS = Number(process.env.STREAMS ?? 100);
 const PAIR = (process.env.PAIR ?? 'gateway,bare').split(',');
@@ -36,11 +38,14 @@ async function main(): Promise<void> {
     windowSeconds: Number(process.env.WINDOW_SECONDS ?? 8),
     windows: Number(process.env.WINDOWS ?? 4),
   };
-  const r = await measureSideBySide(
-    STREAMS,
-    PAIR.map(spec),
-    options,
-  );
+  const specs = PAIR.map(spec) as [ServerSpec, ServerSpec];
+  if (process.env.SWAP === '1') {
+    const r = await measureSwapped(STREAMS, specs, options);
+    console.log(`${STREAMS} streams each: ${PAIR[0]} / ${PAIR[1]} = **${r.ratio.toFixed(3)}×** over both start orders (windows ${r.min.toFixed(3)}–${r.max.toFixed(3)}; ${r.a.cpuPer100.toFixed(2)}% / ${r.b.cpuPer100.toFixed(2)}% per 100 streams)`);
+    if (r.a.refused + r.b.refused) throw new Error('sessions refused: the figures would not compare');
+    return;
+  }
+  const r = await measureSideBySide(STREAMS, specs, options);
   const per100 = (ns: number, ms: number) => `${((ns / 1e6 / ms / STREAMS) * 100 * 100).toFixed(2)}%`;
   console.log(`${STREAMS} streams each, both servers at once; CPU per 100 streams per ${options.windowSeconds} s window`);
   console.log(`| window | ${PAIR[0]} | ${PAIR[1]} | ratio |\n|---|---|---|---|`);

@@ -20,7 +20,7 @@ import { packageRoot } from '../src/util/paths.js';
 import type { SessionTrace } from './lib/loadgen.js';
 import { histogramQuantile, percentile, runLoadProcesses, sleep } from './lib/measure.js';
 import { storyBench } from './lib/story.js';
-import { bareFloor, cpuRatio, measureSideBySide, overheadGateway, type SideBySide, type SideResult } from './lib/overhead.js';
+import { bareFloor, measureSideBySide, measureSwapped, overheadGateway, type SwappedPair } from './lib/overhead.js';
 import { INFO, overheadEnv, startServer } from './lib/server.js';
 import { soak } from './soak.js';
 
@@ -68,37 +68,34 @@ const { storyPcm, storyLoad, storyAnalysis } = storyBench(FRAME_MS);
 // ------------------------------------------------------------------ 1, 2: overhead and transport
 
 const sideBySide = { file: libriFile, warmSeconds: QUICK ? 3 : 30, windowSeconds: QUICK ? 2 : 8, windows: QUICK ? 2 : 4 };
-const ratioText = (r: SideBySide, a = 0, b = 1) => {
-  const q = cpuRatio(r, a, b);
-  return `${q.ratio.toFixed(2)}× (windows ${q.min.toFixed(2)}–${q.max.toFixed(2)})`;
-};
+const ratioText = (r: SwappedPair) => `${r.ratio.toFixed(2)}× (windows ${r.min.toFixed(2)}–${r.max.toFixed(2)})`;
 /** A run where sessions were refused carried fewer streams than it divides by: not comparable. */
-const refusedRow = (section: string, r: SideBySide) => {
-  if (r.sides.some((s) => s.refused > 0)) row(section, `INVALID @${r.n}`, r.sides.map((s) => `${s.refused} ${s.label}`).join(' / ') + ' sessions refused', 'none refused', false);
+const refusedRow = (section: string, r: SwappedPair) => {
+  if (r.a.refused + r.b.refused > 0) row(section, `INVALID @${r.n}`, `${r.a.refused} ${r.a.label} / ${r.b.refused} ${r.b.label} sessions refused`, 'none refused', false);
 };
 
 async function sectionOverhead(): Promise<void> {
   // Side by side, not one after the other: this VM's cost per frame drifts
   // by more than the budget's margin within minutes (bench/lib/overhead.ts).
-  console.log('\n1. gateway overhead (overhead-measurement engine: no decoding), gateway and bare uWS floor at the same time');
-  const pairs: SideBySide[] = [];
+  console.log('\n1. gateway overhead (overhead-measurement engine: no decoding), gateway and bare uWS floor at the same time, twice, in both start orders');
+  const pairs: SwappedPair[] = [];
   // The longest a window may wait for its batch, as the server is configured (environment included).
   const sched = loadConfig().scheduler;
   const maxWait = Math.max(sched.maxWaitMs, sched.minIntervalMs);
   for (const n of QUICK ? [100] : [100, 500, 1000]) {
-    const r = await measureSideBySide(n, [overheadGateway(n), bareFloor], sideBySide);
+    const r = await measureSwapped(n, [overheadGateway(n), bareFloor], sideBySide);
     pairs.push(r);
-    const [g, b] = r.sides as [SideResult, SideResult];
+    const g = r.a;
     refusedRow('1 overhead', r);
     row('1 overhead', `gateway CPU per 100 streams @${n}`, `${g.cpuPer100.toFixed(2)}% of a core`, '≤ 1%', g.cpuPer100 <= 1);
-    row('1 overhead', `bare uWS floor per 100 streams @${n}, same windows`, `${b.cpuPer100.toFixed(2)}% (gateway = ${ratioText(r)} floor)`, '≤ 1.5× floor', cpuRatio(r).ratio <= 1.5);
+    row('1 overhead', `bare uWS floor per 100 streams @${n}, same windows`, `${r.b.cpuPer100.toFixed(2)}% (gateway = ${ratioText(r)} floor)`, '≤ 1.5× floor', r.ratio <= 1.5);
     row('1 overhead', `ingest→submit p50 / p99 @${n}`, `${g.ingestP50Ms.toFixed(2)} / ${g.ingestP99Ms.toFixed(2)} ms (batch wait ${maxWait} ms)`, 'p99 < 5 ms beyond the wait', g.ingestP99Ms - maxWait < 5);
     row('1 overhead', `event-loop lag p99 @${n}`, `${g.loopP99Ms.toFixed(2)} ms`, '< 5 ms', g.loopP99Ms < 5);
   }
-  // The control: two equal gateways side by side. Their ratio is what the
-  // pairing itself adds (which side a core favours), the error of the rows above.
-  const control = QUICK ? null : await measureSideBySide(100, [overheadGateway(100), overheadGateway(100)], sideBySide);
-  if (control) row('1 overhead', 'control: gateway / gateway @100, same windows', ratioText(control));
+  // The control: two equal gateways, measured the same way. Their ratio is
+  // the error of the rows above (1.00 would be none).
+  const control = QUICK ? null : await measureSwapped(100, [overheadGateway(100), overheadGateway(100)], sideBySide);
+  if (control) row('1 overhead', 'control: gateway / gateway @100, same method', ratioText(control));
   // Issue 14: the same load with captions flowing to the store (SQLite on
   // its worker thread): the overhead engine makes a twelve-word final every
   // 3 s of each session's audio, about what continuous speech gives. The
@@ -114,12 +111,12 @@ async function sectionOverhead(): Promise<void> {
     withStore.loopP99Ms < 5,
   );
   raw.overhead = { pairs, control, withStore: storeRun };
-  console.log('\n2. transport: same load on uWS and ws, at the same time');
+  console.log('\n2. transport: same load on ws and uWS, at the same time, in both start orders');
   const n = QUICK ? 100 : 500;
-  const t = await measureSideBySide(n, [overheadGateway(n, 'uws'), overheadGateway(n, 'ws')], sideBySide);
+  const t = await measureSwapped(n, [overheadGateway(n, 'ws'), overheadGateway(n, 'uws')], sideBySide);
   raw.transport = t;
   refusedRow('2 transport', t);
-  row('2 transport', `CPU per 100 streams @${n}: uWS / ws`, `${t.sides[0]!.cpuPer100.toFixed(2)}% / ${t.sides[1]!.cpuPer100.toFixed(2)}% (ws = ${ratioText(t, 1, 0)} uWS)`);
+  row('2 transport', `CPU per 100 streams @${n}: uWS / ws`, `${t.b.cpuPer100.toFixed(2)}% / ${t.a.cpuPer100.toFixed(2)}% (ws = ${ratioText(t)} uWS)`);
 }
 
 // ------------------------------------------------------------------ 3, 4, 6: capacity, latency, accuracy

@@ -119,3 +119,54 @@ export async function measureSideBySide(n: number, specs: readonly ServerSpec[],
     await Promise.all(servers.map((s) => s.stop()));
   }
 }
+
+export interface SwappedPair {
+  readonly n: number;
+  /** The first run starts `a` first; the second starts `b` first. */
+  readonly runs: readonly [SideBySide, SideBySide];
+  /** a's CPU over b's: the geometric mean of the two runs' ratios. */
+  readonly ratio: number;
+  /** The window-by-window range of a/b over both runs. */
+  readonly min: number;
+  readonly max: number;
+  /** Each side over both runs: CPU averaged, tail latencies the worse of the two, refusals summed. */
+  readonly a: SideResult;
+  readonly b: SideResult;
+}
+
+/**
+ * A pair measured twice, the second time with the servers started in the
+ * other order. Which server starts first (and so which PIDs and cores it
+ * and its load generators get) moved a ratio by several percent here, as
+ * much between two equal gateways as between different servers; the order
+ * is not what is being measured, and swapping it cancels it.
+ */
+export async function measureSwapped(n: number, [a, b]: readonly [ServerSpec, ServerSpec], o: SideBySideOptions): Promise<SwappedPair> {
+  const first = await measureSideBySide(n, [a, b], o);
+  const second = await measureSideBySide(n, [b, a], o);
+  const r1 = cpuRatio(first, 0, 1);
+  const r2 = cpuRatio(second, 1, 0);
+  return {
+    n,
+    runs: [first, second],
+    ratio: Math.sqrt(r1.ratio * r2.ratio),
+    min: Math.min(r1.min, r2.min),
+    max: Math.max(r1.max, r2.max),
+    a: merge(first.sides[0]!, second.sides[1]!),
+    b: merge(first.sides[1]!, second.sides[0]!),
+  };
+}
+
+function merge(x: SideResult, y: SideResult): SideResult {
+  return {
+    label: x.label,
+    cpuPer100: (x.cpuPer100 + y.cpuPer100) / 2,
+    ingestP50Ms: (x.ingestP50Ms + y.ingestP50Ms) / 2,
+    ingestP99Ms: Math.max(x.ingestP99Ms, y.ingestP99Ms),
+    loopP99Ms: Math.max(x.loopP99Ms, y.loopP99Ms),
+    wordsPerSecond: (x.wordsPerSecond + y.wordsPerSecond) / 2,
+    rssMb: Math.max(x.rssMb, y.rssMb),
+    refused: x.refused + y.refused,
+    loadgenLateP99Ms: Math.max(x.loadgenLateP99Ms, y.loadgenLateP99Ms),
+  };
+}
