@@ -22,7 +22,18 @@ export interface Shapes {
   readonly slabs: number;
   readonly lagWarnSamples: number;
   readonly lagMaxSamples: number;
+  /**
+   * Entries per slab in the arrival log (src/session/arrival-log.ts): it
+   * spans the longest wait any decision looks for (limits.lagMaxSeconds,
+   * admission.maxEngineLagSeconds) at ARRIVAL_RESOLUTION_MS, plus slack.
+   */
+  readonly arrivalEntries: number;
+  /** The arrival logs of every slab: 16 bytes per entry. */
+  readonly arrivalBytes: number;
 }
+
+/** Frames closer together than this share an arrival entry. */
+export const ARRIVAL_RESOLUTION_MS = 50;
 
 export function secondsToSamples(seconds: number, rate = ENGINE_SAMPLE_RATE): number {
   return Math.round(seconds * rate);
@@ -34,6 +45,8 @@ export function deriveShapes(config: Readonly<Config>, policy: WindowPolicy): Sh
   const mirrorSamples = policy.maxSamples;
   const slabSamples = ringSamples + mirrorSamples;
   const slabBytes = slabSamples * BYTES_PER_ENGINE_SAMPLE;
+  const arrivalSpanSeconds = Math.max(config.limits.lagMaxSeconds, config.admission.maxEngineLagSeconds);
+  const arrivalEntries = Math.ceil((arrivalSpanSeconds * 1000) / ARRIVAL_RESOLUTION_MS) + 4;
   return Object.freeze({
     ringSamples,
     mirrorSamples,
@@ -43,6 +56,8 @@ export function deriveShapes(config: Readonly<Config>, policy: WindowPolicy): Sh
     slabs: config.pool.slabs,
     lagWarnSamples: secondsToSamples(config.limits.lagWarnSeconds),
     lagMaxSamples: secondsToSamples(config.limits.lagMaxSeconds),
+    arrivalEntries,
+    arrivalBytes: arrivalEntries * 2 * Float64Array.BYTES_PER_ELEMENT * config.pool.slabs,
   });
 }
 

@@ -485,6 +485,7 @@ function logStartup(
         mirrorSamples: shapes.mirrorSamples,
         slabBytes: shapes.slabBytes,
         poolBytes: shapes.poolBytes,
+        arrivalLogBytes: shapes.arrivalBytes,
         conversionScratchBytes: scratchBytes,
         maxBackpressureBytesPerSocket: config.server.maxBackpressureBytes * 2,
         // uWS cannot pause a socket: audio that arrives while a session's reading is paused waits here.
@@ -492,7 +493,8 @@ function logStartup(
       },
     },
     `${scope}memory budget: ${shapes.slabs} slabs x ${formatBytes(shapes.slabBytes)} = ${formatBytes(shapes.poolBytes)} ` +
-      `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror of 16 kHz 16-bit samples); ` +
+      `(each slab: ${config.pool.slabSeconds} s ring + ${(shapes.mirrorSamples / ENGINE_SAMPLE_RATE).toFixed(2)} s mirror of 16 kHz 16-bit samples) ` +
+      `+ ${formatBytes(shapes.arrivalBytes)} of arrival logs (${shapes.arrivalEntries} entries a slab, resident as written); ` +
       `captions at most ${formatBytes(captions.captions)} (caption files) + ${formatBytes(captions.replays)} (meeting replays${config.redis.url ? ' and the Redis outage buffer' : ''}) + ` +
       `${formatBytes(captions.resumeLogs)} (resume logs: ${config.limits.resumeBufferBytes} B x (${shapes.slabs} live + ${config.limits.maxParkedSessions} parked))`,
   );

@@ -10,7 +10,9 @@ import type { Slab } from './slab-pool.js';
 export class RingBuffer {
   readonly capacity: number;
   readonly mirror: number;
+  /** The slab's pool memory (shared, see Slab.memory) and where the slab starts in it. */
   #data: Int16Array;
+  #base: number;
   #readPos = 0;
   #writePos = 0;
 
@@ -21,7 +23,8 @@ export class RingBuffer {
     if (mirror > capacity) throw new RangeError('mirror cannot exceed capacity');
     this.capacity = capacity;
     this.mirror = mirror;
-    this.#data = slab.samples;
+    this.#data = slab.memory;
+    this.#base = slab.offset;
   }
 
   get readPos(): number {
@@ -42,10 +45,11 @@ export class RingBuffer {
   write(src: Int16Array, n = src.length): void {
     if (n > this.free) throw new RangeError(`ring overflow: ${n} samples into ${this.free} free`);
     const cap = this.capacity;
+    const base = this.#base;
     let idx = this.#writePos % cap;
     // Fast path (nearly always): no wrap, nothing in the mirrored head.
     if (idx >= this.mirror && idx + n <= cap) {
-      this.#data.set(n === src.length ? src : src.subarray(0, n), idx);
+      this.#data.set(n === src.length ? src : src.subarray(0, n), base + idx);
       this.#writePos += n;
       return;
     }
@@ -53,11 +57,11 @@ export class RingBuffer {
     while (off < n) {
       const run = Math.min(n - off, cap - idx);
       const part = src.subarray(off, off + run);
-      this.#data.set(part, idx);
+      this.#data.set(part, base + idx);
       // Keep the mirror in step with the ring's head.
       if (idx < this.mirror) {
         const m = Math.min(run, this.mirror - idx);
-        this.#data.set(part.subarray(0, m), cap + idx);
+        this.#data.set(part.subarray(0, m), base + cap + idx);
       }
       off += run;
       idx = 0;
@@ -71,7 +75,7 @@ export class RingBuffer {
       throw new RangeError(`view [${start}, ${start + length}) outside backlog [${this.#readPos}, ${this.#writePos})`);
     }
     if (length > this.mirror) throw new RangeError(`view of ${length} samples exceeds mirror ${this.mirror}`);
-    const idx = start % this.capacity;
+    const idx = this.#base + (start % this.capacity);
     return this.#data.subarray(idx, idx + length);
   }
 

@@ -1,12 +1,27 @@
 /**
  * A fixed number of fixed-size slabs of 16-bit samples, allocated (and
- * touched) once at startup. Acquire and release are O(1) (a free-index stack). The pool
+ * touched) once at startup, as one array. Acquire and release are O(1) (a free-index stack). The pool
  * never grows: when it is empty a new session is refused up front.
  */
 
 export interface Slab {
   readonly index: number;
+  /** This slab's samples: memory[offset, offset + slabSamples). */
   readonly samples: Int16Array;
+  /**
+   * The pool's one array, shared by every slab, and where this slab starts
+   * in it. The per-frame path indexes this array: it is touched by every
+   * session, so it stays in cache, where a view per slab would be a cache
+   * miss (the view, then its buffer) on every frame of every session.
+   */
+  readonly memory: Int16Array;
+  readonly offset: number;
+}
+
+/** A slab of its own, outside any pool (file transcription, tests). */
+export function standaloneSlab(samples: number): Slab {
+  const memory = new Int16Array(samples);
+  return { index: -1, samples: memory, memory, offset: 0 };
 }
 
 export interface SlabPoolStats {
@@ -39,12 +54,13 @@ export class SlabPool {
     this.slabBytes = slabSamples * Int16Array.BYTES_PER_ELEMENT;
     this.totalBytes = this.slabBytes * slabs;
     this.#slabs = [];
+    const memory = new Int16Array(slabs * slabSamples);
+    // Touch every page now so the budget is resident from startup, not
+    // discovered under load.
+    memory.fill(0);
     for (let i = 0; i < slabs; i++) {
-      const samples = new Int16Array(slabSamples);
-      // Touch every page now so the budget is resident from startup, not
-      // discovered under load.
-      samples.fill(0);
-      this.#slabs.push(Object.freeze({ index: i, samples }));
+      const offset = i * slabSamples;
+      this.#slabs.push(Object.freeze({ index: i, samples: memory.subarray(offset, offset + slabSamples), memory, offset }));
     }
     this.#free = new Int32Array(slabs);
     for (let i = 0; i < slabs; i++) this.#free[i] = slabs - 1 - i;

@@ -30,6 +30,9 @@
  * A sink that throws while handling its result is that stream's fault only:
  * it is told through onInternalError, and everyone else carries on.
  */
+// The global `performance` is a lazy accessor in Node 20 (a getter call per use); the per-frame path imports it.
+import { performance } from 'node:perf_hooks';
+
 import type { Engine, EngineResult, EngineWindow, StreamId, StreamOptions, WindowPolicy } from '../engine/types.js';
 import type { RingBuffer } from '../pool/ring-buffer.js';
 

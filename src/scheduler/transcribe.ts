@@ -6,6 +6,7 @@
  */
 import { ENGINE_SAMPLE_RATE, EngineError, type Engine, type EngineResult, type Hypothesis, type Utterance } from '../engine/types.js';
 import { RingBuffer } from '../pool/ring-buffer.js';
+import { standaloneSlab } from '../pool/slab-pool.js';
 import { Scheduler, type ScheduledStream } from './scheduler.js';
 
 export interface TranscribeOptions {
@@ -47,7 +48,7 @@ export async function transcribePcm(engine: Engine, pcm: Int16Array, opts: Trans
   const scheduler = opts.scheduler ?? schedulerFor(engine);
   // A private ring: room for two windows, mirrored so any window is contiguous.
   const capacity = 2 * policy.maxSamples;
-  const ring = new RingBuffer({ index: -1, samples: new Int16Array(capacity + policy.maxSamples) }, capacity, policy.maxSamples);
+  const ring = new RingBuffer(standaloneSlab(capacity + policy.maxSamples), capacity, policy.maxSamples);
   const finals: Utterance[] = [];
   let windows = 0;
   let decoderWaitMs = 0;

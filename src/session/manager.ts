@@ -7,11 +7,12 @@
  * and a close; it is never accepted and failed later.
  */
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 
 import type { Logger } from 'pino';
 
 import type { CaptionEvent } from '../captions/stabilizer.js';
-import type { Shapes } from '../config/derive.js';
+import { ARRIVAL_RESOLUTION_MS, type Shapes } from '../config/derive.js';
 import type { Config } from '../config/schema.js';
 import { ENGINE_SAMPLE_RATE, type EngineInfo, type StreamOptions } from '../engine/types.js';
 import { CloseCode, GatewayError } from '../errors.js';
@@ -20,6 +21,7 @@ import { RingBuffer } from '../pool/ring-buffer.js';
 import type { SlabPool } from '../pool/slab-pool.js';
 import type { FinalMessage, StartMessage } from '../protocol/messages.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
+import { ArrivalTable } from './arrival-log.js';
 import type { ErrorReporter } from './error-reporter.js';
 import type { Outbox } from './outbox.js';
 import { Session, type FaultHooks, type Restored } from './session.js';
@@ -79,6 +81,8 @@ export class SessionManager {
   #identityOf = new WeakMap<Session, string>();
   #holds = new WeakMap<Session, { release(): void }>();
   #scratch: Int16Array;
+  /** A row per slab of the pool (src/session/arrival-log.ts). */
+  #arrivals: ArrivalTable;
   #sweep: NodeJS.Timeout;
   #shuttingDown = false;
   #engineLag = 0;
@@ -89,6 +93,7 @@ export class SessionManager {
     // Largest conversion output of one frame: 1 s of audio at 16 kHz, plus
     // the resampler's filter tail.
     this.#scratch = new Int16Array(MAX_FRAME_OUTPUT);
+    this.#arrivals = new ArrivalTable(deps.pool.stats().slabs, deps.shapes.arrivalEntries, ARRIVAL_RESOLUTION_MS);
     this.#sweep = setInterval(() => this.#tick(), SWEEP_MS);
     this.#sweep.unref();
   }
@@ -235,6 +240,7 @@ export class SessionManager {
           metrics: this.#deps.metrics,
           log: this.#deps.log,
           scratch: this.#scratch,
+          arrivals: this.#arrivals,
           faults: this.#deps.faults,
           openStream: (ring, sink) => this.#deps.scheduler.open(ring, sink, stream ? { stream } : {}),
           releaseSlab: (slab) => this.#deps.pool.release(slab),

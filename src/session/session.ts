@@ -31,6 +31,8 @@
  * told all three.
  */
 import { randomBytes } from 'node:crypto';
+// The global `performance` is a lazy accessor in Node 20 (a getter call per use); the per-frame path imports it.
+import { performance } from 'node:perf_hooks';
 
 import type { Logger } from 'pino';
 
@@ -45,7 +47,7 @@ import type { ServerMessage, SessionMeta, StartMessage, Unsequenced } from '../p
 import type { RingBuffer } from '../pool/ring-buffer.js';
 import type { Slab } from '../pool/slab-pool.js';
 import type { ScheduledStream, StreamSink } from '../scheduler/scheduler.js';
-import { ArrivalLog } from './arrival-log.js';
+import { type ArrivalLog, type ArrivalTable } from './arrival-log.js';
 import type { ErrorReporter } from './error-reporter.js';
 import type { Outbox } from './outbox.js';
 import { ReplayLog } from './replay-log.js';
@@ -90,6 +92,8 @@ export interface SessionDeps {
   readonly faults?: FaultHooks | undefined;
   /** Scratch for conversion output, shared: the main thread is single-threaded. */
   readonly scratch: Int16Array;
+  /** The arrival logs, a row per slab: the session's log is its slab's row. */
+  readonly arrivals: ArrivalTable;
 }
 
 export type SessionState = 'active' | 'parking' | 'parked' | 'handing' | 'finishing' | 'ended';
@@ -190,7 +194,8 @@ export class Session implements StreamSink {
   #position: SessionCheckpoint['position'] = { receivedSamples: 0, receivedFrames: 0, decodedSamples: 0, droppedSamples: 0 };
   #handed: (() => void) | null = null;
   #movedAway = false;
-  #arrivals: ArrivalLog;
+  /** The arrival times of the ring's audio: the slab's row of the arrival table, null while the session holds no slab. */
+  #arrivals: ArrivalLog | null;
   /** When the engine last gave this stream a decoder after a wait (performance.now()). */
   #unparkedAt = -Infinity;
   #afterStop = { frames: 0, bytes: 0, reportedAt: -Infinity };
@@ -246,8 +251,8 @@ export class Session implements StreamSink {
     this.#log = new ReplayLog({ mode: init.outbox.mode, maxBytes: deps.config.limits.resumeBufferBytes, seq: restore?.seq ?? init.outbox.seq });
     this.#errors = init.errors;
     this.log = deps.log.child(init.sub ? { session: this.id, sub: init.sub } : { session: this.id });
-    const { limits, captions, audio, admission } = deps.config;
-    this.#arrivals = new ArrivalLog(Math.max(limits.lagMaxSeconds, admission.maxEngineLagSeconds));
+    const { limits, captions, audio } = deps.config;
+    this.#arrivals = deps.arrivals.log(init.slab.index);
     this.#converter = new AudioConverter(this.format, audio.resampleQuality);
     this.#rate = this.format.sampleRate;
     this.#asIs = needsNoConversion(this.format);
@@ -319,7 +324,7 @@ export class Session implements StreamSink {
   }
   /** Wall-clock ms of the last client message: a control message, or audio (its arrival, to within the log's 50 ms). */
   get lastActivity(): number {
-    const audioAt = this.#arrivals.newestTime;
+    const audioAt = this.#arrivals?.newestTime ?? NaN;
     return audioAt > 0 ? Math.max(this.#lastActivity, performance.timeOrigin + audioAt) : this.#lastActivity;
   }
   /** Wall-clock ms when the connection dropped; 0 while connected. */
@@ -390,7 +395,9 @@ export class Session implements StreamSink {
     // stream got its decoder back, so catching up counts, the wait does not.
     const ring = this.#ring;
     if (!ring || ring.available === 0 || this.#stream!.parked) return 0;
-    return Math.max(0, (now - Math.max(this.#arrivals.timeOf(this.#ringBase + ring.readPos), this.#unparkedAt)) / 1000);
+    // A ring comes with its slab's arrival log.
+    const arrivals = this.#arrivals!;
+    return Math.max(0, (now - Math.max(arrivals.timeOf(this.#ringBase + ring.readPos), this.#unparkedAt)) / 1000);
   }
 
   // ------------------------------------------------------------------ input
@@ -479,7 +486,7 @@ export class Session implements StreamSink {
       return;
     }
     ring.write(src, n);
-    this.#arrivals.record(this.#ringBase + ring.writePos, now);
+    this.#arrivals!.record(this.#ringBase + ring.writePos, now);
     this.#checkLag(now);
     if (this.#state === 'active') this.#stream!.wake();
   }
@@ -591,11 +598,12 @@ export class Session implements StreamSink {
       } else {
         metrics.committedWords.inc(ev.words.length);
         // Endpoint to final: from the arrival of the audio at the endpoint.
-        metrics.finalLatency.observe(Math.max(0, now - this.#arrivals.timeOf(Math.round(ev.end * RATE))) / 1000);
+        const arrivals = this.#arrivals;
+        if (arrivals) metrics.finalLatency.observe(Math.max(0, now - arrivals.timeOf(Math.round(ev.end * RATE))) / 1000);
         const firstAt = this.#firstPartialAt.get(ev.segment);
         const w0 = ev.words[0];
-        if (firstAt !== undefined && w0) {
-          const onset = this.#arrivals.timeOf(Math.round(w0.start * RATE));
+        if (arrivals && firstAt !== undefined && w0) {
+          const onset = arrivals.timeOf(Math.round(w0.start * RATE));
           metrics.firstPartialLatency.observe(Math.max(0, firstAt - onset) / 1000);
         }
         this.#firstPartialAt.delete(ev.segment);
@@ -725,6 +733,8 @@ export class Session implements StreamSink {
       this.#stream = null;
     }
     this.#ring = null;
+    // The row goes with the slab, to the next session on it.
+    this.#arrivals = null;
     const slab = this.#slab;
     this.#slab = null;
     if (slab) this.#deps.releaseSlab(slab);
@@ -824,6 +834,7 @@ export class Session implements StreamSink {
         // A new slab and engine stream; the clock goes on from the last sample received.
         this.#slab = r.slab;
         this.#ring = r.ring;
+        this.#arrivals = this.#deps.arrivals.log(r.slab!.index);
         this.#ringBase = this.#received;
         this.#stabilizer.startsAt(this.#received / RATE);
         this.#stream = this.#deps.openStream(r.ring!, this);

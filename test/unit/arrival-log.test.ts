@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import { ArrivalLog } from '../../src/session/arrival-log.js';
+import { ArrivalTable } from '../../src/session/arrival-log.js';
 
 /** The log's rules, written plainly: every entry kept, coalescing within the resolution, the newest `capacity` searched. */
 function model(capacity: number, resolutionMs: number) {
@@ -25,25 +25,33 @@ describe('ArrivalLog', () => {
   it('answers as the plain model does, across wraps and coalesced frames', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.integer({ min: 1, max: 4000 }), fc.integer({ min: 0, max: 120 })), { maxLength: 400 }), fc.array(fc.nat(), { maxLength: 30 }), (frames, probes) => {
-        // span 0.5 s at 50 ms: capacity 14 entries, so 400 frames wrap it many times.
-        const log = new ArrivalLog(0.5, 50);
-        const ref = model(14, 50);
+        // 14 entries a row at 50 ms, so 400 frames wrap a row many times; three
+        // rows of one table, each fed its own times, must not see each other's.
+        const table = new ArrivalTable(3, 14, 50);
+        const logs = [0, 1, 2].map((row) => table.log(row));
+        const refs = [0, 1, 2].map(() => model(14, 50));
         let pos = 0;
         let t = 0;
         for (const [samples, dt] of frames) {
           pos += samples;
           t += dt;
-          log.record(pos, t);
-          ref.record(pos, t);
+          logs.forEach((log, k) => log.record(pos, t + 1000 * k));
+          refs.forEach((ref, k) => ref.record(pos, t + 1000 * k));
         }
-        for (const p of [0, pos, pos + 1, ...probes.map((x) => x % (pos + 1))]) expect(log.timeOf(p)).toBe(ref.timeOf(p));
-        expect(log.newestTime).toBe(ref.newest());
+        logs.forEach((log, k) => {
+          for (const p of [0, pos, pos + 1, ...probes.map((x) => x % (pos + 1))]) expect(log.timeOf(p)).toBe(refs[k]!.timeOf(p));
+          expect(log.newestTime).toBe(refs[k]!.newest());
+        });
       }),
     );
   });
 
   it('is NaN before anything arrived', () => {
-    expect(new ArrivalLog(1).timeOf(0)).toBeNaN();
-    expect(new ArrivalLog(1).newestTime).toBeNaN();
+    const table = new ArrivalTable(2, 4, 50);
+    table.log(1).record(100, 5);
+    // A row handed to a new holder starts empty, whatever it held.
+    expect(table.log(1).timeOf(0)).toBeNaN();
+    expect(table.log(0).newestTime).toBeNaN();
+    expect(() => table.log(2)).toThrow(RangeError);
   });
 });

@@ -94,5 +94,11 @@ describe('config', () => {
     // Session length does not size any buffer.
     const longer = deriveShapes(loadConfig({ ignoreEnv: true, overrides: { pool: { slabs: 10, slabSeconds: 30 }, limits: { maxSessionSeconds: 86_400 } } }), policy);
     expect(longer.poolBytes).toBe(s.poolBytes);
+    expect(longer.arrivalBytes).toBe(s.arrivalBytes);
+    // The arrival log spans the longer lag any decision looks for (8 s and 2 s by default), an entry per 50 ms, 4 spare.
+    expect(s.arrivalEntries).toBe((Math.max(c.limits.lagMaxSeconds, c.admission.maxEngineLagSeconds) * 1000) / 50 + 4);
+    expect(s.arrivalBytes).toBe(10 * s.arrivalEntries * 16);
+    const admitLonger = deriveShapes(loadConfig({ ignoreEnv: true, overrides: { pool: { slabs: 10 }, admission: { maxEngineLagSeconds: 60 } } }), policy);
+    expect(admitLonger.arrivalEntries).toBe((60 * 1000) / 50 + 4);
   });
 });

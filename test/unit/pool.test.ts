@@ -52,10 +52,17 @@ describe('SlabPool', () => {
 });
 
 describe('RingBuffer', () => {
+  // The ring on the middle slab of three: its neighbours must never be written.
+  let neighbours: Int16Array[] = [];
   const make = (cap: number, mirror: number) => {
-    const pool = new SlabPool({ slabs: 1, slabSamples: cap + mirror });
-    return new RingBuffer(pool.acquire()!, cap, mirror);
+    const pool = new SlabPool({ slabs: 3, slabSamples: cap + mirror });
+    const [a, b, c] = [pool.acquire()!, pool.acquire()!, pool.acquire()!];
+    a.samples.fill(-7);
+    c.samples.fill(-7);
+    neighbours = [a.samples, c.samples];
+    return new RingBuffer(b, cap, mirror);
   };
+  const neighboursUntouched = () => neighbours.every((x) => x.every((v) => v === -7));
 
   it('views are contiguous across the wrap thanks to the mirror', () => {
     const r = make(10, 4);
@@ -64,6 +71,7 @@ describe('RingBuffer', () => {
     r.write(Int16Array.from([8, 9, 10, 11, 12]));
     // Positions 7..12 live at indices 7,8,9,0,1,2.
     expect(Array.from(r.view(9, 4))).toEqual([9, 10, 11, 12]);
+    expect(neighboursUntouched()).toBe(true);
     expect(r.available).toBe(6);
     expect(r.free).toBe(4);
   });
@@ -103,6 +111,7 @@ describe('RingBuffer', () => {
             readPos += k;
             expect(r.readPos).toBe(readPos);
           }
+          expect(neighboursUntouched()).toBe(true);
         },
       ),
       { numRuns: 300 },
