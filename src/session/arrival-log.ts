@@ -30,10 +30,6 @@ export class ArrivalTable {
     this.#data = new Float64Array(rows * 2 * entries);
   }
 
-  get bytes(): number {
-    return this.#data.byteLength;
-  }
-
   /** An empty log over row `row` (the slab's index); what the row held before is forgotten. */
   log(row: number): ArrivalLog {
     if (!Number.isInteger(row) || row < 0 || row >= this.rows) throw new RangeError(`Expected an arrival row 0-${this.rows - 1} but received ${row}`);
