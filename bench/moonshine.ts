@@ -9,10 +9,16 @@
  *   - threads: two windows at once on one ORT thread each, vs one at a time
  *     on two ORT threads (what workers vs intra-op threads trade)
  *   - engine: real-time factor and CPU per audio second, streaming
+ *   - BENCH_ONLY=onset: the first text each model gives as a LibriVox clip's
+ *     speech grows, 100 ms at a time (what bounds the first partial)
+ *   - BENCH_ONLY=boundaries: WER as the pre-roll and the final's tail move,
+ *     and the upstream runtime with its own VAD on the same audio (when
+ *     `scripts/setup.sh --test` installed it into build/pyref)
  *   - BENCH_ONLY=engines adds the engines table of `npm run bench`
  * BENCH_QUICK=1 for a short run. Raw results: build/bench/moonshine.json.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,7 +30,9 @@ import { checkMoonshineModel, createMoonshineEngine, loadMoonshineModel, onnxRun
 import { transcribePcm } from '../src/scheduler/transcribe.js';
 import { fliteSession, librivoxClips } from '../eval/corpus.js';
 import { STORY } from '../eval/texts.js';
+import { wer, type WerResult } from '../eval/wer.js';
 import { packageRoot } from '../src/util/paths.js';
+import { accuracy, speechBounds } from './lib/engines.js';
 import { percentile } from './lib/measure.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
@@ -270,6 +278,83 @@ async function sectionEngine() {
   raw.engine = out;
 }
 
+// ------------------------------------------------------------------ onset and boundaries
+
+/**
+ * What bounds the first partial: each clip decoded from `prerollMs` before
+ * its speech onset (energy, as the engines section measures latency from)
+ * to 100 ms, 200 ms, … after it, until the model gives any text. The
+ * engine's noise guard then still judges that text by its mean token
+ * probability (docs/moonshine.md, Guards).
+ */
+async function sectionOnset(models: Record<'tiny' | 'base', NativeMoonshine>) {
+  console.log('\nonset: the first decode with any text (before the noise guard) as each LibriVox clip grows past its speech onset, 100 ms at a time');
+  const preroll = config.engine.vad.prerollMs / 1000;
+  const out: Record<string, unknown[]> = {};
+  for (const model of MODELS) {
+    out[model] = [];
+    for (const [i, pcm] of clipF32.entries()) {
+      const onset = speechBounds(clipPcm[i]!)[0];
+      const from = Math.max(0, Math.round((onset - preroll) * RATE));
+      const eos: number[] = [];
+      let first: { ms: number; text: string; meanProb: number } | null = null;
+      for (let ms = 100; ms <= 1500 && !first; ms += 100) {
+        const [t] = await models[model].transcribe([pcm.subarray(from, Math.min(pcm.length, Math.round((onset + ms / 1000) * RATE)))]);
+        if (t!.text.trim()) first = { ms, text: t!.text, meanProb: t!.meanProb };
+        else eos.push(t!.firstEosProb);
+      }
+      const name = path.basename(clips[i]!.file, '.wav').replace(/^.*-/, '');
+      const before = eos.length ? `; EOS at once before it (p ${Math.min(...eos).toFixed(2)}-${Math.max(...eos).toFixed(2)})` : '';
+      row('onset', `${model}, clip ${name} ("${clips[i]!.text.split(' ').slice(0, 4).join(' ')}…")`, first ? `+${first.ms} ms: "${first.text}" (mean token p ${first.meanProb.toFixed(2)})${before}` : `no text by +1500 ms${before}`);
+      out[model]!.push({ clip: name, onset, first, eos });
+    }
+  }
+  raw.onset = out;
+}
+
+const pct = (r: WerResult) => `${r.wer.toFixed(1)}% (${r.errors})`;
+
+/**
+ * How much of a WER figure is where the utterance's edges fall: the engine
+ * with the pre-roll and the final's tail moved in 100 ms steps, then the
+ * upstream runtime with its own VAD and segmentation on the same files.
+ */
+async function sectionBoundaries() {
+  console.log('\nboundaries: WER as the utterance edges move (flite story in three voices; LibriVox)');
+  const c = config.engine;
+  const voices = ['slt', 'awb', 'rms'] as const;
+  const variants: { name: string; vad: Partial<typeof c.vad>; moonshine: Partial<typeof c.moonshine> }[] = [
+    { name: `defaults (prerollMs ${c.vad.prerollMs}, tailMs ${c.moonshine.tailMs})`, vad: {}, moonshine: {} },
+    ...[100, 200, 400, 500].filter((ms) => ms !== c.vad.prerollMs).map((ms) => ({ name: `engine.vad.prerollMs ${ms}`, vad: { prerollMs: ms }, moonshine: {} })),
+    ...[100, 200, 300, 400, 500].filter((ms) => ms !== c.moonshine.tailMs).map((ms) => ({ name: `engine.moonshine.tailMs ${ms}`, vad: {}, moonshine: { tailMs: ms } })),
+  ];
+  const python = path.join(packageRoot(), 'build', 'pyref', 'bin', 'python');
+  const stories = voices.map((voice) => fliteSession(STORY, { voice, gapSeconds: 0.8 }));
+  const out: Record<string, unknown> = {};
+  for (const model of MODELS) {
+    const runs: Record<string, { flite: WerResult; libri: WerResult }> = {};
+    for (const v of variants) {
+      const e = await createMoonshineEngine({ ...c, threads: CORES, vad: { ...c.vad, ...v.vad }, moonshine: { ...c.moonshine, ...v.moonshine, model } });
+      const acc = await accuracy(e, voices);
+      await e.shutdown();
+      runs[v.name] = acc;
+      row('boundaries', `${model}, ${v.name}: WER flite (errors) / LibriVox`, `${pct(acc.flite)} / ${pct(acc.libri)}`);
+    }
+    if (existsSync(python)) {
+      const input = JSON.stringify({ model, modelDir: checkMoonshineModel({ model, modelsDir }), files: [...stories.map((s) => s.file), ...clips.map((k) => k.file)] });
+      const texts = JSON.parse(execFileSync(python, [path.join(packageRoot(), 'bench', 'moonshine_upstream.py')], { input, encoding: 'utf8', maxBuffer: 1 << 24 })) as string[];
+      const flite = wer(stories.map((s, i) => [s.text, texts[i]!]));
+      const libri = wer(clips.map((k, i) => [k.text, texts[stories.length + i]!]));
+      runs.upstream = { flite, libri };
+      row('boundaries', `${model}, upstream runtime (moonshine-voice 0.1.0, its own VAD): WER flite (errors) / LibriVox`, `${pct(flite)} / ${pct(libri)}`);
+    } else {
+      row('boundaries', `${model}, upstream runtime`, 'not installed (scripts/setup.sh --test installs it into build/pyref)');
+    }
+    out[model] = runs;
+  }
+  raw.boundaries = out;
+}
+
 async function main() {
   const started = Date.now();
   console.log(`captiongate moonshine bench (${QUICK ? 'quick' : 'full'}) on ${CORES} cores, Node ${process.version}, onnxruntime ${onnxRuntimeLibrary().version}`);
@@ -279,6 +364,8 @@ async function main() {
   if (only.has('batching')) await sectionBatching(models);
   if (only.has('threads')) await sectionThreads();
   if (only.has('engine')) await sectionEngine();
+  if (only.has('onset')) await sectionOnset(models);
+  if (only.has('boundaries')) await sectionBoundaries();
   if (only.has('engines')) {
     const { sectionEngines } = await import('./lib/engines-section.js');
     await sectionEngines(row, raw, { quick: QUICK, cores: CORES });

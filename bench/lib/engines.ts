@@ -81,7 +81,8 @@ interface Segment {
   speechEnd: number;
 }
 
-function speechBounds(pcm: Int16Array): [number, number] {
+/** First and last 10 ms frame 6 dB over the clip's noise floor (its 10th-percentile frame), in seconds. */
+export function speechBounds(pcm: Int16Array): [number, number] {
   const db: number[] = [];
   for (let i = 0; i + 160 <= pcm.length; i += 160) {
     let e = 0;
