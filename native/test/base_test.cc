@@ -224,6 +224,7 @@ TEST(Base, ShutdownWithWorkInFlightTwiceConcurrently) {
   EXPECT_GT(ok, 0);
   EXPECT_GT(shut, 0);
   EXPECT_EQ(c.rec->closedCount(), ids.size()) << "every stream closed once, on the shutting-down thread";
+  EXPECT_EQ(c.rec->releases(), 1) << "the model released once, after the streams";
   std::string err;
   EXPECT_EQ(c.h->trySubmit({window(ids[0], 0, 10)}, &err), ErrorCode::kShutdown);
   EXPECT_THROW(c.h->engine().openStream(), std::runtime_error);
@@ -231,6 +232,36 @@ TEST(Base, ShutdownWithWorkInFlightTwiceConcurrently) {
   EXPECT_FALSE(c.h->engine().closeStream(ids[0]));
   c.h->engine().shutdown();  // idempotent
   EXPECT_EQ(c.h->engine().stats().queuedWindows, 0u);
+  EXPECT_EQ(c.rec->releases(), 1);
+}
+
+// The recognizer frees its model at shutdown, so no createStream() may still
+// run then: streams being made while it shuts down are closed first (the
+// recognizer's checks fail on any call after release()).
+TEST(Base, StreamsOpeningWhileItShutsDownAreClosedBeforeTheRelease) {
+  for (int round = 0; round < 20; ++round) {
+    CheckingRecognizer::Options o;
+    o.createTime = 300us;
+    auto c = makeChecked(o);
+    std::atomic<int> opened{0};
+    std::vector<std::thread> ts;
+    for (int i = 0; i < 4; ++i)
+      ts.emplace_back([&] {
+        for (int k = 0; k < 100; ++k) {
+          try {
+            c.h->engine().openStream();
+            ++opened;
+          } catch (const std::runtime_error&) {
+            return;
+          }
+        }
+      });
+    std::this_thread::sleep_for(std::chrono::microseconds(200 * (round % 5)));
+    c.h->engine().shutdown();
+    for (auto& t : ts) t.join();
+    EXPECT_EQ(c.rec->releases(), 1);
+    EXPECT_GE(c.rec->closedCount(), static_cast<size_t>(opened.load()));
+  }
 }
 
 TEST(Base, ShutdownThatArrivesDuringLoadWaitsForIt) {

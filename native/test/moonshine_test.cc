@@ -199,6 +199,7 @@ TEST(Moonshine, ShutdownMidSpeechFromTwoThreads) {
     }
     batches.push_back(h.submit(std::move(ws)));
   }
+  EXPECT_GT(h.engine().stats().modelBytes, 0);
   std::thread a([&] { h.engine().shutdown(); });
   std::thread b([&] { h.engine().shutdown(); });
   a.join();
@@ -208,6 +209,7 @@ TEST(Moonshine, ShutdownMidSpeechFromTwoThreads) {
     for (auto& w : r->out) EXPECT_TRUE(w.error == ErrorCode::kNone || w.error == ErrorCode::kShutdown) << w.errorMessage;
   }
   EXPECT_EQ(h.engine().stats().decodersInUse, 0);
+  EXPECT_EQ(h.engine().stats().modelBytes, 0) << "the model is freed at shutdown, not when the engine object goes";
 }
 
 TEST(Moonshine, AFaultFailsItsStreamOnly) {

@@ -259,6 +259,7 @@ TEST(PocketSphinx, ShutdownMidSpeechTwiceConcurrentlyReleasesEverything) {
   EXPECT_EQ(s.decodersInUse, 0);
   EXPECT_EQ(s.streamsWaiting, 0);
   EXPECT_EQ(s.streams, 0);
+  EXPECT_EQ(s.decoders, 0) << "the decoders are freed at shutdown, not when the engine object goes";
 }
 
 TEST(PocketSphinx, FaultOnAStreamHoldingADecoderReleasesItOnClose) {

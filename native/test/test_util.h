@@ -148,6 +148,7 @@ class CheckingRecognizer : public Recognizer {
     int workers = 2;
     size_t maxPerDecode = 0;
     std::chrono::milliseconds loadTime{0};
+    std::chrono::microseconds createTime{0};  // createStream() takes this long
   };
   using Hook = std::function<void(const std::vector<DecodeJob>&)>;
 
@@ -179,8 +180,10 @@ class CheckingRecognizer : public Recognizer {
   };
 
   std::unique_ptr<RecognizerStream> createStream(uint32_t stream, const StreamOptions&) override {
+    if (o_.createTime.count()) std::this_thread::sleep_for(o_.createTime);
     std::lock_guard<std::mutex> lk(mu_);
     EXPECT_TRUE(loaded_);
+    EXPECT_EQ(releases_, 0) << "createStream after release";
     ++created_;
     return std::make_unique<State>(stream);
   }
@@ -199,6 +202,7 @@ class CheckingRecognizer : public Recognizer {
         EXPECT_TRUE(inCall.insert(j.stream).second) << "stream " << j.stream << " twice in one call";
         EXPECT_TRUE(running_.insert(j.stream).second) << "stream " << j.stream << " in two calls at once";
         EXPECT_FALSE(closed_.count(j.stream)) << "decode after closeStream";
+        EXPECT_EQ(releases_, 0) << "decode after release";
         EXPECT_EQ(static_cast<State&>(j.state).id, j.stream);
       }
       concurrent_ = std::max(concurrent_, ++active_);
@@ -232,9 +236,21 @@ class CheckingRecognizer : public Recognizer {
     EXPECT_EQ(static_cast<State&>(state).id, stream);
     EXPECT_FALSE(running_.count(stream)) << "closeStream while the stream decodes";
     EXPECT_TRUE(closed_.insert(stream).second) << "closeStream twice for " << stream;
+    EXPECT_EQ(releases_, 0) << "closeStream after release";
   }
 
   RecognizerStats stats() const override { return {}; }
+
+  void release() noexcept override {
+    std::lock_guard<std::mutex> lk(mu_);
+    EXPECT_EQ(active_, 0) << "release while a decode runs";
+    EXPECT_EQ(created_, closed_.size()) << "release before every stream is closed";
+    ++releases_;
+  }
+  int releases() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return releases_;
+  }
 
   RecognizerHost* host() {
     std::lock_guard<std::mutex> lk(mu_);
@@ -268,6 +284,7 @@ class CheckingRecognizer : public Recognizer {
   RecognizerHost* host_ = nullptr;
   bool loaded_ = false;
   size_t created_ = 0;
+  int releases_ = 0;
   std::set<uint32_t> closed_;
   std::set<uint32_t> running_;
   int calls_ = 0;

@@ -364,7 +364,7 @@ export function conformance(c: ConformanceCase): void {
       });
     }
 
-    it('shutdown with work in flight completes every window (normally or ENGINE_SHUTDOWN), then refuses new work; twice is fine', async () => {
+    it('shutdown with work in flight completes every window (normally or ENGINE_SHUTDOWN), then refuses new work and holds no model; twice is fine', async () => {
       const e = await c.create({});
       const d = [e.openStream(), e.openStream(), e.openStream()];
       const pcm = pcmOf(2);
@@ -379,6 +379,8 @@ export function conformance(c: ConformanceCase): void {
         })(),
       ).rejects.toMatchObject({ code: 'ENGINE_SHUTDOWN' });
       expect(() => e.openStream()).toThrow();
+      // The weights and decoders go at shutdown, not when the engine object is collected.
+      expect(e.stats()).toMatchObject({ decoders: 0, decodersInUse: 0, modelBytes: 0 });
     });
   });
 }

@@ -79,7 +79,18 @@ uint32_t EngineBase::openStream(const StreamOptions& options) {
     } while (id == 0 || streams_.count(id));
     // Reserve the id so a concurrent open cannot take it.
     streams_.emplace(id, nullptr);
+    ++creating_;
   }
+  // Counted until this call is done with the recognizer, so shutdown()
+  // releases the model only after every createStream() (and the closeStream()
+  // of a stream made while it shut down) has returned.
+  struct Creating {
+    EngineBase& base;
+    ~Creating() {
+      std::lock_guard<std::mutex> lk(base.mu_);
+      if (--base.creating_ == 0) base.created_.notify_all();
+    }
+  } creating{*this};
   std::unique_ptr<Entry> e;
   try {
     e = std::make_unique<Entry>();
@@ -296,6 +307,11 @@ void EngineBase::shutdown() {
   }
   for (auto& kv : left) recognizer_->closeStream(*kv.second->state, kv.first);
   left.clear();
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    created_.wait(lk, [this] { return creating_ == 0; });
+  }
+  recognizer_->release();
   shutDown_ = true;
 }
 

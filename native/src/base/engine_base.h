@@ -87,8 +87,8 @@ class EngineBase final : private RecognizerHost {
   // Streams named by Host::streamReady that are still open.
   std::vector<uint32_t> takeReady();
 
-  // Idempotent, serialized; returns once workers are joined and every
-  // stream's recognizer state is closed.
+  // Idempotent, serialized; returns once workers are joined, every stream's
+  // recognizer state is closed and the recognizer has released its model.
   void shutdown();
   bool isShutdown() const { return stopping_.load(); }
 
@@ -119,6 +119,10 @@ class EngineBase final : private RecognizerHost {
   bool loaded_ = false;
   bool stop_ = false;
   std::atomic<bool> stopping_{false};
+  // openStream() calls between reserving an id and being done with the
+  // recognizer; shutdown() waits on created_ for none before release().
+  size_t creating_ = 0;
+  std::condition_variable created_;
   std::deque<Entry*> runQueue_;
   // Workers not inside a decode call. With no maxStreamsPerDecode, a worker
   // takes its share of the ready streams (ready / idle workers), so work

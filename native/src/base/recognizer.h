@@ -104,6 +104,14 @@ class Recognizer {
   virtual void closeStream(RecognizerStream& state, uint32_t stream) noexcept = 0;
 
   virtual RecognizerStats stats() const = 0;
+
+  // The engine is shut down: free what load() loaded (weights, decoders).
+  // Called once, on the thread that shuts the engine down, after the workers
+  // have stopped, every stream is closed and no createStream() is running;
+  // only stats() may run during or after it. Without it the weights (600 MB
+  // for Moonshine base) would stay until the JS wrapper is collected, and
+  // the collector never hears of them.
+  virtual void release() noexcept {}
 };
 
 }  // namespace captiongate

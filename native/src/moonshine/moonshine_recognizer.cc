@@ -173,6 +173,12 @@ RecognizerStats MoonshineRecognizer::stats() const {
   return r;
 }
 
+void MoonshineRecognizer::release() noexcept {
+  loaded_.store(false);
+  modelBytes_.store(0);
+  model_.reset();
+}
+
 // ---------------------------------------------------------------- cost model
 
 double MoonshineRecognizer::predictMs(size_t samples, size_t draft) const {

@@ -91,6 +91,7 @@ class MoonshineRecognizer : public Recognizer {
   void decode(const std::vector<DecodeJob>& jobs) override;
   void closeStream(RecognizerStream& state, uint32_t stream) noexcept override;
   RecognizerStats stats() const override;
+  void release() noexcept override;
 
   const Model* model() const { return model_.get(); }
 
@@ -110,7 +111,7 @@ class MoonshineRecognizer : public Recognizer {
   void learn(const Transcript& t, size_t samples, size_t rows);
 
   const MoonshineSettings settings_;
-  std::unique_ptr<Model> model_;  // set once by load(), then only read
+  std::unique_ptr<Model> model_;  // set once by load(), then only read; freed by release()
 
   // Cost model: encoder ms per audio second and ms per decoder step,
   // learned from every run (workers update it without ordering: an estimate).

@@ -140,6 +140,15 @@ void PsRecognizer::releaseDecoder(Stream& s) {
   if (d) giveBack(d);
 }
 
+void PsRecognizer::release() noexcept {
+  {
+    std::lock_guard<std::mutex> lk(poolMu_);
+    free_.clear();
+    decoderCount_ = 0;
+  }
+  decoders_.clear();
+}
+
 void PsRecognizer::closeStream(RecognizerStream& state, uint32_t) noexcept {
   Stream& s = static_cast<Stream&>(state);
   if (s.dec) {

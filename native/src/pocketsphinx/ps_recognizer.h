@@ -67,6 +67,7 @@ class PsRecognizer : public Recognizer {
   void decode(const std::vector<DecodeJob>& jobs) override;
   void closeStream(RecognizerStream& state, uint32_t stream) noexcept override;
   RecognizerStats stats() const override;
+  void release() noexcept override;
   // Utterances ended to hand a decoder on (tests and benches).
   uint64_t handovers() const;
 
@@ -82,7 +83,7 @@ class PsRecognizer : public Recognizer {
   void countDecoded(uint64_t samples);
 
   const PsSettings settings_;
-  // Set once by load(), then only read.
+  // Set once by load(), then only read (decoders_ is freed by release()).
   RecognizerHost* host_ = nullptr;
   std::vector<std::unique_ptr<PsDecoder>> decoders_;
   CmnState initialCmn_;

@@ -135,6 +135,12 @@ RecognizerStats WhisperRecognizer::stats() const {
   return r;
 }
 
+void WhisperRecognizer::release() noexcept {
+  loaded_.store(false);
+  modelBytes_.store(0);
+  model_.reset();
+}
+
 void WhisperRecognizer::decode(const std::vector<DecodeJob>& in) {
   std::vector<Job> jobs;
   for (const DecodeJob& j : in) processWindow(static_cast<Stream&>(j.state), j.in, j.out, jobs);

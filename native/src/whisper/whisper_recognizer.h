@@ -60,6 +60,7 @@ class WhisperRecognizer : public Recognizer {
   void decode(const std::vector<DecodeJob>& jobs) override;
   void closeStream(RecognizerStream& state, uint32_t stream) noexcept override;
   RecognizerStats stats() const override;
+  void release() noexcept override;
 
   // Encoder output of the device against the CPU device on a fixed input;
   // returns the cosine similarity. load() fails below 0.999.
@@ -72,7 +73,7 @@ class WhisperRecognizer : public Recognizer {
   void runJobs(std::vector<Job>& jobs);
 
   const WhisperSettings settings_;
-  std::unique_ptr<WhisperModel> model_;  // set once by load(), then used by the one worker
+  std::unique_ptr<WhisperModel> model_;  // set once by load(), then used by the one worker; freed by release()
 
   std::atomic<int> inUtterance_{0};  // streams inside an utterance
   std::atomic<uint64_t> samplesDecoded_{0};
