@@ -180,6 +180,44 @@ TEST(Moonshine, BaseDraftsGiveTheGreedyTokensFromTwoThreads) {
   EXPECT_LT(draftSteps.load(), plainSteps.load() / 2);
 }
 
+// A step budget (the recognizer's partials) gives a prefix of the full
+// decode, and each such prefix, as the next budgeted decode's draft, moves it
+// on: budgeted decodes of one clip, each from the last one's tokens, reach
+// the full decode's tokens.
+TEST(Moonshine, BaseStepBudgetsGivePrefixesThatCatchUpAsDrafts) {
+  if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
+  ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
+  moonshine::ModelSettings ms;
+  ms.dir = CAPTIONGATE_MOONSHINE_BASE;
+  ms.ortLibrary = CAPTIONGATE_ORT_LIBRARY;
+  ms.foldWeights = true;
+  const moonshine::Model model(ms);
+  moonshine::DecodeOptions budget;
+  budget.maxSteps = 3;
+  for (size_t c = 0; c < clips().size(); ++c) {
+    std::vector<float> clip(clips()[c].size());
+    for (size_t i = 0; i < clip.size(); ++i) clip[i] = clips()[c][i] / 32768.0f;
+    const auto full = model.transcribe(clip, moonshine::DecodeOptions{});
+    ASSERT_GT(full.tokens.size(), 8u) << "clip " << c;
+    std::vector<int64_t> draft;
+    int rounds = 0;
+    for (;; ++rounds) {
+      ASSERT_LT(rounds, 40) << "clip " << c << ": the budgeted decodes never reach the full decode";
+      const auto part = model.transcribe(clip, budget, draft.empty() ? nullptr : &draft);
+      ASSERT_LE(part.tokens.size(), full.tokens.size()) << "clip " << c;
+      EXPECT_TRUE(std::equal(part.tokens.begin(), part.tokens.end(), full.tokens.begin())) << "clip " << c << ", round " << rounds;
+      EXPECT_LE(part.steps, 1 + budget.maxSteps) << "clip " << c;  // the draft's run and the budget
+      if (!part.stepLimited) {
+        EXPECT_EQ(part.tokens, full.tokens) << "clip " << c;
+        break;
+      }
+      EXPECT_GT(part.tokens.size(), draft.size()) << "clip " << c << ": a budgeted decode did not move the draft on";
+      draft = part.tokens;
+    }
+    EXPECT_GE(rounds, 2) << "clip " << c << ": three steps decoded the whole clip";
+  }
+}
+
 TEST(Moonshine, ShutdownMidSpeechFromTwoThreads) {
   if (!installed()) GTEST_SKIP() << "Moonshine tiny or the ONNX Runtime library is not installed";
   Harness h(std::make_unique<MoonshineRecognizer>(settings(2)));

@@ -395,8 +395,14 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
 
   bool useCache = drafted;
   bool redo = false;
+  bool limited = false;
+  const int firstStep = steps;  // the draft's run, if any, is not a step of the budget
   for (size_t step = drafted ? res[0].tokens.size() : 0; step < maxLen; ++step) {
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    if (o.maxSteps > 0 && steps - firstStep >= o.maxSteps) {
+      limited = true;
+      break;
+    }
     Ort::Value logits = runDecoder(ids, 1, useCache);
     useCache = true;
     const int64_t V = logits.GetTensorTypeAndShapeInfo().GetShape()[2];
@@ -433,6 +439,7 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
     r.decodeMs = decodeMs;
     r.draftTokens = draftLen;
     r.draftAccepted = draftAccepted;
+    r.stepLimited = limited && !done[b];
     r.meanProb = textTokens[b] ? sumProb[b] / textTokens[b] : 0.0;
     r.text = tokenizer_->decode(r.tokens);
   }

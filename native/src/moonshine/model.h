@@ -40,6 +40,10 @@ struct ModelSettings {
 struct DecodeOptions {
   float maxTokensPerSecond = 6.5f;  // moonshine_voice's limit: ceil(seconds × 6.5) tokens
   int maxRepeats = 4;               // repetition guard (repeatedTail); 0 = off
+  // Decoder steps after the draft's run (0: until EOS or the token limit).
+  // A decode stopped by it gives the first tokens of the full greedy decode
+  // (Transcript::stepLimited), and those make the next decode's draft.
+  int maxSteps = 0;
 };
 
 struct Transcript {
@@ -55,6 +59,7 @@ struct Transcript {
   size_t draftTokens = 0;    // draft tokens offered (0: decoded without a draft)
   size_t draftAccepted = 0;  // tokens taken from the draft's run (its correction included)
   bool draftRedone = false;  // a later pick was too close to call: decoded again without the draft
+  bool stepLimited = false;  // stopped by DecodeOptions::maxSteps: the tokens are a prefix
 };
 
 // How many trailing tokens are a repetition loop: the tail is one n-gram

@@ -24,6 +24,16 @@ constexpr size_t kPartialNewSamples = 1600;  // 0.1 s
 // A thread with no final to run takes a partial predicted to cost up to this
 // much even beyond the round's length.
 constexpr double kPartialCapMs = 250;
+// Where the model takes drafts (base), a partial is also the draft of the
+// speculative final and the final: one that lags the speech by twenty
+// tokens costs them twenty decoder steps (300 ms on base, under load), and
+// the final waits for them. So there a partial may cost more (its encoder
+// grows with the utterance: 200 ms at 6 s), and it decodes only the steps
+// that fit (partialSteps), never fewer than kPartialMinSteps: its tokens are
+// a prefix of the full decode, so it moves the draft on, where an unlimited
+// decode of a long utterance would not fit at all and the draft would stop.
+constexpr double kDraftPartialCapMs = 350;
+constexpr int kPartialMinSteps = 3;
 constexpr double kCadenceSlackMs = 10;
 constexpr size_t kNoiseFrames = 150;  // 1.5 s
 // In a draft's run (Model::transcribe), a position costs about this share of
@@ -109,6 +119,7 @@ struct MoonshineRecognizer::Job {
   size_t wordsTo = 0;
   std::vector<float> audio;
   std::vector<int64_t> draft;  // the stream's hyp when the job was made
+  int maxSteps = 0;            // kPartial: its step budget (partialSteps; 0: none)
   Transcript result;
   std::string error;
   double predicted = 0;
@@ -181,13 +192,25 @@ void MoonshineRecognizer::release() noexcept {
 
 // ---------------------------------------------------------------- cost model
 
-double MoonshineRecognizer::predictMs(size_t samples, size_t draft) const {
+double MoonshineRecognizer::predictMs(size_t samples, size_t draft, int maxSteps) const {
   const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate;
   const double tokens = std::min(std::ceil(sec * settings_.decode.maxTokensPerSecond), 4.5 * sec + 2);
   // With a draft, the tokens it holds come from one run (kDraftPositionCost each).
   const double d = static_cast<double>(draft);
-  const double steps = draft > 0 ? std::max(1.0, tokens - d) + 1 + kDraftPositionCost * d : tokens + 1;
+  double single = draft > 0 ? std::max(1.0, tokens - d) + 1 : tokens + 1;
+  if (maxSteps > 0) single = std::min(single, static_cast<double>(maxSteps));
+  const double steps = single + (draft > 0 ? 1 + kDraftPositionCost * d : 0);
   return encMsPerSecond_.load(std::memory_order_relaxed) * sec + stepMs_.load(std::memory_order_relaxed) * steps;
+}
+
+double MoonshineRecognizer::partialCapMs() const { return model_->takesDrafts() ? kDraftPartialCapMs : kPartialCapMs; }
+
+int MoonshineRecognizer::partialSteps(size_t samples, size_t draft) const {
+  if (!model_->takesDrafts()) return 0;
+  // What is left of the cap after the encoder and the draft's run, in steps.
+  const double step = std::max(1.0, stepMs_.load(std::memory_order_relaxed));
+  const double fixed = predictMs(samples, draft, 1) - step;
+  return std::max(kPartialMinSteps, static_cast<int>((partialCapMs() - fixed) / step));
 }
 
 void MoonshineRecognizer::learn(const Transcript& t, size_t samples, size_t rows) {
@@ -244,7 +267,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   }
   // Every final and speculative final runs. Partials fill the round up to
   // roundMs of predicted work (the stalest first); a round with nothing
-  // else takes one partial predicted to cost up to kPartialCapMs.
+  // else takes one partial predicted to cost up to partialCapMs().
   double load = 0;
   for (Job& j : jobs) {
     j.predicted = j.done ? 0 : predictMs(j.audio.size(), j.draft.size());
@@ -276,8 +299,9 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
   }
   std::stable_sort(due.begin(), due.end(), [](auto& a, auto& b) { return a.first->lastPartialAt < b.first->lastPartialAt; });
   for (auto& [s, out] : due) {
-    const double c = predictMs(s->utt.size(), s->hyp.size());
-    if (!(load + c <= settings_.roundMs || (load == 0 && c <= kPartialCapMs))) continue;
+    const int maxSteps = partialSteps(s->utt.size(), s->hyp.size());
+    const double c = predictMs(s->utt.size(), s->hyp.size(), maxSteps);
+    if (!(load + c <= settings_.roundMs || (load == 0 && c <= partialCapMs()))) continue;
     // Under load, partials come less often (silently); a long one may take the credit into debt.
     if (credit <= 0 || credit < std::min(c, static_cast<double>(settings_.roundMs))) continue;
     credit -= c;
@@ -291,6 +315,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     job.span = s->utt.size();
     job.audio = toFloat(s->utt, s->utt.size());
     job.draft = s->hyp;
+    job.maxSteps = maxSteps;
     job.predicted = c;
     jobs.push_back(std::move(job));
   }
@@ -459,10 +484,12 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
   const size_t B = static_cast<size_t>(std::max(1, settings_.maxBatch));
   for (size_t k : todo) {
     bool placed = false;
-    // A job with a draft runs alone: a draft serves a one-row run.
+    // A job with a draft runs alone: a draft serves a one-row run. Rows of
+    // a batch share its step budget.
     if (model_->rowsIndependent() && jobs[k].draft.empty()) {
       for (auto& b : batches) {
-        if (b.size() < B && jobs[b.front()].draft.empty() && jobs[b.front()].audio.size() == jobs[k].audio.size()) {
+        const Job& first = jobs[b.front()];
+        if (b.size() < B && first.draft.empty() && first.audio.size() == jobs[k].audio.size() && first.maxSteps == jobs[k].maxSteps) {
           b.push_back(k);
           placed = true;
           break;
@@ -478,7 +505,9 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
       std::vector<const std::vector<float>*> rows;
       for (size_t k : b) rows.push_back(&jobs[k].audio);
       const std::vector<int64_t>* draft = b.size() == 1 && !jobs[b[0]].draft.empty() ? &jobs[b[0]].draft : nullptr;
-      auto rs = model_->transcribe(rows, settings_.decode, draft);
+      DecodeOptions o = settings_.decode;
+      o.maxSteps = jobs[b.front()].maxSteps;
+      auto rs = model_->transcribe(rows, o, draft);
       for (size_t i = 0; i < b.size(); i++) {
         jobs[b[i]].result = std::move(rs[i]);
         jobs[b[i]].ms = (jobs[b[i]].result.encodeMs + jobs[b[i]].result.decodeMs) / static_cast<double>(b.size());

@@ -17,7 +17,10 @@
 // alone, and never revised; an utterance that decodes to nothing, or to
 // punctuation only, ends with an empty final. Partials are tentative and
 // give way first: a round runs every final (and speculative final) and only
-// the partials that fit beside them in about roundMs.
+// the partials that fit beside them in about roundMs. Where the model takes
+// drafts (base), each decode starts from the stream's latest tokens, and a
+// partial decodes only the steps that fit in its cost cap: it keeps the
+// draft up with the speech, so the final is left with few steps to run.
 //
 // The final's span. At a VAD endpoint the utterance audio ends
 // `vad.endMs` after the speech; the span kept is [onset − preroll,
@@ -100,8 +103,14 @@ class MoonshineRecognizer : public Recognizer {
   struct Job;
   void processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs);
   void runJobs(std::vector<Job>& jobs);
-  // Predicted cost of a decode of `samples`, with a draft of `draft` tokens.
-  double predictMs(size_t samples, size_t draft) const;
+  // Predicted cost of a decode of `samples`, with a draft of `draft` tokens,
+  // and at most `maxSteps` decoder steps after the draft's run (0: no limit).
+  double predictMs(size_t samples, size_t draft, int maxSteps = 0) const;
+  // The most a partial alone in a round may cost (more where it is a draft).
+  double partialCapMs() const;
+  // A partial's step budget where the model takes drafts: the steps that fit
+  // in partialCapMs() beside its encoder and draft runs (0: no limit).
+  int partialSteps(size_t samples, size_t draft) const;
   // The partial credit (see partialLoadShare): refilled over wall time,
   // spent by every job's predicted cost, squared with its measured cost;
   // refillCredit returns what is left after spending spendMs.
