@@ -129,6 +129,21 @@ TEST(Moonshine, TalkersFromManyThreadsOnTwoWorkersGetTheFinalsOfSequentialDecodi
 
 bool baseInstalled() { return installed() && access(CAPTIONGATE_MOONSHINE_BASE "/encoder_model.ort", R_OK) == 0; }
 
+// Base as the engine loads it (weights folded).
+moonshine::ModelSettings baseModelSettings() {
+  moonshine::ModelSettings ms;
+  ms.dir = CAPTIONGATE_MOONSHINE_BASE;
+  ms.ortLibrary = CAPTIONGATE_ORT_LIBRARY;
+  ms.foldWeights = true;
+  return ms;
+}
+
+std::vector<float> clipAsFloat(size_t c) {
+  std::vector<float> clip(clips()[c].size());
+  for (size_t i = 0; i < clip.size(); ++i) clip[i] = clips()[c][i] / 32768.0f;
+  return clip;
+}
+
 // Base decodes with drafts (the stream's latest tokens): the same finals,
 // confidences to float rounding (a draft's positions run in one pass).
 TEST(Moonshine, BaseTalkersWithDraftsGetTheFinalsOfSequentialDecoding) {
@@ -142,18 +157,13 @@ TEST(Moonshine, BaseTalkersWithDraftsGetTheFinalsOfSequentialDecoding) {
 TEST(Moonshine, BaseDraftsGiveTheGreedyTokensFromTwoThreads) {
   if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
   ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
-  moonshine::ModelSettings ms;
-  ms.dir = CAPTIONGATE_MOONSHINE_BASE;
-  ms.ortLibrary = CAPTIONGATE_ORT_LIBRARY;
-  ms.foldWeights = true;
-  const moonshine::Model model(ms);
+  const moonshine::Model model(baseModelSettings());
   ASSERT_TRUE(model.rowsIndependent());
   const moonshine::DecodeOptions o;
   std::atomic<int> plainSteps{0}, draftSteps{0};
   auto run = [&](size_t first) {
     for (size_t c = first; c < clips().size(); c += 2) {
-      std::vector<float> clip(clips()[c].size());
-      for (size_t i = 0; i < clip.size(); ++i) clip[i] = clips()[c][i] / 32768.0f;
+      const std::vector<float> clip = clipAsFloat(c);
       std::vector<int64_t> prev;
       for (size_t end = 16000;; end = std::min(end + 16000, clip.size())) {
         const std::vector<float> row(clip.begin(), clip.begin() + static_cast<std::ptrdiff_t>(end));
@@ -187,16 +197,11 @@ TEST(Moonshine, BaseDraftsGiveTheGreedyTokensFromTwoThreads) {
 TEST(Moonshine, BaseStepBudgetsGivePrefixesThatCatchUpAsDrafts) {
   if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
   ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
-  moonshine::ModelSettings ms;
-  ms.dir = CAPTIONGATE_MOONSHINE_BASE;
-  ms.ortLibrary = CAPTIONGATE_ORT_LIBRARY;
-  ms.foldWeights = true;
-  const moonshine::Model model(ms);
+  const moonshine::Model model(baseModelSettings());
   moonshine::DecodeOptions budget;
   budget.maxSteps = 3;
   for (size_t c = 0; c < clips().size(); ++c) {
-    std::vector<float> clip(clips()[c].size());
-    for (size_t i = 0; i < clip.size(); ++i) clip[i] = clips()[c][i] / 32768.0f;
+    const std::vector<float> clip = clipAsFloat(c);
     const auto full = model.transcribe(clip, moonshine::DecodeOptions{});
     ASSERT_GT(full.tokens.size(), 8u) << "clip " << c;
     std::vector<int64_t> draft;
