@@ -223,6 +223,37 @@ TEST(Moonshine, BaseStepBudgetsGivePrefixesThatCatchUpAsDrafts) {
   }
 }
 
+// Each LibriVox clip, then 1 s of digital silence (what WebRTC sends for a
+// muted or quiet talker). The endpoint comes vad.endMs (500 ms) after the
+// last word, give or take the VAD: before, the front end called the drop to
+// digital silence speech for a few frames, and clip 0930 ended 970 ms after
+// its last word. And the last word ends where the speech does, not at a
+// breath after it: clip 0870's last word ("them") ends at 6.66 s by its
+// energy, and a breath 12 dB over the floor follows at 6.97-7.06 s.
+TEST(Moonshine, TheEndpointAndWordsFollowTheSpeechNotABreathOrTheDropToSilence) {
+  if (!installed()) GTEST_SKIP() << "moonshine models or ONNX Runtime not installed";
+  ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
+  Harness h(std::make_unique<MoonshineRecognizer>(settings(2)));
+  h.engine().load();
+  for (size_t i = 0; i < clips().size(); ++i) {
+    SCOPED_TRACE("clip " + std::to_string(i));
+    std::vector<int16_t> pcm(8000, 0);
+    pcm.insert(pcm.end(), clips()[i].begin(), clips()[i].end());
+    pcm.insert(pcm.end(), 16000, 0);
+    const std::vector<Utterance> finals = transcribe(h, pcm);
+    ASSERT_FALSE(finals.empty());
+    const Utterance& u = finals.back();
+    ASSERT_FALSE(u.words.empty()) << "no text";
+    const int64_t wordEnd = u.startSample + (static_cast<int64_t>(u.words.back().endFrame) + 1) * 160;
+    EXPECT_LT(u.endSample, static_cast<int64_t>(pcm.size())) << "no endpoint before the flush";
+    EXPECT_LE(u.endSample - wordEnd, 8000 + 3200) << "the endpoint comes 700 ms after the last word";
+    if (i == 0) {
+      EXPECT_LT(wordEnd - 8000, 16000 * 68 / 10) << "clip 0870's last word runs on to the breath";
+    }
+    std::printf("clip %zu: last word ends %.2f s, endpoint %+.0f ms\n", i, (wordEnd - 8000) / 16000.0, (u.endSample - wordEnd) / 16.0);
+  }
+}
+
 TEST(Moonshine, ShutdownMidSpeechFromTwoThreads) {
   if (!installed()) GTEST_SKIP() << "Moonshine tiny or the ONNX Runtime library is not installed";
   Harness h(std::make_unique<MoonshineRecognizer>(settings(2)));

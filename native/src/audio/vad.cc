@@ -125,7 +125,7 @@ void Vad::feed(const int16_t* pcm, size_t n) {
   }
 }
 
-bool Vad::process(const int16_t* pcm, size_t n) {
+bool Vad::process(const int16_t* pcm, size_t n, bool quiet) {
   if (!fe_) return false;
   // Fed so that each call to fe completes at most one frame: the front end's
   // state after it is that frame's raw decision.
@@ -138,7 +138,7 @@ bool Vad::process(const int16_t* pcm, size_t n) {
     fed_ += static_cast<int64_t>(take);
     if (fed_ == nextFrameEnd) {
       ++frames_;
-      hangover(fe_get_vad_state(fe_) != 0);
+      hangover(fe_get_vad_state(fe_) != 0 && !quiet);
     }
   }
   return inSpeech_;

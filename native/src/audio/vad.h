@@ -60,10 +60,14 @@ class Vad {
 
   // Feeds samples; returns the smoothed speech state after the last complete
   // frame. Call with at most one frame shift at a time to see every change.
-  bool process(const int16_t* pcm, size_t n);
+  // `quiet`: the caller knows these samples are not speech (near the noise
+  // floor): a frame completed in this call counts as non-speech, whatever
+  // the front end decides.
+  bool process(const int16_t* pcm, size_t n, bool quiet = false);
   bool inSpeech() const { return inSpeech_; }
   // The unsmoothed decision for the last complete frame (false before the
-  // first one): a short pause between words shows here, not in inSpeech().
+  // first one, and for a `quiet` one): a short pause between words shows
+  // here, not in inSpeech().
   bool frameSpeech() const { return frameSpeech_; }
 
  private:

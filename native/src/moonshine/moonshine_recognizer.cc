@@ -41,6 +41,13 @@ constexpr size_t kNoiseFrames = 150;  // 1.5 s
 constexpr double kDraftPositionCost = 0.15;
 constexpr size_t kEndpointHold = 1600;      // one 100 ms window
 constexpr size_t kEndpointHoldMax = 16000;  // 1 s
+// A loud frame that the VAD does not call speech, this long after the last
+// loud frame, is not counted as loud: after the last word, a breath or a
+// click is often 12 dB over the floor; the final's span ran on to it, and
+// the speculative final for the span to the word was thrown away. Nearer
+// than this it is the end of a word (a soft consonant the VAD often calls
+// non-speech), and it counts.
+constexpr size_t kUnvoicedLoudGap = 2400;  // 150 ms
 
 double frameDb(const int16_t* f) {
   double e = 0;
@@ -87,7 +94,7 @@ struct MoonshineRecognizer::Stream : RecognizerStream {
   int64_t uttStart = 0;
   int64_t lastFinalEnd = 0;  // stream position where the last final's span ended
   std::vector<int16_t> utt;
-  // Loudness (frames over the noise floor), in samples of `utt`.
+  // Loudness (frames over the noise floor; see kUnvoicedLoudGap), in samples of `utt`.
   // Noise floor: the quietest 10 ms frame of the last 1.5 s (minimum
   // statistics), never below -70 dBFS (digital silence is no room's floor).
   std::deque<double> recentDb;
@@ -411,9 +418,18 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.recentDb.push_back(db);
     if (s.recentDb.size() > kNoiseFrames) s.recentDb.pop_front();
     s.noiseDb = std::max(-70.0, *std::min_element(s.recentDb.begin(), s.recentDb.end()));
-    const bool loud = isLoud(db);
     bool speech = true;
-    if (settings_.vadEnabled) speech = s.vad.process(f, kFrame);
+    // Inside an utterance, a frame near the noise floor is silence to the
+    // endpoint whatever the VAD's front end says: its noise tracker lags,
+    // and it calls speech a while after the last word, or the drop to
+    // digital silence (what WebRTC sends for a muted or quiet talker), so
+    // the endpoint came up to 0.4 s later than vad.endMs.
+    if (settings_.vadEnabled) speech = s.vad.process(f, kFrame, s.inUtt && db < s.noiseDb + settings_.quietDb);
+    bool loud = isLoud(db);
+    if (loud && settings_.vadEnabled && !s.vad.frameSpeech() && s.inUtt && s.lastLoudEnd > 0 &&
+        s.utt.size() >= s.lastLoudEnd + kUnvoicedLoudGap) {
+      loud = false;
+    }
     if (!s.inUtt && speech) {
       if (settings_.vadEnabled) {
         // The pre-roll, but none of the audio the previous final covered.
