@@ -226,7 +226,7 @@ TEST(Moonshine, BaseStepBudgetsGivePrefixesThatCatchUpAsDrafts) {
 // Each LibriVox clip, then 1 s of digital silence (what WebRTC sends for a
 // muted or quiet talker). The endpoint comes vad.endMs (500 ms) after the
 // last word, give or take the VAD: before, the front end called the drop to
-// digital silence speech for a few frames, and clip 0930 ended 970 ms after
+// digital silence speech for a few frames, and clip 0930 ended 980 ms after
 // its last word. And the last word ends where the speech does, not at a
 // breath after it: clip 0870's last word ("them") ends at 6.66 s by its
 // energy, and a breath 12 dB over the floor follows at 6.97-7.06 s.
@@ -247,7 +247,7 @@ TEST(Moonshine, TheEndpointAndWordsFollowTheSpeechNotABreathOrTheDropToSilence) 
     const int64_t wordEnd = u.startSample + (static_cast<int64_t>(u.words.back().endFrame) + 1) * 160;
     EXPECT_LT(u.endSample, static_cast<int64_t>(pcm.size())) << "no endpoint before the flush";
     EXPECT_LE(u.endSample - wordEnd, 8000 + 3200) << "the endpoint comes 700 ms after the last word";
-    if (i == 0) {
+    if (i == 0) {  // clips() are sorted by file name: 0870 first
       EXPECT_LT(wordEnd - 8000, 16000 * 68 / 10) << "clip 0870's last word runs on to the breath";
     }
     std::printf("clip %zu: last word ends %.2f s, endpoint %+.0f ms\n", i, (wordEnd - 8000) / 16000.0, (u.endSample - wordEnd) / 16.0);

@@ -9,8 +9,9 @@
 // speech, postSpeechFrames non-speech frames in a row leave it) is done here,
 // frame by frame, with the same counters. sphinxbase's noise tracker does not
 // depend on that smoothing, so inSpeech() is exactly what a front end with
-// the real hangover reports (native/test checks it frame by frame); the raw
-// decision comes at no extra cost.
+// the real hangover reports (native/test checks it frame by frame) as long
+// as no frame is fed as `quiet` (process()); the raw decision comes at no
+// extra cost.
 #pragma once
 
 #include <cstddef>
@@ -61,8 +62,9 @@ class Vad {
   // Feeds samples; returns the smoothed speech state after the last complete
   // frame. Call with at most one frame shift at a time to see every change.
   // `quiet`: the caller knows these samples are not speech (near the noise
-  // floor): a frame completed in this call counts as non-speech, whatever
-  // the front end decides.
+  // floor): the frame completed in this call counts as non-speech, whatever
+  // the front end decides. That frame is the front end's 25.6 ms window
+  // ending in this call, so it is mostly the audio before these samples.
   bool process(const int16_t* pcm, size_t n, bool quiet = false);
   bool inSpeech() const { return inSpeech_; }
   // The unsmoothed decision for the last complete frame (false before the

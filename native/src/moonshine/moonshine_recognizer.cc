@@ -422,8 +422,10 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     // Inside an utterance, a frame near the noise floor is silence to the
     // endpoint whatever the VAD's front end says: its noise tracker lags,
     // and it calls speech a while after the last word, or the drop to
-    // digital silence (what WebRTC sends for a muted or quiet talker), so
-    // the endpoint came up to 0.4 s later than vad.endMs.
+    // digital silence (what WebRTC sends for a muted or quiet talker): the
+    // endpoint of LibriVox clip 0930 came 980 ms after its last word, where
+    // vad.endMs is 500. A talker who stays under this for vad.endMs (a far,
+    // quiet voice in a noisy room) gets an endpoint mid-speech.
     if (settings_.vadEnabled) speech = s.vad.process(f, kFrame, s.inUtt && db < s.noiseDb + settings_.quietDb);
     bool loud = isLoud(db);
     if (loud && settings_.vadEnabled && !s.vad.frameSpeech() && s.inUtt && s.lastLoudEnd > 0 &&

@@ -25,7 +25,8 @@
 // The final's span. At a VAD endpoint the utterance audio ends
 // `vad.endMs` after the speech; the span kept is [onset − preroll,
 // last loud frame + tailMs] (loud: 12 dB over the stream's noise floor, and
-// speech to the VAD unless within 150 ms of the previous loud frame), or
+// inside an utterance, speech to the VAD's raw per-frame decision unless
+// within 150 ms of the previous loud frame), or
 // the whole utterance if no loud frame was seen. The moment a pause reaches
 // tailMs, that span is known, and it is decoded at once (a speculative
 // final; its text is shown as a partial). If the endpoint comes with no loud
@@ -66,7 +67,7 @@ struct MoonshineSettings {
   // over wall time, and only partials wait for it. Finals always run.
   double partialLoadShare = 0.5;
   double loudDb = 12;  // a frame is loud this far over the noise floor
-  // Inside an utterance, a frame at most this far over the noise floor is
+  // Inside an utterance, a frame less than this far over the noise floor is
   // silence to the endpoint, whatever the VAD says.
   double quietDb = 6;
   // A decode whose text tokens have a mean probability below minMeanProb
