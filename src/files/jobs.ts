@@ -53,6 +53,8 @@ export interface FileJobsDeps {
 }
 
 const BUSY_RETRY_MS = 5_000;
+/** How long stopped jobs get to settle before the shutdown goes on. */
+const STOP_SETTLE_MS = 2_000;
 
 export class FileJobs {
   #deps: FileJobsDeps;
@@ -60,6 +62,8 @@ export class FileJobs {
   #waiting: { go: () => void; refuse: (e: Error) => void }[] = [];
   #idle: (() => void)[] = [];
   #closed = false;
+  /** Aborted when the shutdown grace runs out: running jobs stop and are answered while the transport is still open. */
+  #stop = new AbortController();
   /** Jobs done and audio seconds transcribed (diagnostics, tests). */
   completed = 0;
   audioSeconds = 0;
@@ -75,18 +79,23 @@ export class FileJobs {
     return this.#waiting.length;
   }
 
-  /** Decodes `file` and transcribes it. Throws DecodeError, JobsBusyError, GatewayError (shutting down), or the engine's error. */
+  /**
+   * Decodes `file` and transcribes it. Throws DecodeError, JobsBusyError,
+   * GatewayError (shutting down, also when the grace ran out mid-job), or
+   * the engine's error.
+   */
   async transcribe(file: Uint8Array, signal: AbortSignal, raw?: DecodeLimits['raw']): Promise<FileTranscript> {
     const { config, engine, scheduler, log } = this.#deps;
     const files = config.files;
     const t0 = performance.now();
     await this.#acquire(signal);
     const t1 = performance.now();
+    const stopped = AbortSignal.any([signal, this.#stop.signal]);
     try {
-      signal.throwIfAborted();
-      const decoded = await decodeAudio(file, { maxDurationSeconds: files.maxDurationSeconds, timeoutMs: files.decodeTimeoutSeconds * 1000, ...(raw ? { raw } : {}) }, signal);
+      stopped.throwIfAborted();
+      const decoded = await decodeAudio(file, { maxDurationSeconds: files.maxDurationSeconds, timeoutMs: files.decodeTimeoutSeconds * 1000, ...(raw ? { raw } : {}) }, stopped);
       const t2 = performance.now();
-      const r = await transcribePcm(engine, decoded.pcm, { scheduler, background: true, signal });
+      const r = await transcribePcm(engine, decoded.pcm, { scheduler, background: true, signal: stopped });
       const t3 = performance.now();
       this.completed++;
       this.audioSeconds += decoded.seconds;
@@ -96,6 +105,13 @@ export class FileJobs {
         'file transcribed',
       );
       return out;
+    } catch (err) {
+      // Stopped by shutdown, wherever it was (decoding, transcribing, or the
+      // engine already gone): the shutdown's 503, not an abort or a 500.
+      if (this.#stop.signal.aborted && !signal.aborted) {
+        throw new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server shut down before this file was transcribed (server.shutdownGraceSeconds)', BUSY_RETRY_MS);
+      }
+      throw err;
     } finally {
       this.#release();
     }
@@ -143,7 +159,8 @@ export class FileJobs {
 
   /**
    * Shutdown: new and waiting jobs are refused (503); running ones get up
-   * to `graceMs` to finish before the engine is shut down under them.
+   * to `graceMs` to finish. Those still running then are stopped and
+   * answered 503 too, before the transport closes their connections.
    */
   async close(graceMs: number): Promise<void> {
     this.#closed = true;
@@ -151,9 +168,22 @@ export class FileJobs {
     for (const w of this.#waiting.splice(0)) {
       w.refuse(new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', BUSY_RETRY_MS));
     }
-    if (this.#running === 0) return;
+    if (!(await this.#idleWithin(graceMs))) {
+      this.#stop.abort(new Error('the shutdown grace ran out'));
+      // A stopped job settles at once (its decoder is killed, its stream closed).
+      await this.#idleWithin(STOP_SETTLE_MS);
+    }
+  }
+
+  /** Whether no job runs, now or within `ms`. */
+  async #idleWithin(ms: number): Promise<boolean> {
+    if (this.#running === 0) return true;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([new Promise<void>((r) => this.#idle.push(r)), new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+    const idle = await Promise.race([
+      new Promise<boolean>((r) => this.#idle.push(() => r(true))),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms))),
+    ]);
     clearTimeout(timer);
+    return idle;
   }
 }

@@ -42,6 +42,14 @@ function client(h: Harness, key = KEY): OpenAI {
   return new OpenAI({ apiKey: key, baseURL: `${h.http}/v1`, maxRetries: 0, timeout: 300_000 });
 }
 
+async function oneJobRunning(h: Harness): Promise<void> {
+  const t0 = Date.now();
+  while (h.gw.diagnostics().fileJobsRunning !== 1) {
+    if (Date.now() - t0 > 60_000) throw new Error('the first job never started');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 beforeAll(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-openai-'));
   const wav = path.join(dir, 'speech.wav');
@@ -267,19 +275,17 @@ describe('OpenAI transcriptions: limits', () => {
 describe('OpenAI transcriptions: the job queue and a client that goes away', () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await startGateway('uws', { files: { maxConcurrentJobs: 1, maxQueuedJobs: 0 } });
+    // The job takes about 3 s alone; in one CI run, beside the other test
+    // files on a slower machine, it took more than the default 10 s grace.
+    // The grace here is generous because finishing is the point; running
+    // out of it is the next describe's.
+    h = await startGateway('uws', { files: { maxConcurrentJobs: 1, maxQueuedJobs: 0 }, server: { shutdownGraceSeconds: 120 } });
   });
   afterAll(async () => {
     await h?.stop();
   });
 
-  const jobRunning = async () => {
-    const t0 = Date.now();
-    while (h.gw.diagnostics().fileJobsRunning !== 1) {
-      if (Date.now() - t0 > 60_000) throw new Error('the first job never started');
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  };
+  const jobRunning = () => oneJobRunning(h);
 
   it('a job beyond files.maxConcurrentJobs + maxQueuedJobs is 429 with Retry-After; the running one completes', async () => {
     const first = client(h).audio.transcriptions.create({ file: await toFile(files.flac!, 'a.flac'), model: 'whisper-1' });
@@ -336,5 +342,30 @@ describe('OpenAI transcriptions: the job queue and a client that goes away', () 
     else expect(refused).toBeInstanceOf(Error);
     expect(wer([[reference, (await running).text]]).wer).toBeLessThan(40);
     await stopping;
+  }, 300_000);
+});
+
+describe('OpenAI transcriptions: shutdown with no grace left', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startGateway('ws', { files: { maxConcurrentJobs: 1 }, server: { shutdownGraceSeconds: 0 } });
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  it('a job still running when server.shutdownGraceSeconds runs out is answered 503 server_shutdown, not 500', async () => {
+    const running = client(h)
+      .audio.transcriptions.create({ file: await toFile(files.wav!, 'a.wav'), model: 'whisper-1' })
+      .then(
+        () => null,
+        (e: InstanceType<typeof OpenAI.APIError>) => e,
+      );
+    await oneJobRunning(h);
+    await h.gw.shutdown();
+    const cut = await running;
+    expect(cut?.status).toBe(503);
+    expect(cut?.error).toMatchObject({ type: 'server_error', code: 'server_shutdown' });
+    expect(Number(cut?.headers?.get('retry-after'))).toBeGreaterThan(0);
   }, 300_000);
 });
