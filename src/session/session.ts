@@ -164,7 +164,7 @@ export class Session implements StreamSink {
   /** Session sample at which the current ring (and engine stream) began. */
   #ringBase = 0;
   #lastActivity = Date.now();
-  /** When the first audio arrived (performance.now()), 0 before. */
+  /** When the first audio arrived (performance.now()); a continued session's start (see the constructor). */
   #firstAudioAt = 0;
   /** Set with #firstAudioAt: a flag the per-frame path can test without loading a boxed double. */
   #sawAudio = false;
@@ -278,6 +278,13 @@ export class Session implements StreamSink {
       this.#ringBase = p.receivedSamples;
       this.#lastSpeechSample = p.receivedSamples;
       this.#stabilizer.startsAt(p.receivedSamples / RATE);
+      // The received count includes the other node's audio, so the clock it
+      // is measured against starts with the session too, not with this
+      // node's first frame: otherwise a real-time sender would read as that
+      // much ahead of real time (aheadSeconds), and get neither `lagging` nor
+      // the hard bound when this node's engine falls behind.
+      this.#sawAudio = true;
+      this.#firstAudioAt = performance.now() - Math.max(0, Date.now() - this.startedAt);
       this.#stream = deps.openStream(init.ring, this);
       this.log.info({ format: this.format, meta: this.meta, remote: this.#remoteAddress, seq: restore.seq }, 'session continued from another node');
       return;
@@ -381,7 +388,7 @@ export class Session implements StreamSink {
    * real time; a live sender stays at or below 0.
    */
   aheadSeconds(now = performance.now()): number {
-    return this.#firstAudioAt === 0 ? 0 : this.#received / RATE - (now - this.#firstAudioAt) / 1000;
+    return this.#sawAudio ? this.#received / RATE - (now - this.#firstAudioAt) / 1000 : 0;
   }
   /**
    * How long the oldest undecoded audio has waited, seconds. Unlike the

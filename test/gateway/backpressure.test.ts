@@ -5,13 +5,19 @@
  * frames are held, up to server.maxHeldAudioBytes) instead of the session
  * ending with engine_overload. A real-time sender whose engine cannot keep
  * up still gets `lagging` and the hard bound. They are told apart by
- * whether the audio runs ahead of the wall clock (Session.aheadSeconds).
+ * whether the audio runs ahead of the wall clock (Session.aheadSeconds),
+ * also after the session has moved to another node.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
 import { describe, expect, it } from 'vitest';
 
 import { createOverheadEngine } from '../../src/engine/overhead.js';
-import type { EndMessage } from '../../src/protocol/messages.js';
+import type { EndMessage, ReadyMessage, ResumedMessage } from '../../src/protocol/messages.js';
 import { RawClient, settled, startGateway, type TransportKind } from '../helpers/gateway.js';
+import { redisAvailable, startRedis } from '../helpers/redis-server.js';
 import { slowEngine } from '../helpers/slow-engine.js';
 
 const limits = { lagWarnSeconds: 1, lagMaxSeconds: 3 };
@@ -66,4 +72,57 @@ describe.each<TransportKind>(['ws', 'uws'])('backpressure (%s)', (transport) => 
       await h.stop();
     }
   }, 90_000);
+});
+
+/** Sends `audio` from `from` in 100 ms frames at real time until `until()` or the connection closes. */
+async function realTime(c: RawClient, audio: Uint8Array, from: number, until: () => boolean): Promise<number> {
+  const t0 = performance.now();
+  let off = from;
+  for (let i = 0; off < audio.length && c.closeCode === undefined && !until(); off += 3200, i++) {
+    const wait = t0 + i * 100 - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    c.ws.send(audio.subarray(off, off + 3200));
+  }
+  return off;
+}
+
+describe.skipIf(!redisAvailable())('backpressure after a move to another node', () => {
+  it('a real-time sender continued on a node whose engine cannot keep up gets lagging and the hard bound there', async () => {
+    const redis = await startRedis();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-moved-'));
+    // Two nodes in this process sharing one Redis and one store file; only B's engine is slow.
+    const node = (nodeId: string) => ({ server: { nodeId }, redis: { url: redis.url }, store: { path: path.join(dir, 'captions.db') }, limits, admission: { maxEngineLagSeconds: 60 } });
+    const a = await startGateway('ws', node('node-a'), createOverheadEngine({ windowMs: 100 }));
+    const b = await startGateway('ws', node('node-b'), slowEngine(createOverheadEngine({ windowMs: 100 }), 2));
+    try {
+      const audio = tone(30);
+      const c = new RawClient(`${a.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
+      const ready = (await c.waitFor((m) => m.type === 'ready')) as ReadyMessage;
+      // 4 s on A, whose engine keeps up; then A drains and hands the session over (4014).
+      const t0 = performance.now();
+      await realTime(c, audio, 0, () => performance.now() - t0 >= 4000);
+      const draining = a.gw.shutdown();
+      await c.closed;
+      expect(c.closeCode).toBe(4014);
+      const lastSeq = Math.max(...c.messages.map((m) => ('seq' in m ? m.seq : 0)));
+      const moved = new RawClient(`${b.base}/v1/listen?resume=${ready.resumeToken}&lastSeq=${lastSeq}`);
+      const resumed = (await moved.waitFor((m) => m.type === 'resumed', 30_000)) as ResumedMessage;
+      expect(resumed.sessionId).toBe(ready.sessionId);
+      // On B it goes on at real time, from where B says the audio stands. B
+      // decodes at half real time: its backlog passes lagWarnSeconds (1 s)
+      // after about 2 s and lagMaxSeconds (3 s) after about 6 s.
+      await realTime(moved, audio, resumed.receivedFrames * 2, () => moved.messages.some((m) => m.type === 'end'));
+      const end = (await moved.waitFor((m) => m.type === 'end', 30_000)) as EndMessage;
+      expect(moved.messages.some((m) => m.type === 'warning' && m.code === 'lagging')).toBe(true);
+      expect(end.reason).toBe('engine_overload');
+      expect(end.audio.droppedSamples).toBeGreaterThan(0);
+      await draining;
+      await settled(b.gw);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await redis.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
