@@ -25,7 +25,7 @@ const HELP: Record<string, string> = {
   'server.transport': 'WebSocket server: uWebSockets.js or ws.',
   'server.maxBackpressureBytes': 'Per-socket send buffer the gateway keeps below; also the per-socket queue bound.',
   'server.stalledReaderSeconds': 'A socket backed up this long is dropped (`slow_reader`, 4008).',
-  'server.shutdownGraceSeconds': 'On SIGTERM, how long live sessions get to finish before the rest is dropped and counted.',
+  'server.shutdownGraceSeconds': 'On SIGTERM, how long live sessions and running file jobs get to finish (the same grace, together); then the rest of a session is dropped and counted, and a file job is answered 503.',
   'server.allowedOrigins': 'Origin allowlist for browser upgrades (empty: any). Requests without Origin (bots) are not affected.',
   'server.maxHeldAudioBytes': 'Per connection: audio held while a sender faster than real time is paused, on a transport that cannot stop reading its socket (the pinned uWebSockets.js); beyond it, frames go to the session and the lag bound applies. ws pauses the socket itself and holds nothing.',
   'server.trustProxy': 'Take the client address from X-Forwarded-For (only behind your own reverse proxy).',

@@ -205,7 +205,7 @@ export async function runPrimary(config: Readonly<Config>, log: Logger): Promise
       if (!s.ready) w.process.kill('SIGTERM');
       else w.send({ t: 'cg:stop' } satisfies ToWorker, undefined, {}, (err: Error | null) => err && w.process.kill('SIGTERM'));
     }
-    // A worker ends its sessions within shutdownGraceSeconds; one that hangs beyond is killed.
+    // A worker ends its sessions and file jobs within shutdownGraceSeconds; one that hangs beyond is killed.
     const deadline = setTimeout(() => {
       for (const s of slots) {
         if (!s.worker) continue;

@@ -62,8 +62,10 @@ export class FileJobs {
   #waiting: { go: () => void; refuse: (e: Error) => void }[] = [];
   #idle: (() => void)[] = [];
   #closed = false;
-  /** Aborted when the shutdown grace runs out: running jobs stop and are answered while the transport is still open. */
-  #stop = new AbortController();
+  /** Set when the shutdown grace has run out: the running jobs are being stopped. */
+  #stopping = false;
+  /** One per running job: aborted by its client going away, or by #stopping. */
+  #jobs = new Set<AbortController>();
   /** Jobs done and audio seconds transcribed (diagnostics, tests). */
   completed = 0;
   audioSeconds = 0;
@@ -90,12 +92,18 @@ export class FileJobs {
     const t0 = performance.now();
     await this.#acquire(signal);
     const t1 = performance.now();
-    const stopped = AbortSignal.any([signal, this.#stop.signal]);
+    // The job's own signal (not AbortSignal.any with a long-lived one, which
+    // keeps an entry per job for the life of the process).
+    const job = new AbortController();
+    const clientGone = () => job.abort(signal.reason);
+    signal.addEventListener('abort', clientGone, { once: true });
+    if (signal.aborted) clientGone();
+    this.#jobs.add(job);
     try {
-      stopped.throwIfAborted();
-      const decoded = await decodeAudio(file, { maxDurationSeconds: files.maxDurationSeconds, timeoutMs: files.decodeTimeoutSeconds * 1000, ...(raw ? { raw } : {}) }, stopped);
+      job.signal.throwIfAborted();
+      const decoded = await decodeAudio(file, { maxDurationSeconds: files.maxDurationSeconds, timeoutMs: files.decodeTimeoutSeconds * 1000, ...(raw ? { raw } : {}) }, job.signal);
       const t2 = performance.now();
-      const r = await transcribePcm(engine, decoded.pcm, { scheduler, background: true, signal: stopped });
+      const r = await transcribePcm(engine, decoded.pcm, { scheduler, background: true, signal: job.signal });
       const t3 = performance.now();
       this.completed++;
       this.audioSeconds += decoded.seconds;
@@ -108,11 +116,13 @@ export class FileJobs {
     } catch (err) {
       // Stopped by shutdown, wherever it was (decoding, transcribing, or the
       // engine already gone): the shutdown's 503, not an abort or a 500.
-      if (this.#stop.signal.aborted && !signal.aborted) {
+      if (this.#stopping && !signal.aborted) {
         throw new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server shut down before this file was transcribed (server.shutdownGraceSeconds)', BUSY_RETRY_MS);
       }
       throw err;
     } finally {
+      signal.removeEventListener('abort', clientGone);
+      this.#jobs.delete(job);
       this.#release();
     }
   }
@@ -169,7 +179,8 @@ export class FileJobs {
       w.refuse(new GatewayError('CAP_ERR_SERVER_SHUTDOWN', 'the server is shutting down', BUSY_RETRY_MS));
     }
     if (!(await this.#idleWithin(graceMs))) {
-      this.#stop.abort(new Error('the shutdown grace ran out'));
+      this.#stopping = true;
+      for (const job of this.#jobs) job.abort(new Error('the shutdown grace ran out'));
       // A stopped job settles at once (its decoder is killed, its stream closed).
       await this.#idleWithin(STOP_SETTLE_MS);
     }

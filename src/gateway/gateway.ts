@@ -279,12 +279,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   manager2 = sessions;
   liveLag = () => sessions.liveLagSeconds();
   const jobs = new FileJobs({ config, engine, scheduler, log });
-  // Drained after the sessions (reverse order): a running file job gets up to the same grace to finish.
-  lifecycle.onDrain('file jobs', () => jobs.close(config.server.shutdownGraceSeconds * 1000));
-  // With several nodes, a drain hands every session over (4014: reconnect elsewhere); alone, sessions finish.
-  lifecycle.onDrain('sessions', () =>
-    cross ? cross.drain(config.server.shutdownGraceSeconds * 1000) : sessions.shutdown(config.server.shutdownGraceSeconds * 1000),
-  );
+  // Sessions and file jobs drain together, within one grace: waiting file
+  // jobs are refused at once, and one still running when the grace runs out
+  // is stopped and answered 503. With several nodes, a drain hands every
+  // session over (4014: reconnect elsewhere); alone, sessions finish.
+  const graceMs = config.server.shutdownGraceSeconds * 1000;
+  lifecycle.onDrain('sessions and file jobs', async () => {
+    const done = await Promise.allSettled([jobs.close(graceMs), cross ? cross.drain(graceMs) : sessions.shutdown(graceMs)]);
+    for (const d of done) if (d.status === 'rejected') throw d.reason;
+  });
   lifecycle.onClose('sessions', () => sessions.close());
 
   const gatekeeper = new Gatekeeper(config, shared);

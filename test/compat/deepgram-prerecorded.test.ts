@@ -106,3 +106,33 @@ describe('Deepgram pre-recorded: the official JS SDK as the client', () => {
     await settled(h.gw);
   }, 300_000);
 });
+
+describe('Deepgram pre-recorded: shutdown with no grace left', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startGateway('uws', { auth: { apiKeys: [`dg-files:${KEY}`] }, files: { maxConcurrentJobs: 1 }, server: { shutdownGraceSeconds: 0 } });
+  });
+  afterAll(async () => {
+    await h?.stop();
+  });
+
+  it('a job stopped mid-transcription by shutdown is answered 503 SERVICE_UNAVAILABLE with Retry-After, on uWS too', async () => {
+    // No retries: the SDK retries a 503, and the gateway is gone by then.
+    const dg = new DeepgramClient({ apiKey: KEY, baseUrl: h.http, maxRetries: 0 });
+    const cut = dg.listen.v1.media.transcribeFile(encodeWav(pcm, 16000), { model: 'nova-3' }).then(
+      () => null,
+      (e: unknown) => e as { statusCode?: number; body?: { err_code?: string }; rawResponse?: { headers: Headers } },
+    );
+    // Past decoding: its audio is in the engine.
+    const t0 = Date.now();
+    while (h.gw.diagnostics().engineStreams === 0) {
+      if (Date.now() - t0 > 60_000) throw new Error('the job never reached the engine');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await h.gw.shutdown();
+    const e = await cut;
+    expect(e?.statusCode).toBe(503);
+    expect(e?.body?.err_code).toBe('SERVICE_UNAVAILABLE');
+    expect(Number(e?.rawResponse?.headers.get('retry-after'))).toBeGreaterThan(0);
+  }, 300_000);
+});

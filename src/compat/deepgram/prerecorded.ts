@@ -42,6 +42,12 @@ export function deepgramError(status: number, errCode: string, message: string, 
   };
 }
 
+/** A refusal for now (the engine behind, shutting down): 503 with Retry-After. */
+function unavailable(e: GatewayError, requestId: string): HttpResponse {
+  const headers: Record<string, string> = e.retryAfterMs !== undefined ? { 'retry-after': String(Math.ceil(e.retryAfterMs / 1000)) } : {};
+  return deepgramError(503, 'SERVICE_UNAVAILABLE', e.message, requestId, headers);
+}
+
 export function deepgramTooLarge(limit: number): HttpResponse {
   return deepgramError(413, 'PAYLOAD_TOO_LARGE', `the request body is larger than ${limit} bytes (files.maxUploadBytes)`);
 }
@@ -177,10 +183,7 @@ export function createPrerecordedRoute(deps: PrerecordedDeps): (req: HttpRequest
     if (req.body.byteLength > deps.maxUploadBytes) return deepgramTooLarge(deps.maxUploadBytes);
     if (req.body.byteLength === 0) return deepgramError(400, 'Bad Request', 'the request body is empty: POST the audio as the body', requestId);
     const refused = deps.admissible();
-    if (refused) {
-      const headers: Record<string, string> = refused.retryAfterMs !== undefined ? { 'retry-after': String(Math.ceil(refused.retryAfterMs / 1000)) } : {};
-      return deepgramError(503, 'SERVICE_UNAVAILABLE', refused.message, requestId, headers);
-    }
+    if (refused) return unavailable(refused, requestId);
     const abort = new AbortController();
     req.onAbort(() => abort.abort(new Error('the client went away')));
     let t: FileTranscript;
@@ -191,7 +194,7 @@ export function createPrerecordedRoute(deps: PrerecordedDeps): (req: HttpRequest
         const status = err.kind === 'unavailable' ? 503 : 400;
         return deepgramError(status, err.kind === 'too_long' ? 'PAYLOAD_TOO_LONG' : 'Bad Request', err.message, requestId);
       }
-      if (err instanceof GatewayError) return deepgramError(503, 'SERVICE_UNAVAILABLE', err.message, requestId);
+      if (err instanceof GatewayError) return unavailable(err, requestId);
       if (err instanceof JobsBusyError) {
         return deepgramError(429, 'TOO_MANY_REQUESTS', err.message, requestId, { 'retry-after': String(Math.ceil(err.retryAfterMs / 1000)) });
       }
