@@ -9,7 +9,8 @@
  *
  * Telling the two cases apart: a sender is *ahead of real time* when the
  * audio it has sent runs more than AHEAD_SLACK_SECONDS ahead of the wall
- * clock since its first frame (Session.aheadSeconds). Only such a sender is
+ * clock since its first frame, or since the session began for one continued
+ * from another node (Session.aheadSeconds). Only such a sender is
  * paused, and only such a sender's backlog is exempt from `lagging` and the
  * hard bound (Session#checkLag): it is its own doing, not the engine's. A
  * live real-time sender is never ahead, so an engine that cannot keep up

@@ -166,6 +166,8 @@ export class Session implements StreamSink {
   #lastActivity = Date.now();
   /** When the first audio arrived (performance.now()); a continued session's start (see the constructor). */
   #firstAudioAt = 0;
+  /** Received samples not counted against that clock (a continued session's, see the constructor). */
+  #clockFromSample = 0;
   /** Set with #firstAudioAt: a flag the per-frame path can test without loading a boxed double. */
   #sawAudio = false;
   /** The last speech: wall-clock time, and where in the audio (received samples). */
@@ -282,9 +284,18 @@ export class Session implements StreamSink {
       // is measured against starts with the session too, not with this
       // node's first frame: otherwise a real-time sender would read as that
       // much ahead of real time (aheadSeconds), and get neither `lagging` nor
-      // the hard bound when this node's engine falls behind.
-      this.#sawAudio = true;
-      this.#firstAudioAt = performance.now() - Math.max(0, Date.now() - this.startedAt);
+      // the hard bound when this node's engine falls behind. The nodes'
+      // clocks are assumed in step (NTP); one behind the session's start,
+      // or a session with no audio yet, counts from this node's first frame
+      // and this node's audio only.
+      const elapsedMs = Date.now() - this.startedAt;
+      if (p.receivedSamples > 0 && elapsedMs >= 0) {
+        this.#sawAudio = true;
+        this.#firstAudioAt = performance.now() - elapsedMs;
+      } else {
+        this.#clockFromSample = p.receivedSamples;
+        if (elapsedMs < 0) this.log.warn({ startedAt: this.startedAt, behindMs: -elapsedMs }, "this node's clock is behind the session's start: are the nodes' clocks synchronized (NTP)?");
+      }
       this.#stream = deps.openStream(init.ring, this);
       this.log.info({ format: this.format, meta: this.meta, remote: this.#remoteAddress, seq: restore.seq }, 'session continued from another node');
       return;
@@ -384,11 +395,12 @@ export class Session implements StreamSink {
   }
   /**
    * How far the audio received runs ahead of the wall clock since the first
-   * frame, seconds: above AHEAD_SLACK_SECONDS only for a sender faster than
-   * real time; a live sender stays at or below 0.
+   * frame (a session continued from another node: since the session
+   * began), seconds: above AHEAD_SLACK_SECONDS only for a sender faster
+   * than real time; a live sender stays at or below 0.
    */
   aheadSeconds(now = performance.now()): number {
-    return this.#sawAudio ? this.#received / RATE - (now - this.#firstAudioAt) / 1000 : 0;
+    return this.#sawAudio ? (this.#received - this.#clockFromSample) / RATE - (now - this.#firstAudioAt) / 1000 : 0;
   }
   /**
    * How long the oldest undecoded audio has waited, seconds. Unlike the

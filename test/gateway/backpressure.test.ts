@@ -12,12 +12,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createOverheadEngine } from '../../src/engine/overhead.js';
 import type { EndMessage, ReadyMessage, ResumedMessage } from '../../src/protocol/messages.js';
-import { RawClient, settled, startGateway, type TransportKind } from '../helpers/gateway.js';
-import { redisAvailable, startRedis } from '../helpers/redis-server.js';
+import { RawClient, settled, startGateway, type Harness, type TransportKind } from '../helpers/gateway.js';
+import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { slowEngine } from '../helpers/slow-engine.js';
 
 const limits = { lagWarnSeconds: 1, lagMaxSeconds: 3 };
@@ -87,42 +87,83 @@ async function realTime(c: RawClient, audio: Uint8Array, from: number, until: ()
 }
 
 describe.skipIf(!redisAvailable())('backpressure after a move to another node', () => {
-  it('a real-time sender continued on a node whose engine cannot keep up gets lagging and the hard bound there', async () => {
-    const redis = await startRedis();
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-moved-'));
-    // Two nodes in this process sharing one Redis and one store file; only B's engine is slow.
+  let redis: RedisServer;
+  let dir: string;
+  beforeAll(async () => {
+    redis = await startRedis();
+    dir = mkdtempSync(path.join(os.tmpdir(), 'captiongate-moved-'));
+  });
+  afterAll(async () => {
+    await redis?.destroy();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Two nodes in this process sharing the Redis and one store file; B's engine runs at `rtf` times real time. */
+  const twoNodes = async (rtf: number) => {
     const node = (nodeId: string) => ({ server: { nodeId }, redis: { url: redis.url }, store: { path: path.join(dir, 'captions.db') }, limits, admission: { maxEngineLagSeconds: 60 } });
-    const a = await startGateway('ws', node('node-a'), createOverheadEngine({ windowMs: 100 }));
-    const b = await startGateway('ws', node('node-b'), slowEngine(createOverheadEngine({ windowMs: 100 }), 2));
+    const a = await startGateway('ws', node(`a-${rtf}`), createOverheadEngine({ windowMs: 100 }));
+    const b = await startGateway('ws', node(`b-${rtf}`), slowEngine(createOverheadEngine({ windowMs: 100 }), rtf));
+    return { a, b };
+  };
+
+  /** Drains A (4014), resumes the session on B, and returns B's connection with where its audio stands. */
+  const moveToB = async (c: RawClient, ready: ReadyMessage, a: Harness, b: Harness) => {
+    const draining = a.gw.shutdown();
+    await c.closed;
+    expect(c.closeCode).toBe(4014);
+    const lastSeq = Math.max(...c.messages.map((m) => ('seq' in m ? m.seq : 0)));
+    const moved = new RawClient(`${b.base}/v1/listen?resume=${ready.resumeToken}&lastSeq=${lastSeq}`);
+    const resumed = (await moved.waitFor((m) => m.type === 'resumed', 30_000)) as ResumedMessage;
+    expect(resumed.sessionId).toBe(ready.sessionId);
+    await draining;
+    return { moved, from: resumed.receivedFrames * 2 };
+  };
+
+  it('a real-time sender continued on a node whose engine cannot keep up gets lagging and the hard bound there', async () => {
+    const { a, b } = await twoNodes(2);
     try {
       const audio = tone(30);
       const c = new RawClient(`${a.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
       const ready = (await c.waitFor((m) => m.type === 'ready')) as ReadyMessage;
-      // 4 s on A, whose engine keeps up; then A drains and hands the session over (4014).
+      // 4 s on A, whose engine keeps up; then A drains and hands the session over.
       const t0 = performance.now();
       await realTime(c, audio, 0, () => performance.now() - t0 >= 4000);
-      const draining = a.gw.shutdown();
-      await c.closed;
-      expect(c.closeCode).toBe(4014);
-      const lastSeq = Math.max(...c.messages.map((m) => ('seq' in m ? m.seq : 0)));
-      const moved = new RawClient(`${b.base}/v1/listen?resume=${ready.resumeToken}&lastSeq=${lastSeq}`);
-      const resumed = (await moved.waitFor((m) => m.type === 'resumed', 30_000)) as ResumedMessage;
-      expect(resumed.sessionId).toBe(ready.sessionId);
-      // On B it goes on at real time, from where B says the audio stands. B
-      // decodes at half real time: its backlog passes lagWarnSeconds (1 s)
-      // after about 2 s and lagMaxSeconds (3 s) after about 6 s.
-      await realTime(moved, audio, resumed.receivedFrames * 2, () => moved.messages.some((m) => m.type === 'end'));
+      const { moved, from } = await moveToB(c, ready, a, b);
+      // On B it goes on at real time. B decodes at half real time: its
+      // backlog passes lagWarnSeconds (1 s) after about 2 s and
+      // lagMaxSeconds (3 s) after about 6 s.
+      await realTime(moved, audio, from, () => moved.messages.some((m) => m.type === 'end'));
       const end = (await moved.waitFor((m) => m.type === 'end', 30_000)) as EndMessage;
       expect(moved.messages.some((m) => m.type === 'warning' && m.code === 'lagging')).toBe(true);
       expect(end.reason).toBe('engine_overload');
       expect(end.audio.droppedSamples).toBeGreaterThan(0);
-      await draining;
       await settled(b.gw);
     } finally {
       await a.stop();
       await b.stop();
-      await redis.destroy();
-      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('a sender faster than real time continued there is still paused, not warned: nothing is lost', async () => {
+    const { a, b } = await twoNodes(0.25);
+    try {
+      const audio = tone(20);
+      const c = new RawClient(`${a.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
+      const ready = (await c.waitFor((m) => m.type === 'ready')) as ReadyMessage;
+      for (let off = 0; off < 4 * 32000; off += 3200) c.ws.send(audio.subarray(off, off + 3200));
+      await new Promise((r) => setTimeout(r, 300));
+      const { moved, from } = await moveToB(c, ready, a, b);
+      for (let off = from; off < audio.length; off += 3200) moved.ws.send(audio.subarray(off, off + 3200));
+      moved.sendJson({ type: 'stop' });
+      const end = (await moved.waitFor((m) => m.type === 'end', 60_000)) as EndMessage;
+      expect(end.reason).toBe('client_stop');
+      expect(end.audio.receivedSamples).toBe(20 * 16000);
+      expect(end.audio.droppedSamples).toBe(0);
+      expect(moved.messages.some((m) => m.type === 'warning')).toBe(false);
+      await settled(b.gw);
+    } finally {
+      await a.stop();
+      await b.stop();
     }
   }, 120_000);
 });
