@@ -99,7 +99,7 @@ export interface Transport {
   listen(host: string, port: number): Promise<number>;
   /** Stops accepting connections; open ones continue. */
   stopListening(): void;
-  /** Stops listening and terminates remaining connections. */
+  /** Stops listening, waits (bounded) for running HTTP handlers to answer, and terminates remaining connections. */
   close(): Promise<void>;
   /** Open WebSocket connections. */
   connections(): number;

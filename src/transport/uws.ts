@@ -17,6 +17,7 @@ import {
   type UpgradeRequest,
   type WsConnection,
 } from './types.js';
+import { HTTP_SETTLE_MS, InFlight } from './in-flight.js';
 import { CorkAnchor } from './uws-cork-anchor.js';
 import { loadUws, type UwsHttpRequest, type UwsHttpResponse, type UwsWebSocket as NativeWebSocket } from './uws-native.js';
 
@@ -85,6 +86,7 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
   // The JS fallback has no cork bug (its cork is a plain call) and no unix listener.
   const anchor = native ? new CorkAnchor(uws, opts.onWarning) : null;
   const connections = new Set<UwsConnection>();
+  const inFlight = new InFlight();
   let listenToken: unknown = null;
   let closed = false;
 
@@ -218,9 +220,11 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
     };
     const run = (body: Uint8Array) => {
       const r: HttpRequest = { ...head, body, onAbort: (f) => (aborted ? f() : abortListeners.push(f)) };
+      const ended = inFlight.begin();
       Promise.resolve()
         .then(() => handlers.http(r))
-        .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }));
+        .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }))
+        .finally(ended);
     };
     if (!hasBody(head.method) || (declaredLength(head.headers) ?? (head.headers['transfer-encoding'] ? -1 : 0)) === 0) {
       run(new Uint8Array(0));
@@ -287,6 +291,7 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
         uws.us_listen_socket_close(listenToken);
         listenToken = null;
       }
+      await inFlight.settled(HTTP_SETTLE_MS);
       for (const c of [...connections]) c.terminate();
       connections.clear();
       anchor?.close();

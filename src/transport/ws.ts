@@ -7,6 +7,7 @@ import type { Duplex } from 'node:stream';
 
 import { WebSocketServer, type WebSocket } from 'ws';
 
+import { HTTP_SETTLE_MS, InFlight } from './in-flight.js';
 import {
   declaredLength,
   hasBody,
@@ -100,6 +101,7 @@ function rejectUpgrade(socket: Duplex, status: number, body: string, headers: Re
 export function createWsTransport<C>(handlers: TransportHandlers<C>, opts: TransportOptions): Transport {
   const chosen = new WeakMap<http.IncomingMessage, string | null>();
   const conns = new Set<WsConn>();
+  const inFlight = new InFlight();
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: opts.maxPayloadBytes,
@@ -140,9 +142,11 @@ export function createWsTransport<C>(handlers: TransportHandlers<C>, opts: Trans
     };
     const run = (body: Uint8Array) => {
       const r: HttpRequest = { ...head, body, onAbort: (f) => (res.destroyed ? f() : abortListeners.push(f)) };
+      const ended = inFlight.begin();
       Promise.resolve()
         .then(() => handlers.http(r))
-        .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }));
+        .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }))
+        .finally(ended);
     };
     if (!hasBody(head.method)) {
       req.resume();
@@ -261,6 +265,7 @@ export function createWsTransport<C>(handlers: TransportHandlers<C>, opts: Trans
     },
     async close() {
       clearInterval(pinger);
+      await inFlight.settled(HTTP_SETTLE_MS);
       for (const c of conns) c.terminate();
       conns.clear();
       server.closeAllConnections();
