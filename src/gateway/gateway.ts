@@ -286,7 +286,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const graceMs = config.server.shutdownGraceSeconds * 1000;
   lifecycle.onDrain('sessions and file jobs', async () => {
     const done = await Promise.allSettled([jobs.close(graceMs), cross ? cross.drain(graceMs) : sessions.shutdown(graceMs)]);
-    for (const d of done) if (d.status === 'rejected') throw d.reason;
+    const failed = done.flatMap((d) => (d.status === 'rejected' ? [d.reason as unknown] : []));
+    if (failed.length > 1) throw new AggregateError(failed, 'the sessions and the file jobs both failed to drain');
+    if (failed.length === 1) throw failed[0];
   });
   lifecycle.onClose('sessions', () => sessions.close());
 

@@ -5,7 +5,7 @@
  * before the parts it was built on.
  *
  *   drain: stop taking new work and finish what is in flight
- *          (the transport stops listening, then sessions finish);
+ *          (the transport stops listening, then sessions and file jobs finish);
  *   close: release resources (connections, timers, engine threads).
  *
  * Every drain step runs before any close step. A step that throws is

@@ -221,6 +221,9 @@ export function createUwsTransport<C>(handlers: TransportHandlers<C>, opts: Tran
     const run = (body: Uint8Array) => {
       const r: HttpRequest = { ...head, body, onAbort: (f) => (aborted ? f() : abortListeners.push(f)) };
       const ended = inFlight.begin();
+      // The client went away: nobody waits for the answer.
+      if (aborted) ended();
+      else abortListeners.push(ended);
       Promise.resolve()
         .then(() => handlers.http(r))
         .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }))

@@ -142,11 +142,13 @@ export function createWsTransport<C>(handlers: TransportHandlers<C>, opts: Trans
     };
     const run = (body: Uint8Array) => {
       const r: HttpRequest = { ...head, body, onAbort: (f) => (res.destroyed ? f() : abortListeners.push(f)) };
+      // Counted out when the answer has gone out (or the client has gone), not when it was handed to Node.
       const ended = inFlight.begin();
+      res.once('close', ended);
       Promise.resolve()
         .then(() => handlers.http(r))
         .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }))
-        .finally(ended);
+        .finally(() => res.destroyed && ended());
     };
     if (!hasBody(head.method)) {
       req.resume();
