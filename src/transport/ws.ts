@@ -144,11 +144,11 @@ export function createWsTransport<C>(handlers: TransportHandlers<C>, opts: Trans
       const r: HttpRequest = { ...head, body, onAbort: (f) => (res.destroyed ? f() : abortListeners.push(f)) };
       // Counted out when the answer has gone out (or the client has gone), not when it was handed to Node.
       const ended = inFlight.begin();
-      res.once('close', ended);
+      if (res.destroyed) ended();
+      else res.once('close', ended);
       Promise.resolve()
         .then(() => handlers.http(r))
-        .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }))
-        .finally(() => res.destroyed && ended());
+        .then(done, (err: unknown) => done({ status: 500, body: `internal error: ${(err as Error).message}` }));
     };
     if (!hasBody(head.method)) {
       req.resume();

@@ -28,6 +28,21 @@ function tone(seconds: number): Uint8Array {
   return new Uint8Array(pcm.buffer);
 }
 
+/** Sends `audio` from `from` in 100 ms frames at real time until `until()` or the connection closes. */
+async function realTime(c: RawClient, audio: Uint8Array, from: number, until: () => boolean): Promise<void> {
+  const t0 = performance.now();
+  for (let off = from, i = 0; off < audio.length && c.closeCode === undefined && !until(); off += 3200, i++) {
+    const wait = t0 + i * 100 - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    c.ws.send(audio.subarray(off, off + 3200));
+  }
+}
+
+/** Sends `audio` from `from` to `to` in 100 ms frames all at once (faster than real time). */
+function burst(c: RawClient, audio: Uint8Array, from = 0, to = audio.length): void {
+  for (let off = from; off < to; off += 3200) c.ws.send(audio.subarray(off, Math.min(to, off + 3200)));
+}
+
 describe.each<TransportKind>(['ws', 'uws'])('backpressure (%s)', (transport) => {
   it('a sender 4x faster than the engine, without acks, loses nothing and is not warned', async () => {
     // The engine runs at 4x real time; the client sends 20 s at once.
@@ -36,7 +51,7 @@ describe.each<TransportKind>(['ws', 'uws'])('backpressure (%s)', (transport) => 
       const c = new RawClient(`${h.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
       await c.waitFor((m) => m.type === 'ready');
       const audio = tone(20);
-      for (let off = 0; off < audio.length; off += 3200) c.ws.send(audio.subarray(off, off + 3200));
+      burst(c, audio);
       c.sendJson({ type: 'stop' });
       const end = (await c.waitFor((m) => m.type === 'end', 60_000)) as EndMessage;
       expect(end.reason).toBe('client_stop');
@@ -57,12 +72,7 @@ describe.each<TransportKind>(['ws', 'uws'])('backpressure (%s)', (transport) => 
       const c = new RawClient(`${h.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
       await c.waitFor((m) => m.type === 'ready');
       const audio = tone(15);
-      const t0 = performance.now();
-      for (let off = 0, i = 0; off < audio.length && c.closeCode === undefined; off += 3200, i++) {
-        const wait = t0 + i * 100 - performance.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        c.ws.send(audio.subarray(off, off + 3200));
-      }
+      await realTime(c, audio, 0, () => false);
       const end = (await c.waitFor((m) => m.type === 'end', 30_000)) as EndMessage;
       expect(c.messages.some((m) => m.type === 'warning' && m.code === 'lagging')).toBe(true);
       expect(end.reason).toBe('engine_overload');
@@ -74,17 +84,6 @@ describe.each<TransportKind>(['ws', 'uws'])('backpressure (%s)', (transport) => 
   }, 90_000);
 });
 
-/** Sends `audio` from `from` in 100 ms frames at real time until `until()` or the connection closes. */
-async function realTime(c: RawClient, audio: Uint8Array, from: number, until: () => boolean): Promise<number> {
-  const t0 = performance.now();
-  let off = from;
-  for (let i = 0; off < audio.length && c.closeCode === undefined && !until(); off += 3200, i++) {
-    const wait = t0 + i * 100 - performance.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    c.ws.send(audio.subarray(off, off + 3200));
-  }
-  return off;
-}
 
 describe.skipIf(!redisAvailable())('backpressure after a move to another node', () => {
   let redis: RedisServer;
@@ -150,10 +149,10 @@ describe.skipIf(!redisAvailable())('backpressure after a move to another node', 
       const audio = tone(20);
       const c = new RawClient(`${a.base}/v1/listen?sampleRate=16000&channels=1&encoding=s16le`);
       const ready = (await c.waitFor((m) => m.type === 'ready')) as ReadyMessage;
-      for (let off = 0; off < 4 * 32000; off += 3200) c.ws.send(audio.subarray(off, off + 3200));
+      burst(c, audio, 0, 4 * 32000);
       await new Promise((r) => setTimeout(r, 300));
       const { moved, from } = await moveToB(c, ready, a, b);
-      for (let off = from; off < audio.length; off += 3200) moved.ws.send(audio.subarray(off, off + 3200));
+      burst(moved, audio, from);
       moved.sendJson({ type: 'stop' });
       const end = (await moved.waitFor((m) => m.type === 'end', 60_000)) as EndMessage;
       expect(end.reason).toBe('client_stop');
