@@ -1,7 +1,8 @@
 // The Moonshine recognizer on the engine base, with the real tiny and base
 // models on ONNX Runtime (onnxruntime-node's library, dlopen()ed) and real
 // speech: several talkers from several threads on two workers give the
-// finals of sequential decoding (base with drafts); base's drafts give the
+// finals of sequential decoding (base with drafts and tiny's first partials);
+// tiny's text shows before base has its own; base's drafts give the
 // greedy tokens from two threads; shutdown mid-speech from two threads; a
 // fault fails its stream only; a missing model is a clear error. Skipped
 // when a model or the library is not installed (scripts/setup.sh).
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "moonshine/moonshine_recognizer.h"
 #include "test_util.h"
@@ -59,7 +61,12 @@ std::vector<int16_t> padded(const std::vector<int16_t>& c) {
   return p;
 }
 
-std::vector<Utterance> transcribe(Harness& h, const std::vector<int16_t>& pcm, size_t win = 1600) {
+struct Partial {
+  std::string text;
+  int64_t end = 0;  // stream position the partial's audio ends at
+};
+
+std::vector<Utterance> transcribe(Harness& h, const std::vector<int16_t>& pcm, size_t win = 1600, std::vector<Partial>* partials = nullptr) {
   std::vector<Utterance> finals;
   const uint32_t id = h.engine().openStream();
   for (size_t pos = 0; pos < pcm.size();) {
@@ -74,6 +81,7 @@ std::vector<Utterance> transcribe(Harness& h, const std::vector<int16_t>& pcm, s
     EXPECT_EQ(out[0].error, ErrorCode::kNone) << out[0].errorMessage;
     EXPECT_FALSE(out[0].waiting);
     for (auto& u : out[0].finals) finals.push_back(u);
+    if (partials && out[0].hasPartial) partials->push_back({out[0].partial, out[0].partialEnd});
     pos += out[0].consumed;
   }
   h.engine().closeStream(id);
@@ -93,7 +101,12 @@ void waitIdle(EngineBase& e) {
 void expectTalkersGetSequentialFinals(const std::string& dir, float confTolerance) {
   ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
   MoonshineSettings st = settings(2, dir);
-  st.model.foldWeights = dir != CAPTIONGATE_MOONSHINE_TINY;  // base, as the engine loads it
+  if (dir != CAPTIONGATE_MOONSHINE_TINY) {  // base, as the engine loads it: weights folded, tiny's first partials
+    st.model.foldWeights = true;
+    st.preview = st.model;
+    st.preview.dir = CAPTIONGATE_MOONSHINE_TINY;
+    st.preview.foldWeights = false;
+  }
   Harness h(std::make_unique<MoonshineRecognizer>(st));
   h.engine().load();
   std::vector<std::vector<Utterance>> sequential;
@@ -149,6 +162,89 @@ std::vector<float> clipAsFloat(size_t c) {
 TEST(Moonshine, BaseTalkersWithDraftsGetTheFinalsOfSequentialDecoding) {
   if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
   expectTalkersGetSequentialFinals(CAPTIONGATE_MOONSHINE_BASE, 1e-5f);
+}
+
+// Base as the engine loads it, with or without tiny's first partials, and a
+// partial every window (no cadence, no load share), so runs are comparable.
+MoonshineSettings everyWindowBase(bool preview) {
+  MoonshineSettings st = settings(2, CAPTIONGATE_MOONSHINE_BASE);
+  st.model.foldWeights = true;
+  if (preview) st.preview = settings(2).model;  // tiny
+  st.partialIntervalMs = 10;
+  st.partialLoadShare = 1;
+  st.roundMs = 100000;
+  return st;
+}
+
+// Base with tiny as its preview: a partial every window (no cadence, no load
+// share), so the runs are comparable. Tiny's text comes first where base has
+// none yet (clip 0920: base decodes to nothing until 0.7 s of speech), and
+// the finals are base's alone.
+TEST(Moonshine, BaseShowsTinysTextUntilItHasItsOwnAndKeepsItsFinals) {
+  if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
+  ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
+  auto run = [](bool preview, size_t clip, std::vector<Partial>* partials) {
+    Harness h(std::make_unique<MoonshineRecognizer>(everyWindowBase(preview)));
+    h.engine().load();
+    return transcribe(h, padded(clips()[clip]), 1600, partials);
+  };
+  auto firstText = [](const std::vector<Partial>& ps) {
+    for (auto& p : ps)
+      if (!p.text.empty()) return p.end;
+    return int64_t{-1};
+  };
+  int sooner = 0;
+  for (size_t c = 0; c < clips().size(); ++c) {
+    SCOPED_TRACE("clip " + std::to_string(c));
+    std::vector<Partial> alone, withPreview;
+    const auto a = run(false, c, &alone);
+    const auto b = run(true, c, &withPreview);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t k = 0; k < a.size(); ++k) {
+      EXPECT_EQ(a[k].text, b[k].text);
+      EXPECT_EQ(a[k].startSample, b[k].startSample);
+      EXPECT_EQ(a[k].endSample, b[k].endSample);
+    }
+    const int64_t baseFirst = firstText(alone), previewFirst = firstText(withPreview);
+    ASSERT_GT(baseFirst, 0);
+    ASSERT_GT(previewFirst, 0);
+    EXPECT_LE(previewFirst, baseFirst);
+    // The partials before base's first text are tiny's, and none of them is
+    // cleared by an empty decode of base's.
+    bool shown = false;
+    for (auto& p : withPreview) {
+      if (p.end >= baseFirst) break;
+      if (shown) {
+        EXPECT_FALSE(p.text.empty()) << "an empty partial at " << p.end;
+      }
+      shown = shown || !p.text.empty();
+    }
+    if (previewFirst + 4800 <= baseFirst) sooner++;
+    std::printf("clip %zu: first text %.2f s with tiny's preview, %.2f s from base alone\n", c, previewFirst / 16000.0, baseFirst / 16000.0);
+  }
+  EXPECT_GE(sooner, 2) << "tiny's text came 300 ms sooner on fewer than two clips";
+}
+
+// Noise bursts (the streaming test's, in JS): tiny alone reads some of their
+// prefixes as words it is sure of ("Don't" at 0.69), base never does, and
+// while base's own decodes are sure there is nothing to read, tiny's text
+// is not shown. A partial every window, so every prefix a window ends is decoded.
+TEST(Moonshine, BaseShowsNoneOfTinysTextOnNoise) {
+  if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
+  std::vector<int16_t> noise(20 * 16000);
+  uint32_t seed = 42;
+  for (size_t i = 0; i < noise.size(); ++i) {
+    seed = (seed * 1103515245u + 12345u) & 0x7fffffffu;
+    const double on = i % 40000 < 24000 ? 1 : 0.02;
+    noise[i] = static_cast<int16_t>(std::lround(on * ((seed / 2147483647.0 * 2 - 1) * 8000 + 1500 * std::sin(2 * M_PI * 50 * static_cast<double>(i) / 16000))));
+  }
+  Harness h(std::make_unique<MoonshineRecognizer>(everyWindowBase(true)));
+  h.engine().load();
+  std::vector<Partial> partials;
+  const auto finals = transcribe(h, noise, 1600, &partials);
+  EXPECT_GT(partials.size(), 40u) << "the bursts were not decoded";
+  for (auto& p : partials) EXPECT_EQ(p.text, "") << "at " << p.end / 16000.0 << " s";
+  for (auto& u : finals) EXPECT_EQ(u.text, "");
 }
 
 // The model on its own, from two threads at once: prefixes of each clip every

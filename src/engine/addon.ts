@@ -71,6 +71,8 @@ export interface NativeMoonshineEngineOptions {
   intraOpThreads: number;
   /** Load the model through ONNX so ORT folds the weight dequantization (base). */
   foldWeights: boolean;
+  /** A faster model's folder (tiny beside base): its text is the partial until the main model has some. */
+  previewModelDir?: string;
   maxBatch: number;
   maxTokensPerSecond: number;
   maxRepeats: number;

@@ -67,11 +67,20 @@ export function onnxRuntimeLibrary(): { file: string; version: string } {
   return { file, version };
 }
 
+/** The preview model beside `model`, if any: only a model slower than tiny has one. */
+export function moonshinePreviewModel(m: Pick<MoonshineOptions['moonshine'], 'model' | 'preview'>): MoonshineModelName | null {
+  return m.model !== 'tiny' && m.preview !== 'none' ? m.preview : null;
+}
+
 export function moonshineNativeOptions(o: MoonshineOptions): NativeMoonshineEngineOptions {
   const m = o.moonshine;
+  const preview = moonshinePreviewModel(m);
   return {
     kind: 'moonshine',
     modelDir: checkMoonshineModel(m),
+    // Base decodes some openings to nothing until 0.7 s of speech; tiny's
+    // text is the partial until base has its own (docs/moonshine.md).
+    ...(preview ? { previewModelDir: checkMoonshineModel({ model: preview, modelsDir: m.modelsDir }) } : {}),
     ortLibrary: onnxRuntimeLibrary().file,
     threads: o.threads,
     // Threads run separate windows, each ORT run on one of them: measured
@@ -99,12 +108,13 @@ export function moonshineNativeOptions(o: MoonshineOptions): NativeMoonshineEngi
 
 export async function createMoonshineEngine(options: MoonshineOptions): Promise<Engine & { injectFault(id: StreamId): void }> {
   const nativeOptions = moonshineNativeOptions(options);
+  const preview = moonshinePreviewModel(options.moonshine);
   const { version } = onnxRuntimeLibrary();
   const { native, listeners } = await loadNativeEngine(nativeOptions);
   const info: EngineInfo = Object.freeze({
     name: 'moonshine',
     model: options.moonshine.model,
-    version: `${options.moonshine.model}-en int8, onnxruntime ${version}`,
+    version: `${options.moonshine.model}-en int8${preview ? ` (first partials: ${preview}-en)` : ''}, onnxruntime ${version}`,
     sampleRate: RATE,
     // Windows feed the VAD and the utterance buffer; the engine consumes
     // them whole, as the other native engines do.

@@ -48,6 +48,13 @@ constexpr size_t kEndpointHoldMax = 16000;  // 1 s
 // than this it is the end of a word (a soft consonant the VAD often calls
 // non-speech), and it counts.
 constexpr size_t kUnvoicedLoudGap = 2400;  // 150 ms
+// The preview model's text is shown only while the main model hears speech
+// it cannot read yet: its latest decode of the utterance ended at once with
+// a probability under this. Base's is 0.96 and up on noise bursts and white
+// noise (which it never gives text), where tiny reads "Don't" at 0.69; on
+// LibriVox and flite openings it has no text for yet, 0.15-0.74 after the
+// first 100 ms (docs/moonshine.md, policy 8).
+constexpr double kPreviewMaxEosProb = 0.9;
 
 double frameDb(const int16_t* f) {
   double e = 0;
@@ -113,7 +120,9 @@ struct MoonshineRecognizer::Stream : RecognizerStream {
   size_t lastPartialLen = 0;
   Clock::time_point lastPartialAt;
   double lastPartialMs = 0;
-  bool shown = false;  // a decode of the open utterance has given text
+  bool shown = false;         // a decode of the open utterance has given text
+  bool previewShown = false;  // the preview model's text is the partial (until `shown`)
+  double mainEosProb = 1;     // the main model's latest decode of the utterance: Transcript::firstEosProb
 };
 
 struct MoonshineRecognizer::Job {
@@ -127,6 +136,7 @@ struct MoonshineRecognizer::Job {
   std::vector<float> audio;
   std::vector<int64_t> draft;  // the stream's hyp when the job was made
   int maxSteps = 0;            // kPartial: its step budget (partialSteps; 0: none)
+  bool preview = false;        // kPartial: decoded by the preview model
   Transcript result;
   std::string error;
   double predicted = 0;
@@ -148,24 +158,36 @@ static long rssKb() {
   return resident * 4;
 }
 
-void MoonshineRecognizer::load(RecognizerHost&) {
-  const long before = rssKb();
-  auto model = std::make_unique<Model>(settings_.model);
-  // Warm-up: the first runs of a session allocate its arena and pick
-  // kernels. A fixed 2 s chirp also seeds the cost model the rounds plan with.
+void MoonshineRecognizer::warmUp(const Model& m, const DecodeOptions& o, Cost& cost) {
+  // The first runs of a session allocate its arena and pick kernels. A
+  // fixed 2 s chirp also seeds the cost model the rounds plan with.
   std::vector<float> chirp(2 * kRate);
   for (size_t i = 0; i < chirp.size(); i++) {
     const double t = static_cast<double>(i) / kRate;
     chirp[i] = static_cast<float>(0.2 * std::sin(2 * M_PI * (150 + 100 * t) * t));
   }
   for (int k = 0; k < 2; k++) {
-    const Transcript t = model->transcribe(chirp, settings_.decode);
-    encMsPerSecond_.store(t.encodeMs / 2.0);
-    stepMs_.store(t.decodeMs / std::max(1, t.steps));
+    const Transcript t = m.transcribe(chirp, o);
+    cost.encMsPerSecond.store(t.encodeMs / 2.0);
+    cost.stepMs.store(t.decodeMs / std::max(1, t.steps));
+  }
+}
+
+void MoonshineRecognizer::load(RecognizerHost&) {
+  const long before = rssKb();
+  auto model = std::make_unique<Model>(settings_.model);
+  warmUp(*model, settings_.decode, cost_);
+  double files = model->fileBytes();
+  std::unique_ptr<Model> preview;
+  if (!settings_.preview.dir.empty()) {
+    preview = std::make_unique<Model>(settings_.preview);
+    warmUp(*preview, settings_.decode, previewCost_);
+    files += preview->fileBytes();
   }
   const long after = rssKb();
-  modelBytes_.store(std::max(model->fileBytes(), static_cast<double>(after - before) * 1024.0));
+  modelBytes_.store(std::max(files, static_cast<double>(after - before) * 1024.0));
   model_ = std::move(model);
+  preview_ = std::move(preview);
   loaded_.store(true);
 }
 
@@ -194,12 +216,14 @@ RecognizerStats MoonshineRecognizer::stats() const {
 void MoonshineRecognizer::release() noexcept {
   loaded_.store(false);
   modelBytes_.store(0);
+  preview_.reset();
   model_.reset();
 }
 
 // ---------------------------------------------------------------- cost model
 
-double MoonshineRecognizer::predictMs(size_t samples, size_t draft, int maxSteps) const {
+double MoonshineRecognizer::predictMs(size_t samples, size_t draft, int maxSteps, bool preview) const {
+  const Cost& cost = preview ? previewCost_ : cost_;
   const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate;
   const double tokens = std::min(std::ceil(sec * settings_.decode.maxTokensPerSecond), 4.5 * sec + 2);
   // With a draft, the tokens it holds come from one run (kDraftPositionCost each).
@@ -207,7 +231,7 @@ double MoonshineRecognizer::predictMs(size_t samples, size_t draft, int maxSteps
   double single = draft > 0 ? std::max(1.0, tokens - d) + 1 : tokens + 1;
   if (maxSteps > 0) single = std::min(single, static_cast<double>(maxSteps));
   const double steps = single + (draft > 0 ? 1 + kDraftPositionCost * d : 0);
-  return encMsPerSecond_.load(std::memory_order_relaxed) * sec + stepMs_.load(std::memory_order_relaxed) * steps;
+  return cost.encMsPerSecond.load(std::memory_order_relaxed) * sec + cost.stepMs.load(std::memory_order_relaxed) * steps;
 }
 
 double MoonshineRecognizer::partialCapMs() const { return model_->takesDrafts() ? kDraftPartialCapMs : kPartialCapMs; }
@@ -215,18 +239,18 @@ double MoonshineRecognizer::partialCapMs() const { return model_->takesDrafts() 
 int MoonshineRecognizer::partialSteps(size_t samples, size_t draft) const {
   if (!model_->takesDrafts()) return 0;
   // What is left of the cap after the encoder and the draft's run, in steps.
-  const double step = std::max(1.0, stepMs_.load(std::memory_order_relaxed));
+  const double step = std::max(1.0, cost_.stepMs.load(std::memory_order_relaxed));
   const double fixed = predictMs(samples, draft, 1) - step;
   return std::max(kPartialMinSteps, static_cast<int>((partialCapMs() - fixed) / step));
 }
 
-void MoonshineRecognizer::learn(const Transcript& t, size_t samples, size_t rows) {
+void MoonshineRecognizer::learn(Cost& cost, const Transcript& t, size_t samples, size_t rows) {
   const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate * static_cast<double>(rows);
-  if (sec > 0.2) encMsPerSecond_.store(0.8 * encMsPerSecond_.load(std::memory_order_relaxed) + 0.2 * (t.encodeMs / sec), std::memory_order_relaxed);
+  if (sec > 0.2) cost.encMsPerSecond.store(0.8 * cost.encMsPerSecond.load(std::memory_order_relaxed) + 0.2 * (t.encodeMs / sec), std::memory_order_relaxed);
   // A draft's run counts as the steps it stands for (see predictMs); a
   // decode done again without its draft is not a step's cost.
   const double steps = t.steps + kDraftPositionCost * static_cast<double>(t.draftTokens);
-  if (t.steps > 0 && !t.draftRedone) stepMs_.store(0.8 * stepMs_.load(std::memory_order_relaxed) + 0.2 * (t.decodeMs / steps), std::memory_order_relaxed);
+  if (t.steps > 0 && !t.draftRedone) cost.stepMs.store(0.8 * cost.stepMs.load(std::memory_order_relaxed) + 0.2 * (t.decodeMs / steps), std::memory_order_relaxed);
 }
 
 double MoonshineRecognizer::refillCredit(double spendMs) {
@@ -305,26 +329,41 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     due.emplace_back(s, &j.out);
   }
   std::stable_sort(due.begin(), due.end(), [](auto& a, auto& b) { return a.first->lastPartialAt < b.first->lastPartialAt; });
-  for (auto& [s, out] : due) {
-    const int maxSteps = partialSteps(s->utt.size(), s->hyp.size());
-    const double c = predictMs(s->utt.size(), s->hyp.size(), maxSteps);
-    if (!(load + c <= settings_.roundMs || (load == 0 && c <= partialCapMs()))) continue;
+  // Takes a partial predicted to cost c into the round, if it fits.
+  auto admit = [&](double c) {
+    if (!(load + c <= settings_.roundMs || (load == 0 && c <= partialCapMs()))) return false;
     // Under load, partials come less often (silently); a long one may take the credit into debt.
-    if (credit <= 0 || credit < std::min(c, static_cast<double>(settings_.roundMs))) continue;
+    if (credit <= 0 || credit < std::min(c, static_cast<double>(settings_.roundMs))) return false;
     credit -= c;
     spendCredit(c);
     load += c;
+    return true;
+  };
+  auto partial = [&](Stream* s, WindowOut* out, bool preview, int maxSteps, double c) {
     Job job;
     job.kind = Job::kPartial;
+    job.preview = preview;
     job.stream = s;
     job.out = out;
     job.roundAt = now;
     job.span = s->utt.size();
     job.audio = toFloat(s->utt, s->utt.size());
-    job.draft = s->hyp;
+    if (!preview) job.draft = s->hyp;
     job.maxSteps = maxSteps;
     job.predicted = c;
     jobs.push_back(std::move(job));
+  };
+  for (auto& [s, out] : due) {
+    // Until the main model has text for the utterance, the preview model's
+    // decode of the same audio goes first (it is the cheaper of the two);
+    // the main model's still runs, for its own text and its draft.
+    if (preview_ && !s->shown) {
+      const double c = predictMs(s->utt.size(), 0, 0, true);
+      if (admit(c)) partial(s, out, true, 0, c);
+    }
+    const int maxSteps = partialSteps(s->utt.size(), s->hyp.size());
+    const double c = predictMs(s->utt.size(), s->hyp.size(), maxSteps);
+    if (admit(c)) partial(s, out, false, maxSteps, c);
   }
   uint64_t decoded = 0;
   for (auto& j : jobs) decoded += j.audio.size();
@@ -387,6 +426,8 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.lastPartialLen = 0;
     s.lastPartialMs = 0;
     s.shown = false;
+    s.previewShown = false;
+    s.mainEosProb = 1;
     s.firstLoud = 0;
     s.lastLoudEnd = 0;
     s.specWanted = 0;
@@ -402,6 +443,8 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
     s.lastPartialLen = 0;
     s.lastPartialMs = 0;
     s.shown = false;
+    s.previewShown = false;
+    s.mainEosProb = 1;
     s.lastPartialAt = Clock::time_point();  // the first partial may come at once
     s.hyp.clear();
     s.firstLoud = 0;
@@ -503,11 +546,11 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
   for (size_t k : todo) {
     bool placed = false;
     // A job with a draft runs alone: a draft serves a one-row run. Rows of
-    // a batch share its step budget.
-    if (model_->rowsIndependent() && jobs[k].draft.empty()) {
+    // a batch share its step budget. The preview model (tiny) takes no batches.
+    if (model_->rowsIndependent() && !jobs[k].preview && jobs[k].draft.empty()) {
       for (auto& b : batches) {
         const Job& first = jobs[b.front()];
-        if (b.size() < B && first.draft.empty() && first.audio.size() == jobs[k].audio.size() && first.maxSteps == jobs[k].maxSteps) {
+        if (b.size() < B && !first.preview && first.draft.empty() && first.audio.size() == jobs[k].audio.size() && first.maxSteps == jobs[k].maxSteps) {
           b.push_back(k);
           placed = true;
           break;
@@ -525,7 +568,8 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
       const std::vector<int64_t>* draft = b.size() == 1 && !jobs[b[0]].draft.empty() ? &jobs[b[0]].draft : nullptr;
       DecodeOptions o = settings_.decode;
       o.maxSteps = jobs[b.front()].maxSteps;
-      auto rs = model_->transcribe(rows, o, draft);
+      const Model& model = jobs[b.front()].preview ? *preview_ : *model_;
+      auto rs = model.transcribe(rows, o, draft);
       for (size_t i = 0; i < b.size(); i++) {
         jobs[b[i]].result = std::move(rs[i]);
         jobs[b[i]].ms = (jobs[b[i]].result.encodeMs + jobs[b[i]].result.decodeMs) / static_cast<double>(b.size());
@@ -538,64 +582,90 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
       for (size_t k : b) jobs[k].error = "unknown exception in the Moonshine model";
     }
   }
-  for (auto& b : batches)
-    if (jobs[b.front()].error.empty()) learn(jobs[b.front()].result, jobs[b.front()].audio.size(), b.size());
+  for (auto& b : batches) {
+    const Job& j = jobs[b.front()];
+    if (j.error.empty()) learn(j.preview ? previewCost_ : cost_, j.result, j.audio.size(), b.size());
+  }
 
-  for (Job& j : jobs) {
-    Stream& s = *j.stream;
-    if (!j.error.empty()) {
-      j.out->error = ErrorCode::kDecodeFailed;
-      j.out->errorMessage = "Moonshine: " + j.error;
-      continue;
-    }
-    const bool show = plausible(j.result.text, j.result.meanProb, settings_.minMeanProb, settings_.unfinishedMinProb);
-    const std::string text = show ? j.result.text : std::string();
-    if (j.kind == Job::kFinal) {
-      Utterance& u = j.out->finals[j.finalIndex];
-      u.text = text;
-      if (text.empty()) continue;
-      // Word times: the utterance's loud part (or all of it) shared out by
-      // word length; Moonshine gives no timestamps. Confidence: the mean
-      // probability of the utterance's tokens.
-      const auto words = splitWords(text);
-      const size_t a = std::min(j.wordsFrom, j.span), b = std::min(j.span, std::max(j.wordsTo, a + kFrame));
-      size_t chars = 0;
-      for (auto& w : words) chars += w.size() + 1;
-      const double t0 = static_cast<double>(a) / kRate, t1 = static_cast<double>(b) / kRate;
-      double t = t0;
-      const float conf = static_cast<float>(std::min(1.0, std::max(0.0, j.result.meanProb)));
-      for (auto& w : words) {
-        const double d = (t1 - t0) * static_cast<double>(w.size() + 1) / static_cast<double>(std::max<size_t>(1, chars));
-        Word wd;
-        wd.text = w;
-        wd.startFrame = static_cast<int32_t>(std::lround(t * 100));
-        wd.endFrame = std::max(wd.startFrame, static_cast<int32_t>(std::lround((t + d) * 100)) - 1);
-        wd.confidence = conf;
-        u.words.push_back(std::move(wd));
-        t += d;
+  // The preview model's results last: the main model's text of the same
+  // round wins.
+  for (int pass = 0; pass < 2; pass++) {
+    for (Job& j : jobs) {
+      if (j.preview != (pass == 1)) continue;
+      Stream& s = *j.stream;
+      if (!j.error.empty()) {
+        j.out->error = ErrorCode::kDecodeFailed;
+        j.out->errorMessage = "Moonshine: " + j.error;
+        continue;
       }
-      continue;
+      const bool show = plausible(j.result.text, j.result.meanProb, settings_.minMeanProb, settings_.unfinishedMinProb);
+      const std::string text = show ? j.result.text : std::string();
+      if (j.kind == Job::kFinal) {
+        Utterance& u = j.out->finals[j.finalIndex];
+        u.text = text;
+        if (text.empty()) continue;
+        // Word times: the utterance's loud part (or all of it) shared out by
+        // word length; Moonshine gives no timestamps. Confidence: the mean
+        // probability of the utterance's tokens.
+        const auto words = splitWords(text);
+        const size_t a = std::min(j.wordsFrom, j.span), b = std::min(j.span, std::max(j.wordsTo, a + kFrame));
+        size_t chars = 0;
+        for (auto& w : words) chars += w.size() + 1;
+        const double t0 = static_cast<double>(a) / kRate, t1 = static_cast<double>(b) / kRate;
+        double t = t0;
+        const float conf = static_cast<float>(std::min(1.0, std::max(0.0, j.result.meanProb)));
+        for (auto& w : words) {
+          const double d = (t1 - t0) * static_cast<double>(w.size() + 1) / static_cast<double>(std::max<size_t>(1, chars));
+          Word wd;
+          wd.text = w;
+          wd.startFrame = static_cast<int32_t>(std::lround(t * 100));
+          wd.endFrame = std::max(wd.startFrame, static_cast<int32_t>(std::lround((t + d) * 100)) - 1);
+          wd.confidence = conf;
+          u.words.push_back(std::move(wd));
+          t += d;
+        }
+        continue;
+      }
+      if (j.preview) {
+        // Only text, only while the main model hears speech (its last empty
+        // decode was unsure it was over: noise stays off the screen), and
+        // only until it has text of its own: a preview never clears what is
+        // shown, nor replaces the main model's text.
+        if (!s.inUtt || s.shown || text.empty() || s.mainEosProb >= kPreviewMaxEosProb) continue;
+        j.out->hasPartial = true;
+        j.out->partial = text;
+        j.out->partialStart = s.uttStart;
+        j.out->partialEnd = s.uttStart + static_cast<int64_t>(j.span);
+        s.lastPartialLen = std::max(s.lastPartialLen, j.span);
+        s.lastPartialAt = j.roundAt;
+        s.previewShown = true;
+        continue;
+      }
+      // A speculative final or a partial: the open utterance's hypothesis.
+      if (j.kind == Job::kSpec) {
+        s.specEnd = j.span;
+        s.spec = j.result;
+      }
+      if (!s.inUtt) continue;
+      // The longest decode so far is the best draft for the next one (kept
+      // only where the model takes drafts, so the cost model can count on it).
+      if (model_->takesDrafts() && j.span >= s.lastPartialLen) {
+        s.hyp = j.result.tokens;
+        if (!s.hyp.empty() && s.hyp.back() == Model::kEosToken) s.hyp.pop_back();
+      }
+      s.mainEosProb = j.result.firstEosProb;
+      // An empty decode leaves the preview's text up until the main model has its own.
+      if (!text.empty() || !s.previewShown || s.shown) {
+        j.out->hasPartial = true;
+        j.out->partial = text;
+        j.out->partialStart = s.uttStart;
+        j.out->partialEnd = s.uttStart + static_cast<int64_t>(j.span);
+      }
+      s.lastPartialLen = std::max(s.lastPartialLen, j.span);
+      s.lastPartialAt = j.roundAt;
+      s.lastPartialMs = j.result.encodeMs + j.result.decodeMs;
+      s.shown = s.shown || !text.empty();
     }
-    // A speculative final or a partial: the open utterance's hypothesis.
-    if (j.kind == Job::kSpec) {
-      s.specEnd = j.span;
-      s.spec = j.result;
-    }
-    if (!s.inUtt) continue;
-    // The longest decode so far is the best draft for the next one (kept
-    // only where the model takes drafts, so the cost model can count on it).
-    if (model_->takesDrafts() && j.span >= s.lastPartialLen) {
-      s.hyp = j.result.tokens;
-      if (!s.hyp.empty() && s.hyp.back() == Model::kEosToken) s.hyp.pop_back();
-    }
-    j.out->hasPartial = true;
-    j.out->partial = text;
-    j.out->partialStart = s.uttStart;
-    j.out->partialEnd = s.uttStart + static_cast<int64_t>(j.span);
-    s.lastPartialLen = std::max(s.lastPartialLen, j.span);
-    s.lastPartialAt = j.roundAt;
-    s.lastPartialMs = j.result.encodeMs + j.result.decodeMs;
-    s.shown = s.shown || !text.empty();
   }
 }
 

@@ -52,6 +52,14 @@ namespace captiongate::moonshine {
 
 struct MoonshineSettings {
   ModelSettings model;
+  // A faster model (tiny beside base) whose text is the open utterance's
+  // partial until the main model has given it any: base decodes some
+  // openings to nothing until 0.7 s of speech, where tiny has words. Its
+  // decodes are partials (they give way first, under the same noise rule),
+  // shown only while the main model's own empty decodes are unsure the
+  // speech is over (kPreviewMaxEosProb); finals are always the main
+  // model's. Empty dir: no preview.
+  ModelSettings preview;
   DecodeOptions decode;
   int threads = 2;   // base workers (engine.threads); each ORT run uses model.intraOpThreads
   int maxBatch = 8;  // rows per batch where rows are independent (base, equal lengths)
@@ -106,11 +114,19 @@ class MoonshineRecognizer : public Recognizer {
  private:
   struct Stream;
   struct Job;
+  // Cost model of one model: encoder ms per audio second and ms per decoder
+  // step, learned from every run (workers update it without ordering: an
+  // estimate).
+  struct Cost {
+    std::atomic<double> encMsPerSecond{10};
+    std::atomic<double> stepMs{5};
+  };
   void processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs);
   void runJobs(std::vector<Job>& jobs);
   // Predicted cost of a decode of `samples`, with a draft of `draft` tokens,
-  // and at most `maxSteps` decoder steps after the draft's run (0: no limit).
-  double predictMs(size_t samples, size_t draft, int maxSteps = 0) const;
+  // and at most `maxSteps` decoder steps after the draft's run (0: no limit),
+  // by the main model or (`preview`) the preview model.
+  double predictMs(size_t samples, size_t draft, int maxSteps = 0, bool preview = false) const;
   // The most a partial alone in a round may cost (more where it is a draft).
   double partialCapMs() const;
   // A partial's step budget where the model takes drafts: the steps that fit
@@ -122,15 +138,14 @@ class MoonshineRecognizer : public Recognizer {
   double refillCredit(double spendMs);
   void spendCredit(double ms);
   void spendLocked(double ms);  // under creditMu_
-  void learn(const Transcript& t, size_t samples, size_t rows);
+  void learn(Cost& cost, const Transcript& t, size_t samples, size_t rows);
+  static void warmUp(const Model& m, const DecodeOptions& o, Cost& cost);
 
   const MoonshineSettings settings_;
-  std::unique_ptr<Model> model_;  // set once by load(), then only read; freed by release()
-
-  // Cost model: encoder ms per audio second and ms per decoder step,
-  // learned from every run (workers update it without ordering: an estimate).
-  std::atomic<double> encMsPerSecond_{10};
-  std::atomic<double> stepMs_{5};
+  std::unique_ptr<Model> model_;    // set once by load(), then only read; freed by release()
+  std::unique_ptr<Model> preview_;  // likewise; null without a preview model
+  Cost cost_;
+  Cost previewCost_;
 
   std::atomic<int> inUtterance_{0};
   std::mutex creditMu_;

@@ -108,6 +108,11 @@ std::unique_ptr<Recognizer> makeMoonshine(const Napi::Object& o) {
   if (m.model.ortLibrary.empty()) throw Napi::TypeError::New(o.Env(), "Expected the ONNX Runtime library path for ortLibrary");
   m.model.intraOpThreads = getInt32(o, "intraOpThreads", 1, 1, 256);
   m.model.foldWeights = getBool(o, "foldWeights", false);
+  m.preview.dir = getString(o, "previewModelDir", "");
+  if (!m.preview.dir.empty()) {
+    m.preview.ortLibrary = m.model.ortLibrary;
+    m.preview.intraOpThreads = m.model.intraOpThreads;
+  }
   m.threads = getInt32(o, "threads", 2, 1, 256);
   m.maxBatch = getInt32(o, "maxBatch", m.maxBatch, 1, 64);
   m.decode.maxTokensPerSecond = static_cast<float>(getNumber(o, "maxTokensPerSecond", m.decode.maxTokensPerSecond, 0.5, 50));
