@@ -102,6 +102,7 @@ const HELP: Record<string, string> = {
   'captions.maxEndedBytesPerOwner': 'Memory for one owner\'s ended caption files (its own oldest go first; no owner evicts another\'s).',
   'captions.maxEndedOwners': 'Owners (token identities; with auth off, client addresses) with ended files kept at once.',
   'engine.moonshine.model': 'Moonshine model: `tiny` (the default; 4.2% WER on LibriVox here) or `base` (more accurate, about 600 MB, fewer sessions).',
+  'engine.moonshine.preview': 'With `base`: `tiny` shows tiny\'s text as the partial until base has its own (base gives some openings no text until 0.7 s of speech; about 100 MB more); `none` shows base\'s alone. Finals are always base\'s. Ignored with `tiny`.',
   'engine.moonshine.modelsDir': 'Folder holding `moonshine-tiny/` and `moonshine-base/` (relative to the package). Installed and verified by `node scripts/fetch-moonshine-model.mjs`.',
   'engine.moonshine.partialIntervalMs': 'Re-decode an open utterance for a partial at most this often (and at most a third of a thread per stream).',
   'engine.moonshine.tailMs': 'Audio kept after the last loud frame in a final\'s span; a pause this long starts the speculative final.',
@@ -130,12 +131,28 @@ const HELP: Record<string, string> = {
   'files.maxConcurrentJobs': 'File jobs decoded and transcribed at once (each uses one engine stream).',
   'files.maxQueuedJobs': 'File jobs waiting for a slot; beyond this a request is refused with 429 and `Retry-After`.',
   'files.yieldLagSeconds': 'File jobs yield to live sessions: a file window goes to the engine only when no live window waits and every live session\'s oldest undecoded audio has waited less than this.',
-  'redis.url': 'Redis (the bus between workers and nodes), e.g. `redis://127.0.0.1:6379`. Empty: no Redis (one worker only).',
-  'redis.keyPrefix': 'Prefix of every Redis key captiongate uses, so several deployments can share one Redis.',
+  'redis.url': 'The Redis that several nodes (or workers) share: meetings through Redis Streams, open rates and per-token session caps across nodes, and the registry of live and parked sessions, so that a resume continues the same session on whichever node it lands. Empty: one node, nothing shared, everything in process.',
+  'redis.keyPrefix': 'Every key the gateway writes starts with this (several gateways can share one Redis).',
   'metrics.host': 'Empty: `/metrics` on the main port. Set (e.g. `127.0.0.1`): `/metrics` only on a listener of its own, so it need not face the internet.',
   'metrics.port': 'Port of that listener (0: any free port).',
   'log.level': 'pino level.',
   'log.pretty': 'Human-readable logs (also `CAPTIONGATE_LOG_PRETTY=1`).',
+  'server.nodeId': 'This node\'s name on the bus (leases, meeting participants, the session registry) when several nodes share a Redis (`redis.url`). Empty: `hostname:pid` and a random tail. Must differ between nodes and workers.',
+  'scheduler.minIntervalMs': 'Least time between two engine calls whose batch is not full: at a high window rate many streams\' windows share a call. Adds at most this much wait. 0 (the default): no pacing; with the overhead engine, 5 ms cost more CPU than it saved (docs/benchmarks.md §1, 2026-12-02).',
+  'engine.moonshine.partialLoadShare': 'Partials give way first: they run only while all decoding stays under this share of the engine\'s threads (finals always run).',
+  'redis.meetingMaxLen': 'Events kept in each meeting\'s stream (`XADD MAXLEN ~`; partials count too): how far back a node that starts following a meeting can replay.',
+  'redis.outageBufferBytes': 'Meeting finals kept while Redis is away (or slow), published in order when it is back (newer finals are dropped beyond this, counted in `captiongate_meeting_bus_dropped_total`; partials are not kept; participant events, one pair per session, are always kept). Part of the startup memory budget.',
+  'redis.heartbeatMs': 'How often a node renews its lease, its session counts and its meetings\' keys in Redis.',
+  'redis.leaseMs': 'A node that stops renewing (it died) stops counting against per-token session caps after this long.',
+  'files.maxLiveDecoders': 'Deepgram live sessions with containerized audio (no `encoding`: WebM/Opus, Ogg/Opus) at once; each runs one `ffmpeg` process (about 10 MB of its own memory). Beyond this such an upgrade is refused with 503 `CAP_ERR_CAPACITY`; raw `linear16`/`mulaw`/`alaw` needs none. 0 turns containerized live audio off.',
+};
+
+/** Where the schema alone does not say what is allowed. */
+const ALLOWED: Record<string, string> = {
+  'server.nodeId': 'string, at most 200 characters',
+  'redis.url': '`redis://` or `rediss://` URL, or empty',
+  'redis.keyPrefix': 'non-empty string',
+  'redis.leaseMs': 'integer 500–600000, ≥ 2 × heartbeatMs',
 };
 
 const envName = (p: string[]) => `CAPTIONGATE_${p.map((k) => k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')}`;
@@ -155,7 +172,7 @@ export function configTable(): string {
     else if (s.minimum !== undefined || s.maximum !== undefined) allowed = `${s.type === 'integer' ? 'integer' : 'number'} ${s.minimum ?? ''}–${s.maximum ?? ''}`;
     else if (s.type === 'array') allowed = 'list (JSON or comma-separated in env)';
     const key = p.join('.');
-    rows.push(`| \`${key}\` | \`${JSON.stringify(d)}\` | ${allowed} | \`${envName(p)}\` | ${HELP[key] ?? ''} |`);
+    rows.push(`| \`${key}\` | \`${JSON.stringify(d)}\` | ${ALLOWED[key] ?? allowed} | \`${envName(p)}\` | ${HELP[key] ?? ''} |`);
   };
   walk(schema, defaults, []);
   return rows.join('\n');

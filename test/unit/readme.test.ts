@@ -15,6 +15,11 @@ describe('README stays true', () => {
     }
   });
 
+  it('has the config table the generator writes, so regenerating it loses nothing', () => {
+    const table = readme.slice(readme.indexOf('<!-- config-table:start -->\n') + 28, readme.indexOf('\n<!-- config-table:end -->'));
+    expect(table).toBe(configTable());
+  });
+
   it('shows exactly the two quick-start commands, and CI runs the test one', () => {
     const commands = [...readme.matchAll(/```sh\n(.+)\n\s*```/g)].map((m) => m[1]!.trim());
     expect(commands).toEqual(['./scripts/setup.sh && npm start', './scripts/setup.sh --test && npm test']);
