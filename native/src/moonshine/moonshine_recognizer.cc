@@ -354,16 +354,23 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     jobs.push_back(std::move(job));
   };
   for (auto& [s, out] : due) {
-    // Until the main model has text for the utterance, the preview model's
-    // decode of the same audio goes first (it is the cheaper of the two);
-    // the main model's still runs, for its own text and its draft.
-    if (preview_ && !s->shown) {
-      const double c = predictMs(s->utt.size(), 0, 0, true);
-      if (admit(c)) partial(s, out, true, 0, c);
-    }
     const int maxSteps = partialSteps(s->utt.size(), s->hyp.size());
     const double c = predictMs(s->utt.size(), s->hyp.size(), maxSteps);
-    if (admit(c)) partial(s, out, false, maxSteps, c);
+    if (!admit(c)) continue;
+    partial(s, out, false, maxSteps, c);
+    // Until the main model has text for the utterance, the preview model
+    // decodes the same audio beside it, and only beside it: its text is
+    // shown only by what the main model's decode of the same round says
+    // (runJobs), and it must not take the credit the main model's partials
+    // need. It rides on the main partial's admission (it costs a fraction
+    // of it) and is charged to the same credit.
+    if (preview_ && !s->shown) {
+      const double pc = predictMs(s->utt.size(), 0, 0, true);
+      credit -= pc;
+      spendCredit(pc);
+      load += pc;
+      partial(s, out, true, 0, pc);
+    }
   }
   uint64_t decoded = 0;
   for (auto& j : jobs) decoded += j.audio.size();
