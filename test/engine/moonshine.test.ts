@@ -6,11 +6,15 @@
  * the streaming engine's accuracy next to PocketSphinx and Whisper base, the
  * silence and noise guard, and the install hint for a missing model.
  */
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readWav, wavToInt16 } from '../../src/audio/wav.js';
 import { loadAddon, type NativeMoonshine } from '../../src/engine/addon.js';
-import { checkMoonshineModel, createMoonshineEngine, loadMoonshineModel } from '../../src/engine/moonshine.js';
+import { checkMoonshineModel, createMoonshineEngine, loadMoonshineModel, moonshineNativeOptions } from '../../src/engine/moonshine.js';
 import { createPocketSphinxEngine } from '../../src/engine/pocketsphinx.js';
 import type { Engine, Hypothesis, Utterance } from '../../src/engine/types.js';
 import { EngineError } from '../../src/engine/types.js';
@@ -259,5 +263,31 @@ describe('Moonshine next to PocketSphinx and Whisper base', () => {
     expect(msg.split('\n')).toHaveLength(1);
     expect(msg).toMatch(/node scripts\/fetch-moonshine-model\.mjs/);
     expect(msg).toMatch(/pocketsphinx/);
+  });
+
+  it('loads tiny beside base for its first partials unless engine.moonshine.preview is none, and a missing tiny is the same one-line error', () => {
+    const o = moonshineOptions('base');
+    const dir = mkdtempSync(path.join(tmpdir(), 'captiongate-models-'));
+    try {
+      expect(moonshineNativeOptions(o).previewModelDir).toBe(checkMoonshineModel({ model: 'tiny', modelsDir: o.moonshine.modelsDir }));
+      expect(moonshineNativeOptions({ ...o, moonshine: { ...o.moonshine, preview: 'none' } }).previewModelDir).toBeUndefined();
+      expect(moonshineNativeOptions(moonshineOptions('tiny')).previewModelDir).toBeUndefined();
+      // Base installed, tiny not.
+      symlinkSync(path.resolve(checkMoonshineModel({ model: 'base', modelsDir: o.moonshine.modelsDir })), path.join(dir, 'moonshine-base'));
+      const only = { ...o, moonshine: { ...o.moonshine, modelsDir: dir } };
+      expect(moonshineNativeOptions({ ...only, moonshine: { ...only.moonshine, preview: 'none' } }).previewModelDir).toBeUndefined();
+      const err = (() => {
+        try {
+          moonshineNativeOptions(only);
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(err).toBeInstanceOf(EngineError);
+      expect((err as EngineError).code).toBe('ENGINE_MODEL_MISSING');
+      expect((err as Error).message).toMatch(/Moonshine tiny model not found.*fetch-moonshine-model/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
