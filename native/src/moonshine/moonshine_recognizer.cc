@@ -594,6 +594,13 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
     if (j.error.empty()) learn(j.preview ? previewCost_ : cost_, j.result, j.audio.size(), b.size());
   }
 
+  // A decode of the open utterance as its partial.
+  auto showPartial = [](Job& j, const std::string& text) {
+    j.out->hasPartial = true;
+    j.out->partial = text;
+    j.out->partialStart = j.stream->uttStart;
+    j.out->partialEnd = j.stream->uttStart + static_cast<int64_t>(j.span);
+  };
   // The preview model's results last: the main model's text of the same
   // round wins.
   for (int pass = 0; pass < 2; pass++) {
@@ -639,10 +646,7 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
         // only until it has text of its own: a preview never clears what is
         // shown, nor replaces the main model's text.
         if (!s.inUtt || s.shown || text.empty() || s.mainEosProb >= kPreviewMaxEosProb) continue;
-        j.out->hasPartial = true;
-        j.out->partial = text;
-        j.out->partialStart = s.uttStart;
-        j.out->partialEnd = s.uttStart + static_cast<int64_t>(j.span);
+        showPartial(j, text);
         s.lastPartialLen = std::max(s.lastPartialLen, j.span);
         s.lastPartialAt = j.roundAt;
         s.previewShown = true;
@@ -662,12 +666,7 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
       }
       s.mainEosProb = j.result.firstEosProb;
       // An empty decode leaves the preview's text up until the main model has its own.
-      if (!text.empty() || !s.previewShown || s.shown) {
-        j.out->hasPartial = true;
-        j.out->partial = text;
-        j.out->partialStart = s.uttStart;
-        j.out->partialEnd = s.uttStart + static_cast<int64_t>(j.span);
-      }
+      if (!text.empty() || !s.previewShown || s.shown) showPartial(j, text);
       s.lastPartialLen = std::max(s.lastPartialLen, j.span);
       s.lastPartialAt = j.roundAt;
       s.lastPartialMs = j.result.encodeMs + j.result.decodeMs;
