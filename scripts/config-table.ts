@@ -178,8 +178,9 @@ export function configTable(): string {
   return rows.join('\n');
 }
 
-const START = '<!-- config-table:start -->';
-const END = '<!-- config-table:end -->';
+/** The README's table sits between these lines. */
+export const START = '<!-- config-table:start -->';
+export const END = '<!-- config-table:end -->';
 
 /** `--write`: replace the table in README.md between its markers. */
 if (process.argv[1]?.endsWith('config-table.js')) {

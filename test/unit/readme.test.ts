@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
-import { configTable } from '../../scripts/config-table.js';
+import { configTable, END, START } from '../../scripts/config-table.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 const ci = readFileSync(new URL('../../.ci/run', import.meta.url), 'utf8');
@@ -16,7 +16,7 @@ describe('README stays true', () => {
   });
 
   it('has the config table the generator writes, so regenerating it loses nothing', () => {
-    const table = readme.slice(readme.indexOf('<!-- config-table:start -->\n') + 28, readme.indexOf('\n<!-- config-table:end -->'));
+    const table = readme.slice(readme.indexOf(`${START}\n`) + START.length + 1, readme.indexOf(`\n${END}`));
     expect(table).toBe(configTable());
   });
 
