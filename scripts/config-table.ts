@@ -103,6 +103,7 @@ const HELP: Record<string, string> = {
   'captions.maxEndedOwners': 'Owners (token identities; with auth off, client addresses) with ended files kept at once.',
   'engine.moonshine.model': 'Moonshine model: `tiny` (the default; 4.2% WER on LibriVox here) or `base` (more accurate, about 600 MB, fewer sessions).',
   'engine.moonshine.preview': 'With `base`: `tiny` shows tiny\'s text as the partial until base has its own (base gives some openings no text until 0.7 s of speech; about 100 MB more); `none` shows base\'s alone. Finals are always base\'s. Ignored with `tiny`.',
+  'engine.moonshine.finalBeamWidth': 'Finals (never revised) are beam searches this wide; partials stay greedy. 0: the model\'s own, 4 for `tiny` (flite speech: 4.5% WER, 5.3% greedy; about 40% more work per final) and 1 for `base` (a beam gains it 1 error in 1,071 words and costs it the drafts that make its finals cheap). 1: greedy, as Moonshine\'s own runtime.',
   'engine.moonshine.modelsDir': 'Folder holding `moonshine-tiny/` and `moonshine-base/` (relative to the package). Installed and verified by `node scripts/fetch-moonshine-model.mjs`.',
   'engine.moonshine.partialIntervalMs': 'Re-decode an open utterance for a partial at most this often (and at most a third of a thread per stream).',
   'engine.moonshine.tailMs': 'Audio kept after the last loud frame in a final\'s span; a pause this long starts the speculative final.',

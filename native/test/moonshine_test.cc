@@ -101,6 +101,9 @@ void waitIdle(EngineBase& e) {
 void expectTalkersGetSequentialFinals(const std::string& dir, float confTolerance) {
   ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
   MoonshineSettings st = settings(2, dir);
+  // The gateway's defaults (engine.moonshine.finalBeamWidth 0: tiny's finals
+  // are beam searches of 4, base's greedy, with drafts).
+  st.finalBeamWidth = dir == CAPTIONGATE_MOONSHINE_TINY ? 4 : 1;
   if (dir != CAPTIONGATE_MOONSHINE_TINY) {  // base, as the engine loads it: weights folded, tiny's first partials
     st.model.foldWeights = true;
     st.preview = st.model;
@@ -284,6 +287,73 @@ TEST(Moonshine, BaseDraftsGiveTheGreedyTokensFromTwoThreads) {
   a.join();
   b.join();
   EXPECT_LT(draftSteps.load(), plainSteps.load() / 2);
+}
+
+// Finals' beam search: a row's beams run as rows of one batch, and where
+// rows are independent (base) its tokens are the same whatever other rows
+// share the batch, from two threads at once; the token limit ends every beam.
+TEST(Moonshine, BaseBeamSearchGivesEachRowItsOwnTokensWhateverItIsBatchedWith) {
+  if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
+  ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
+  const moonshine::Model model(baseModelSettings());
+  moonshine::DecodeOptions o;
+  o.beamWidth = 4;
+  // The first 3 s of each clip: rows of equal length.
+  std::vector<std::vector<float>> rows;
+  for (size_t c = 0; c < 5; ++c) {
+    const std::vector<float> clip = clipAsFloat(c);
+    rows.emplace_back(clip.begin(), clip.begin() + std::min<std::ptrdiff_t>(48000, static_cast<std::ptrdiff_t>(clip.size())));
+    rows.back().resize(48000, 0.f);
+  }
+  std::vector<moonshine::Transcript> alone(rows.size());
+  for (size_t c = 0; c < rows.size(); ++c) alone[c] = model.transcribe(rows[c], o);
+  auto batched = [&](size_t from, size_t to) {
+    std::vector<const std::vector<float>*> batch;
+    for (size_t c = from; c < to; ++c) batch.push_back(&rows[c]);
+    const auto got = model.transcribe(batch, o);
+    for (size_t c = from; c < to; ++c) {
+      EXPECT_EQ(got[c - from].tokens, alone[c].tokens) << "row " << c << " in a batch of " << batch.size();
+      EXPECT_NEAR(got[c - from].meanProb, alone[c].meanProb, 1e-5);
+      EXPECT_EQ(got[c - from].beams, 4);
+    }
+  };
+  std::thread a(batched, 0, 5), b(batched, 1, 3);
+  a.join();
+  b.join();
+  for (size_t c = 0; c < rows.size(); ++c) {
+    EXPECT_FALSE(alone[c].text.empty()) << "row " << c;
+    EXPECT_EQ(alone[c].tokens.back(), moonshine::Model::kEosToken) << "row " << c << " did not end";
+  }
+  o.maxTokensPerSecond = 1;  // 3 tokens for 3 s: every beam hits the limit
+  const auto limited = model.transcribe(rows[0], o);
+  EXPECT_TRUE(limited.hitMaxTokens);
+  EXPECT_EQ(limited.tokens.size(), 3u);
+}
+
+// Tiny's beam search (its beams share activation scales, so only its own
+// beams may share a batch): the same tokens for the same audio, from two
+// threads at once, and text for every LibriVox clip.
+TEST(Moonshine, TinyBeamSearchIsRepeatableAcrossThreads) {
+  if (!installed()) GTEST_SKIP() << "Moonshine tiny or the ONNX Runtime library is not installed";
+  ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
+  moonshine::ModelSettings ms;
+  ms.dir = CAPTIONGATE_MOONSHINE_TINY;
+  ms.ortLibrary = CAPTIONGATE_ORT_LIBRARY;
+  const moonshine::Model model(ms);
+  moonshine::DecodeOptions o;
+  o.beamWidth = 4;
+  std::vector<moonshine::Transcript> first(clips().size()), again(clips().size());
+  auto run = [&](std::vector<moonshine::Transcript>& out) {
+    for (size_t c = 0; c < clips().size(); ++c) out[c] = model.transcribe(clipAsFloat(c), o);
+  };
+  std::thread a(run, std::ref(first)), b(run, std::ref(again));
+  a.join();
+  b.join();
+  for (size_t c = 0; c < clips().size(); ++c) {
+    EXPECT_EQ(first[c].tokens, again[c].tokens) << "clip " << c;
+    EXPECT_FALSE(first[c].text.empty()) << "clip " << c;
+    EXPECT_EQ(first[c].beams, 4);
+  }
 }
 
 // A step budget (the recognizer's partials) gives a prefix of the full

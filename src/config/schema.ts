@@ -145,6 +145,7 @@ export const configSchema = z
           .object({
             model: z.enum(['tiny', 'base'], { error: 'must be "tiny" or "base"' }),
             preview: z.enum(['tiny', 'none'], { error: 'must be "tiny" or "none"' }),
+            finalBeamWidth: int(0, 16),
             modelsDir: str(),
             partialIntervalMs: int(10, 10_000),
             partialLoadShare: num(0.05, 1),

@@ -76,6 +76,8 @@ export interface NativeMoonshineEngineOptions {
   maxBatch: number;
   maxTokensPerSecond: number;
   maxRepeats: number;
+  /** Finals (and speculative finals) are beam searches this wide (1: greedy, as upstream). */
+  finalBeamWidth: number;
   vadEnabled: boolean;
   vadThreshold: number;
   vadStartFrames: number;
@@ -149,9 +151,13 @@ export interface NativeMoonshine {
   /**
    * `draft`: tokens expected to begin a one-row batch's transcript (an earlier
    * decode of the start of the same audio); the result is the same, cheaper
-   * when the draft is right (base only; docs/moonshine.md).
+   * when the draft is right (base only; docs/moonshine.md). `beamWidth` > 1:
+   * a beam search (no draft).
    */
-  transcribe(rows: Float32Array[], options?: { maxTokensPerSecond?: number; maxRepeats?: number; draft?: readonly number[] }): Promise<MoonshineTranscript[]>;
+  transcribe(
+    rows: Float32Array[],
+    options?: { maxTokensPerSecond?: number; maxRepeats?: number; beamWidth?: number; draft?: readonly number[] },
+  ): Promise<MoonshineTranscript[]>;
 }
 
 export interface NativeMoonshineOptions {

@@ -34,14 +34,17 @@ export function moonshineModelDir(o: Pick<MoonshineOptions['moonshine'], 'model'
   return path.join(base, `moonshine-${o.model}`);
 }
 
-/** Throws EngineError('ENGINE_MODEL_MISSING') with one line that says how to install the model, or what to choose instead. */
-export function checkMoonshineModel(o: Pick<MoonshineOptions['moonshine'], 'model' | 'modelsDir'>): string {
+/**
+ * Throws EngineError('ENGINE_MODEL_MISSING') with one line that says how to install the model, or what to choose instead
+ * (`asPreview`: it is the first-partials model beside another, which can also go without it).
+ */
+export function checkMoonshineModel(o: Pick<MoonshineOptions['moonshine'], 'model' | 'modelsDir'> & { asPreview?: boolean }): string {
   const dir = moonshineModelDir(o);
   const missing = MODEL_FILES.filter((f) => !existsSync(path.join(dir, f)));
   if (missing.length) {
     throw new EngineError(
       'ENGINE_MODEL_MISSING',
-      `Moonshine ${o.model} model not found in ${dir} (missing ${missing.join(', ')}): install it with \`node scripts/fetch-moonshine-model.mjs\` (scripts/setup.sh runs it), or set engine.kind to "pocketsphinx".`,
+      `Moonshine ${o.model} model not found in ${dir} (missing ${missing.join(', ')}): install it with \`node scripts/fetch-moonshine-model.mjs\` (scripts/setup.sh runs it), or set engine.kind to "pocketsphinx"${o.asPreview ? ` (or engine.moonshine.preview to "none")` : ''}.`,
     );
   }
   return dir;
@@ -80,7 +83,7 @@ export function moonshineNativeOptions(o: MoonshineOptions): NativeMoonshineEngi
     modelDir: checkMoonshineModel(m),
     // Base decodes some openings to nothing until 0.7 s of speech; tiny's
     // text is the partial until base has its own (docs/moonshine.md).
-    ...(preview ? { previewModelDir: checkMoonshineModel({ model: preview, modelsDir: m.modelsDir }) } : {}),
+    ...(preview ? { previewModelDir: checkMoonshineModel({ model: preview, modelsDir: m.modelsDir, asPreview: true }) } : {}),
     ortLibrary: onnxRuntimeLibrary().file,
     threads: o.threads,
     // Threads run separate windows, each ORT run on one of them: measured
@@ -92,6 +95,10 @@ export function moonshineNativeOptions(o: MoonshineOptions): NativeMoonshineEngi
     maxBatch: m.maxBatch,
     maxTokensPerSecond: m.maxTokensPerSecond,
     maxRepeats: 4,
+    // 0: the model's own. Tiny's finals read flite speech with 48 errors in
+    // 1,071 words at 4 beams where greedy makes 57; base's make 30 and 31,
+    // and greedy keeps its drafts, which make its finals cheap (docs/moonshine.md).
+    finalBeamWidth: m.finalBeamWidth || (m.model === 'tiny' ? 4 : 1),
     vadEnabled: o.vad.enabled,
     vadThreshold: o.vad.threshold,
     vadStartFrames: Math.max(1, Math.round(o.vad.startMs / FRAME_MS)),

@@ -218,6 +218,37 @@ double softmaxSum(const float* row, int64_t V, int64_t best) {
   return z;
 }
 
+// The `k` largest logits of a row, largest first.
+std::vector<int64_t> topTokens(const float* row, int64_t V, size_t k) {
+  std::vector<int64_t> top;
+  const auto higher = [row](int64_t a, int64_t b) { return row[a] > row[b]; };
+  for (int64_t v = 0; v < V; ++v) {
+    if (top.size() == k && row[v] <= row[top.back()]) continue;
+    top.insert(std::upper_bound(top.begin(), top.end(), v, higher), v);
+    if (top.size() > k) top.pop_back();
+  }
+  return top;
+}
+
+// Rows `from` of a tensor (batch first) as a new tensor of from.size() rows.
+template <typename T>
+Ort::Value gatherRows(const Ort::Value& v, const std::vector<int64_t>& from) {
+  auto shape = v.GetTensorTypeAndShapeInfo().GetShape();
+  int64_t rowLen = 1;
+  for (size_t d = 1; d < shape.size(); ++d) rowLen *= shape[d];
+  const int64_t rows = shape[0];
+  shape[0] = static_cast<int64_t>(from.size());
+  Ort::AllocatorWithDefaultOptions alloc;
+  Ort::Value out = Ort::Value::CreateTensor<T>(alloc, shape.data(), shape.size());
+  const T* src = v.GetTensorData<T>();
+  T* dst = out.GetTensorMutableData<T>();
+  for (size_t r = 0; r < from.size(); ++r) {
+    if (from[r] < 0 || from[r] >= rows) throw std::logic_error("gatherRows: no such row");
+    std::copy(src + from[r] * rowLen, src + (from[r] + 1) * rowLen, dst + static_cast<int64_t>(r) * rowLen);
+  }
+  return out;
+}
+
 // The first `keep` positions of a KV tensor [B, H, P, D].
 Ort::Value firstPositions(const Ort::Value& kv, int64_t keep) {
   const auto shape = kv.GetTensorTypeAndShapeInfo().GetShape();
@@ -293,12 +324,17 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
     isSelf[i] = isPast[i] && decIn_.names[i].find(".decoder.") != std::string::npos;
   }
   Ort::Value emptyKv = Ort::Value::CreateTensor<float>(mem, &emptyData, 0, emptyShape.data(), emptyShape.size());
+  // What the decoder attends to, one row per decoder row (a beam search
+  // replaces them with one copy per beam).
+  const OrtValue* encStates = encOut[0];
+  const OrtValue* decMask = maskV;
 
   // One decoder run over `inputIds` [B, n]: step 0 without the cache (every
   // present.* kept), later steps with it (only the self-attention part).
   int steps = 0;
   auto runDecoder = [&](std::vector<int64_t>& inputIds, int64_t n, bool useCache) {
-    std::vector<int64_t> idsShape{B, n};
+    const int64_t rowsIn = static_cast<int64_t>(inputIds.size()) / n;
+    std::vector<int64_t> idsShape{rowsIn, n};
     bool cacheFlag = useCache;
     Ort::Value idsV = Ort::Value::CreateTensor<int64_t>(mem, inputIds.data(), inputIds.size(), idsShape.data(), 2);
     Ort::Value cacheV = Ort::Value::CreateTensor<bool>(mem, &cacheFlag, 1, &oneShape, 1);
@@ -307,15 +343,15 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
       const std::string& nm = decIn_.names[i];
       if (isPast[i]) in[i] = useCache ? static_cast<const OrtValue*>(past[i]) : static_cast<const OrtValue*>(emptyKv);
       else if (nm == "input_ids") in[i] = idsV;
-      else if (nm == "encoder_hidden_states") in[i] = encOut[0];
-      else if (nm == "encoder_attention_mask") in[i] = maskV;
+      else if (nm == "encoder_hidden_states") in[i] = encStates;
+      else if (nm == "encoder_attention_mask") in[i] = decMask;
       else if (nm == "use_cache_branch") in[i] = cacheV;
       else throw std::runtime_error("unexpected Moonshine decoder input " + nm);
     }
     std::vector<Ort::Value> out = run(dec, decIn_.ptrs, in, (useCache ? decOutStep_ : decOutAll_).ptrs);
     steps++;
     const auto lshape = out[0].GetTensorTypeAndShapeInfo().GetShape();
-    if (lshape.size() != 3 || lshape[0] != B || lshape[1] != n) throw std::runtime_error("unexpected Moonshine logits shape");
+    if (lshape.size() != 3 || lshape[0] != rowsIn || lshape[1] != n) throw std::runtime_error("unexpected Moonshine logits shape");
     // present.* → the next step's past.* (the cross-attention part only from step 0).
     const std::vector<int>& map = useCache ? stepOutToPast_ : allOutToPast_;
     for (size_t k = 1; k < out.size(); ++k) past[map[k]] = std::move(out[k]);
@@ -346,6 +382,132 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
     }
     return false;
   };
+
+  if (o.beamWidth > 1) {
+    if (o.maxSteps > 0) throw std::logic_error("a beam search decodes to the end (maxSteps must be 0)");
+    const size_t W = static_cast<size_t>(o.beamWidth);
+    struct Hyp {
+      std::vector<int64_t> tokens;
+      double logp = 0;     // sum of the tokens' log-probabilities
+      double sumProb = 0;  // sum of the text tokens' probabilities (the confidence)
+      size_t slot = 0;     // the beam it continues
+      bool cut = false, maxed = false;
+      double score() const { return logp / static_cast<double>(tokens.size()); }
+    };
+    std::vector<std::vector<Hyp>> live(static_cast<size_t>(B), std::vector<Hyp>(1)), ended(static_cast<size_t>(B));
+    // Row b's beam k is decoder row b·W + k; before the first expansion, row b is decoder row b.
+    std::vector<int64_t> next(static_cast<size_t>(B) * W), from(next.size());
+    Ort::Value encRows{nullptr}, maskRows{nullptr};
+    std::vector<int64_t> inputs = ids;
+    for (bool first = true;; first = false) {
+      Ort::Value logits = runDecoder(inputs, 1, !first);
+      const int64_t V = logits.GetTensorTypeAndShapeInfo().GetShape()[2];
+      const float* lg = logits.GetTensorData<float>();
+      bool any = false;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t at = first ? b : b * static_cast<int64_t>(W);
+        std::vector<Hyp>& beams = live[static_cast<size_t>(b)];
+        std::vector<Hyp>& over = ended[static_cast<size_t>(b)];
+        if (!beams.empty()) {
+          struct Candidate {
+            double logp;
+            double prob;
+            size_t slot;
+            int64_t token;
+          };
+          std::vector<Candidate> cands;
+          for (size_t k = 0; k < beams.size(); ++k) {
+            const float* row = lg + (at + static_cast<int64_t>(k)) * V;
+            const Best best = bestOf(row, V);
+            const double z = softmaxSum(row, V, best.token);
+            if (first) res[b].firstEosProb = std::exp(static_cast<double>(row[kEosToken] - row[best.token])) / z;
+            const double logZ = std::log(z) + static_cast<double>(row[best.token]);
+            for (int64_t t : topTokens(row, V, W)) {
+              const double lp = static_cast<double>(row[t]) - logZ;
+              cands.push_back({beams[k].logp + lp, std::exp(lp), k, t});
+            }
+          }
+          std::stable_sort(cands.begin(), cands.end(), [](const Candidate& x, const Candidate& y) { return x.logp > y.logp; });
+          std::vector<Hyp> grown;
+          for (const Candidate& c : cands) {
+            if (grown.size() == W) break;
+            Hyp h = beams[c.slot];
+            h.tokens.push_back(c.token);
+            h.logp = c.logp;
+            h.slot = c.slot;
+            if (c.token == kEosToken) {
+              over.push_back(std::move(h));
+              continue;
+            }
+            h.sumProb += c.prob;
+            const size_t cut = o.maxRepeats > 0 ? repeatedTail(h.tokens, o.maxRepeats) : 0;
+            if (cut > 0) {
+              h.tokens.resize(h.tokens.size() - cut);
+              h.cut = true;
+              over.push_back(std::move(h));
+            } else if (h.tokens.size() >= rowMax[static_cast<size_t>(b)]) {
+              h.maxed = true;
+              over.push_back(std::move(h));
+            } else {
+              grown.push_back(std::move(h));
+            }
+          }
+          beams = std::move(grown);
+          // Done when W hypotheses have ended and one of them outscores every beam still open.
+          double bestEnded = -INFINITY;
+          for (const Hyp& h : over) bestEnded = std::max(bestEnded, h.score());
+          if (!beams.empty() && over.size() >= W && bestEnded > beams.front().score()) beams.clear();
+        }
+        for (size_t k = 0; k < W; ++k) {
+          const size_t r = static_cast<size_t>(b) * W + k;
+          // A beam with nothing to search feeds EOS, to keep the batch's shape.
+          next[r] = k < beams.size() ? beams[k].tokens.back() : kEosToken;
+          from[r] = at + static_cast<int64_t>(k < beams.size() ? beams[k].slot : 0);
+        }
+        any = any || !beams.empty();
+      }
+      if (!any) break;
+      if (first) {
+        // One copy per beam of what every row attends to (the cross-attention
+        // cache included), then of the self-attention cache at each step.
+        std::vector<int64_t> rowOf(next.size());
+        for (size_t r = 0; r < rowOf.size(); ++r) rowOf[r] = static_cast<int64_t>(r / W);
+        encRows = gatherRows<float>(encOut[0], rowOf);
+        encStates = encRows;
+        if (decMask_) {
+          maskRows = gatherRows<int64_t>(maskV, rowOf);
+          decMask = maskRows;
+        }
+        for (size_t i = 0; i < nIn; ++i)
+          if (isPast[i]) past[i] = gatherRows<float>(past[i], from);
+      } else {
+        bool same = true;
+        for (size_t r = 0; r < from.size(); ++r) same = same && from[r] == static_cast<int64_t>(r);
+        if (!same)
+          for (size_t i = 0; i < nIn; ++i)
+            if (isSelf[i]) past[i] = gatherRows<float>(past[i], from);
+      }
+      inputs = next;
+    }
+    const double decodeMs = msSince(t0);
+    for (int64_t b = 0; b < B; ++b) {
+      const auto& pool = ended[static_cast<size_t>(b)];
+      if (pool.empty()) throw std::logic_error("a beam search ended with no hypothesis");
+      const Hyp& best = *std::max_element(pool.begin(), pool.end(), [](const Hyp& x, const Hyp& y) { return x.score() < y.score(); });
+      Transcript& r = res[b];
+      r.tokens = best.tokens;
+      r.repetitionCut = best.cut;
+      r.hitMaxTokens = best.maxed;
+      const size_t text = static_cast<size_t>(std::count_if(r.tokens.begin(), r.tokens.end(), [](int64_t t) { return t != kEosToken; }));
+      r.meanProb = text ? best.sumProb / static_cast<double>(text) : 0.0;
+      r.steps = steps;
+      r.encodeMs = encodeMs;
+      r.decodeMs = decodeMs;
+      r.beams = static_cast<int>(W);
+      r.text = tokenizer_->decode(r.tokens);
+    }
+    return res;
+  }
 
   // A draft (the tokens of an earlier decode of this audio's beginning) is
   // checked in one run over all its positions; the tokens the greedy

@@ -44,6 +44,12 @@ struct DecodeOptions {
   // A decode stopped by it gives the first tokens of the full greedy decode
   // (Transcript::stepLimited), and those make the next decode's draft.
   int maxSteps = 0;
+  // Hypotheses kept per row (1: greedy, the upstream runtime's decode).
+  // Wider, the decode is a beam search (scores: the sum of the tokens'
+  // log-probabilities over the length); a row's beams are rows of one
+  // decoder batch, so tiny's (one activation scale per tensor) depend on
+  // each other, and on nothing else. No draft; maxSteps must be 0.
+  int beamWidth = 1;
 };
 
 struct Transcript {
@@ -60,6 +66,7 @@ struct Transcript {
   size_t draftAccepted = 0;  // tokens taken from the draft's run (its correction included)
   bool draftRedone = false;  // a later pick was too close to call: decoded again without the draft
   bool stepLimited = false;  // stopped by DecodeOptions::maxSteps: the tokens are a prefix
+  int beams = 1;             // DecodeOptions::beamWidth of the decode (each step ran this many rows per row)
 };
 
 // How many trailing tokens are a repetition loop: the tail is one n-gram

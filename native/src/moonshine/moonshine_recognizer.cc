@@ -48,9 +48,9 @@ constexpr size_t kEndpointHoldMax = 16000;  // 1 s
 // than this it is the end of a word (a soft consonant the VAD often calls
 // non-speech), and it counts.
 constexpr size_t kUnvoicedLoudGap = 2400;  // 150 ms
-// The preview model's text is shown only while the main model hears speech
-// it cannot read yet: its latest decode of the utterance ended at once with
-// a probability under this. Base's is 0.96 and up on noise bursts and white
+// The preview model's text is first shown only where the main model hears
+// speech it cannot read yet: its decode of the same round ended at once with
+// a probability under this (then it stays up until the main model has text). Base's is 0.96 and up on noise bursts and white
 // noise (which it never gives text), where tiny reads "Don't" at 0.69; on
 // LibriVox and flite openings it has no text for yet, 0.15-0.74 after the
 // first 100 ms (docs/moonshine.md, policy 8).
@@ -137,6 +137,7 @@ struct MoonshineRecognizer::Job {
   std::vector<int64_t> draft;  // the stream's hyp when the job was made
   int maxSteps = 0;            // kPartial: its step budget (partialSteps; 0: none)
   bool preview = false;        // kPartial: decoded by the preview model
+  int beams = 1;               // kFinal, kSpec: finalBeamWidth (> 1: read again by a beam search; runJobs)
   Transcript result;
   std::string error;
   double predicted = 0;
@@ -158,7 +159,7 @@ static long rssKb() {
   return resident * 4;
 }
 
-void MoonshineRecognizer::warmUp(const Model& m, const DecodeOptions& o, Cost& cost) {
+void MoonshineRecognizer::warmUp(const Model& m, const DecodeOptions& o, Cost& cost, int beams) {
   // The first runs of a session allocate its arena and pick kernels. A
   // fixed 2 s chirp also seeds the cost model the rounds plan with.
   std::vector<float> chirp(2 * kRate);
@@ -171,17 +172,23 @@ void MoonshineRecognizer::warmUp(const Model& m, const DecodeOptions& o, Cost& c
     cost.encMsPerSecond.store(t.encodeMs / 2.0);
     cost.stepMs.store(t.decodeMs / std::max(1, t.steps));
   }
+  if (beams > 1) {
+    DecodeOptions b = o;
+    b.beamWidth = beams;
+    const Transcript t = m.transcribe(chirp, b);
+    cost.beamStepMs.store(t.decodeMs / std::max(1, t.steps));
+  }
 }
 
 void MoonshineRecognizer::load(RecognizerHost&) {
   const long before = rssKb();
   auto model = std::make_unique<Model>(settings_.model);
-  warmUp(*model, settings_.decode, cost_);
+  warmUp(*model, settings_.decode, cost_, settings_.finalBeamWidth);
   double files = model->fileBytes();
   std::unique_ptr<Model> preview;
   if (!settings_.preview.dir.empty()) {
     preview = std::make_unique<Model>(settings_.preview);
-    warmUp(*preview, settings_.decode, previewCost_);
+    warmUp(*preview, settings_.decode, previewCost_, 1);
     files += preview->fileBytes();
   }
   const long after = rssKb();
@@ -222,7 +229,7 @@ void MoonshineRecognizer::release() noexcept {
 
 // ---------------------------------------------------------------- cost model
 
-double MoonshineRecognizer::predictMs(size_t samples, size_t draft, int maxSteps, bool preview) const {
+double MoonshineRecognizer::predictMs(size_t samples, size_t draft, int maxSteps, bool preview, int beams) const {
   const Cost& cost = preview ? previewCost_ : cost_;
   const double sec = static_cast<double>(std::max(samples, Model::kMinSamples)) / kRate;
   const double tokens = std::min(std::ceil(sec * settings_.decode.maxTokensPerSecond), 4.5 * sec + 2);
@@ -231,7 +238,10 @@ double MoonshineRecognizer::predictMs(size_t samples, size_t draft, int maxSteps
   double single = draft > 0 ? std::max(1.0, tokens - d) + 1 : tokens + 1;
   if (maxSteps > 0) single = std::min(single, static_cast<double>(maxSteps));
   const double steps = single + (draft > 0 ? 1 + kDraftPositionCost * d : 0);
-  return cost.encMsPerSecond.load(std::memory_order_relaxed) * sec + cost.stepMs.load(std::memory_order_relaxed) * steps;
+  const double enc = cost.encMsPerSecond.load(std::memory_order_relaxed) * sec;
+  const double greedy = enc + cost.stepMs.load(std::memory_order_relaxed) * steps;
+  // A beam search after it (when the greedy decode has text): no draft.
+  return beams > 1 ? greedy + enc + cost.beamStepMs.load(std::memory_order_relaxed) * (tokens + 1) : greedy;
 }
 
 double MoonshineRecognizer::partialCapMs() const { return model_->takesDrafts() ? kDraftPartialCapMs : kPartialCapMs; }
@@ -250,7 +260,8 @@ void MoonshineRecognizer::learn(Cost& cost, const Transcript& t, size_t samples,
   // A draft's run counts as the steps it stands for (see predictMs); a
   // decode done again without its draft is not a step's cost.
   const double steps = t.steps + kDraftPositionCost * static_cast<double>(t.draftTokens);
-  if (t.steps > 0 && !t.draftRedone) cost.stepMs.store(0.8 * cost.stepMs.load(std::memory_order_relaxed) + 0.2 * (t.decodeMs / steps), std::memory_order_relaxed);
+  std::atomic<double>& stepMs = t.beams > 1 ? cost.beamStepMs : cost.stepMs;
+  if (t.steps > 0 && !t.draftRedone) stepMs.store(0.8 * stepMs.load(std::memory_order_relaxed) + 0.2 * (t.decodeMs / steps), std::memory_order_relaxed);
 }
 
 double MoonshineRecognizer::refillCredit(double spendMs) {
@@ -292,16 +303,19 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     job.roundAt = now;
     job.span = s.specWanted;
     job.audio = toFloat(s.utt, s.specWanted);
+    job.beams = settings_.finalBeamWidth;
     job.draft = s.hyp;
     jobs.push_back(std::move(job));
     s.specWanted = 0;
   }
   // Every final and speculative final runs. Partials fill the round up to
   // roundMs of predicted work (the stalest first); a round with nothing
-  // else takes one partial predicted to cost up to partialCapMs().
+  // else takes one partial predicted to cost up to partialCapMs(). A
+  // preview decode rides on its main partial's admission, over that bound
+  // (it is charged to the credit all the same).
   double load = 0;
   for (Job& j : jobs) {
-    j.predicted = j.done ? 0 : predictMs(j.audio.size(), j.draft.size());
+    j.predicted = j.done ? 0 : predictMs(j.audio.size(), j.draft.size(), 0, false, j.beams);
     load += j.predicted;
   }
   // What the workers have left for partials, this round's finals taken out.
@@ -373,7 +387,8 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     }
   }
   uint64_t decoded = 0;
-  for (auto& j : jobs) decoded += j.audio.size();
+  for (auto& j : jobs)
+    if (!j.preview) decoded += j.audio.size();  // the main model's audio (the preview's is the same again)
   runJobs(jobs);
   samplesDecoded_.fetch_add(decoded);
   // The credit was spent on predictions: square it with what the runs took.
@@ -422,6 +437,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
         j.done = true;
       } else {
         j.audio = toFloat(s.utt, span);
+        j.beams = settings_.finalBeamWidth;
         j.draft = s.hyp;
       }
       jobs.push_back(std::move(j));
@@ -593,6 +609,28 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
     const Job& j = jobs[b.front()];
     if (j.error.empty()) learn(j.preview ? previewCost_ : cost_, j.result, j.audio.size(), b.size());
   }
+  // Finals read again: one whose greedy decode may be shown is decoded by a
+  // beam search, and takes that text if it may be shown too. Whether the
+  // audio is speech at all is judged on the greedy decode, where the noise
+  // rule was measured: a beam search finds confident-looking text in noise
+  // ("2-3ตวบนลาง" at 0.73 where greedy reads "So" at 0.18). If the search
+  // fails, the greedy text stands: nothing is lost.
+  for (Job& j : jobs) {
+    if (j.done || j.beams <= 1 || j.kind == Job::kPartial || !j.error.empty()) continue;
+    if (!plausible(j.result.text, j.result.meanProb, settings_.minMeanProb, settings_.unfinishedMinProb)) continue;
+    DecodeOptions o = settings_.decode;
+    o.beamWidth = j.beams;
+    try {
+      Transcript t = model_->transcribe(j.audio, o);
+      learn(cost_, t, j.audio.size(), 1);
+      j.ms += t.encodeMs + t.decodeMs;
+      if (plausible(t.text, t.meanProb, settings_.minMeanProb, settings_.unfinishedMinProb)) {
+        t.firstEosProb = j.result.firstEosProb;
+        j.result = std::move(t);
+      }
+    } catch (...) {  // the greedy text stands
+    }
+  }
 
   // A decode of the open utterance as its partial.
   auto showPartial = [](Job& j, const std::string& text) {
@@ -607,6 +645,9 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
     for (Job& j : jobs) {
       if (j.preview != (pass == 1)) continue;
       Stream& s = *j.stream;
+      // A failed preview loses nothing (the main model decodes the same
+      // audio); its text is only shown beside a main decode that succeeded.
+      if (j.preview && (!j.error.empty() || j.out->error != ErrorCode::kNone)) continue;
       if (!j.error.empty()) {
         j.out->error = ErrorCode::kDecodeFailed;
         j.out->errorMessage = "Moonshine: " + j.error;
@@ -641,14 +682,13 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
         continue;
       }
       if (j.preview) {
-        // Only text, only while the main model hears speech (its last empty
-        // decode was unsure it was over: noise stays off the screen), and
-        // only until it has text of its own: a preview never clears what is
-        // shown, nor replaces the main model's text.
+        // Only text, only beside a main decode of the same round that was
+        // unsure the utterance is over (noise stays off the screen), and only
+        // until it has text of its own: a preview never replaces the main
+        // model's text. Once shown, it stays until then (see below). The
+        // cadence is the main partial's (same round).
         if (!s.inUtt || s.shown || text.empty() || s.mainEosProb >= kPreviewMaxEosProb) continue;
         showPartial(j, text);
-        s.lastPartialLen = std::max(s.lastPartialLen, j.span);
-        s.lastPartialAt = j.roundAt;
         s.previewShown = true;
         continue;
       }
@@ -665,7 +705,10 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
         if (!s.hyp.empty() && s.hyp.back() == Model::kEosToken) s.hyp.pop_back();
       }
       s.mainEosProb = j.result.firstEosProb;
-      // An empty decode leaves the preview's text up until the main model has its own.
+      // An empty decode leaves the preview's text up until the main model
+      // has its own: taking it down would make the caption flicker (base's
+      // decode of clip 0 at 0.8 s is sure there is nothing yet, at 1.1 s it
+      // has the words). The preview showed it only beside a decode unsure of that.
       if (!text.empty() || !s.previewShown || s.shown) showPartial(j, text);
       s.lastPartialLen = std::max(s.lastPartialLen, j.span);
       s.lastPartialAt = j.roundAt;

@@ -17,7 +17,8 @@
 // alone, and never revised; an utterance that decodes to nothing, or to
 // punctuation only, ends with an empty final. Partials are tentative and
 // give way first: a round runs every final (and speculative final) and only
-// the partials that fit beside them in about roundMs. Where the model takes
+// the partials that fit beside them in about roundMs (a preview decode rides
+// on its main partial, beyond that). Where the model takes
 // drafts (base), each decode starts from the stream's latest tokens, and a
 // partial decodes only the steps that fit in its cost cap: it keeps the
 // draft up with the speech, so the final is left with few steps to run.
@@ -56,11 +57,18 @@ struct MoonshineSettings {
   // partial until the main model has given it any: base decodes some
   // openings to nothing until 0.7 s of speech, where tiny has words. Its
   // decodes are partials (they give way first, under the same noise rule),
-  // shown only while the main model's own empty decodes are unsure the
-  // speech is over (kPreviewMaxEosProb); finals are always the main
-  // model's. Empty dir: no preview.
+  // shown only beside a main decode of the same round that is empty and
+  // unsure the speech is over (kPreviewMaxEosProb), and kept up until the
+  // main model has text; finals are always the main model's. Empty dir: no
+  // preview.
   ModelSettings preview;
-  DecodeOptions decode;
+  DecodeOptions decode;  // greedy, as upstream
+  // Over 1: a final (or speculative final) whose greedy decode may be shown
+  // is decoded again by a beam search this wide, and takes its text if that
+  // may be shown too. Tiny reads more words right (flite story: 48 errors
+  // in 1,071 words where greedy makes 57; docs/moonshine.md) for about 1.4×
+  // the work of a final, which is decoded once.
+  int finalBeamWidth = 1;
   int threads = 2;   // base workers (engine.threads); each ORT run uses model.intraOpThreads
   int maxBatch = 8;  // rows per batch where rows are independent (base, equal lengths)
   VadSettings vad;
@@ -120,13 +128,15 @@ class MoonshineRecognizer : public Recognizer {
   struct Cost {
     std::atomic<double> encMsPerSecond{10};
     std::atomic<double> stepMs{5};
+    std::atomic<double> beamStepMs{10};  // a step of a beam search (its beams' rows in one run)
   };
   void processWindow(Stream& s, const WindowIn& w, WindowOut& out, std::vector<Job>& jobs);
   void runJobs(std::vector<Job>& jobs);
   // Predicted cost of a decode of `samples`, with a draft of `draft` tokens,
   // and at most `maxSteps` decoder steps after the draft's run (0: no limit),
-  // by the main model or (`preview`) the preview model.
-  double predictMs(size_t samples, size_t draft, int maxSteps = 0, bool preview = false) const;
+  // by the main model or (`preview`) the preview model, greedy or with
+  // `beams` beams.
+  double predictMs(size_t samples, size_t draft, int maxSteps = 0, bool preview = false, int beams = 1) const;
   // The most a partial alone in a round may cost (more where it is a draft).
   double partialCapMs() const;
   // A partial's step budget where the model takes drafts: the steps that fit
@@ -139,7 +149,7 @@ class MoonshineRecognizer : public Recognizer {
   void spendCredit(double ms);
   void spendLocked(double ms);  // under creditMu_
   void learn(Cost& cost, const Transcript& t, size_t samples, size_t rows);
-  static void warmUp(const Model& m, const DecodeOptions& o, Cost& cost);
+  static void warmUp(const Model& m, const DecodeOptions& o, Cost& cost, int beams);
 
   const MoonshineSettings settings_;
   std::unique_ptr<Model> model_;    // set once by load(), then only read; freed by release()

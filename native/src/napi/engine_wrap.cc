@@ -117,6 +117,7 @@ std::unique_ptr<Recognizer> makeMoonshine(const Napi::Object& o) {
   m.maxBatch = getInt32(o, "maxBatch", m.maxBatch, 1, 64);
   m.decode.maxTokensPerSecond = static_cast<float>(getNumber(o, "maxTokensPerSecond", m.decode.maxTokensPerSecond, 0.5, 50));
   m.decode.maxRepeats = getInt32(o, "maxRepeats", m.decode.maxRepeats, 0, 100);
+  m.finalBeamWidth = getInt32(o, "finalBeamWidth", m.finalBeamWidth, 1, 16);
   m.vad.threshold = getNumber(o, "vadThreshold", m.vad.threshold, 0, 100);
   m.vad.startSpeechFrames = getInt32(o, "vadStartFrames", m.vad.startSpeechFrames, 1, 100'000);
   m.vad.postSpeechFrames = getInt32(o, "vadEndFrames", m.vad.postSpeechFrames, 1, 100'000);

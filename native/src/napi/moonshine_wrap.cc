@@ -132,7 +132,7 @@ class NativeMoonshine : public Napi::ObjectWrap<NativeMoonshine> {
     });
   }
 
-  // transcribe(rows: Float32Array[], { maxTokensPerSecond?, maxRepeats?, draft? }) → one batch.
+  // transcribe(rows: Float32Array[], { maxTokensPerSecond?, maxRepeats?, beamWidth?, draft? }) → one batch.
   Napi::Value Transcribe(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "transcribe", [&]() -> Napi::Value {
       auto m = need(info.Env());
@@ -155,6 +155,7 @@ class NativeMoonshine : public Napi::ObjectWrap<NativeMoonshine> {
         Napi::Object o = info[1].As<Napi::Object>();
         opts.maxTokensPerSecond = static_cast<float>(getNumber(o, "maxTokensPerSecond", opts.maxTokensPerSecond, 0.5, 50));
         opts.maxRepeats = getInt32(o, "maxRepeats", opts.maxRepeats, 0, 100);
+        opts.beamWidth = getInt32(o, "beamWidth", opts.beamWidth, 1, 16);
         const Napi::Value d = o.Get("draft");
         if (!d.IsUndefined()) {
           if (!d.IsArray()) throw Napi::TypeError::New(info.Env(), "Expected draft to be an array of token ids but received " + describe(d));
