@@ -103,7 +103,7 @@ void expectTalkersGetSequentialFinals(const std::string& dir, float confToleranc
   MoonshineSettings st = settings(2, dir);
   // The gateway's defaults (engine.moonshine.finalBeamWidth 0: tiny's finals
   // are beam searches of 4, base's greedy, with drafts).
-  st.finalBeamWidth = dir == CAPTIONGATE_MOONSHINE_TINY ? 4 : 1;
+  st.finalBeamWidth = dir == CAPTIONGATE_MOONSHINE_TINY ? 2 : 1;
   if (dir != CAPTIONGATE_MOONSHINE_TINY) {  // base, as the engine loads it: weights folded, tiny's first partials
     st.model.foldWeights = true;
     st.preview = st.model;
@@ -289,9 +289,11 @@ TEST(Moonshine, BaseDraftsGiveTheGreedyTokensFromTwoThreads) {
   EXPECT_LT(draftSteps.load(), plainSteps.load() / 2);
 }
 
-// Finals' beam search: a row's beams run as rows of one batch, and where
-// rows are independent (base) its tokens are the same whatever other rows
-// share the batch, from two threads at once; the token limit ends every beam.
+// Finals' beam search: a row's beams and its greedy decode run as rows of
+// one batch, and where rows are independent (base) its tokens are the same
+// whatever other rows share the batch, from two threads at once, and the
+// greedy row's are those of the greedy decode alone; the token limit ends
+// every beam.
 TEST(Moonshine, BaseBeamSearchGivesEachRowItsOwnTokensWhateverItIsBatchedWith) {
   if (!baseInstalled()) GTEST_SKIP() << "Moonshine base or the ONNX Runtime library is not installed";
   ASSERT_GE(clips().size(), 5u) << "pocketsphinx-testdata is not installed";
@@ -320,14 +322,23 @@ TEST(Moonshine, BaseBeamSearchGivesEachRowItsOwnTokensWhateverItIsBatchedWith) {
   std::thread a(batched, 0, 5), b(batched, 1, 3);
   a.join();
   b.join();
+  const moonshine::DecodeOptions plain;
   for (size_t c = 0; c < rows.size(); ++c) {
     EXPECT_FALSE(alone[c].text.empty()) << "row " << c;
     EXPECT_EQ(alone[c].tokens.back(), moonshine::Model::kEosToken) << "row " << c << " did not end";
+    ASSERT_TRUE(alone[c].greedy) << "row " << c;
+    const auto greedy = model.transcribe(rows[c], plain);
+    EXPECT_EQ(alone[c].greedy->tokens, greedy.tokens) << "row " << c;
+    EXPECT_EQ(alone[c].greedy->text, greedy.text) << "row " << c;
+    EXPECT_NEAR(alone[c].greedy->meanProb, greedy.meanProb, 1e-5);
+    EXPECT_NEAR(alone[c].firstEosProb, greedy.firstEosProb, 1e-5);
   }
   o.maxTokensPerSecond = 1;  // 3 tokens for 3 s: every beam hits the limit
   const auto limited = model.transcribe(rows[0], o);
   EXPECT_TRUE(limited.hitMaxTokens);
   EXPECT_EQ(limited.tokens.size(), 3u);
+  EXPECT_TRUE(limited.greedy->hitMaxTokens);
+  EXPECT_EQ(limited.greedy->tokens.size(), 3u);
 }
 
 // Tiny's beam search (its beams share activation scales, so only its own

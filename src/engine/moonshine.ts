@@ -96,9 +96,10 @@ export function moonshineNativeOptions(o: MoonshineOptions): NativeMoonshineEngi
     maxTokensPerSecond: m.maxTokensPerSecond,
     maxRepeats: 4,
     // 0: the model's own. Tiny's finals read flite speech with 48 errors in
-    // 1,071 words at 4 beams where greedy makes 57; base's make 30 and 31,
-    // and greedy keeps its drafts, which make its finals cheap (docs/moonshine.md).
-    finalBeamWidth: m.finalBeamWidth || (m.model === 'tiny' ? 4 : 1),
+    // 1,071 words at 2 beams (as at 4, for less work) where greedy makes 57;
+    // base's make 30 and 31, and greedy keeps its drafts, which make its
+    // finals cheap (docs/moonshine.md, policy 9).
+    finalBeamWidth: m.finalBeamWidth || (m.model === 'tiny' ? 2 : 1),
     vadEnabled: o.vad.enabled,
     vadThreshold: o.vad.threshold,
     vadStartFrames: Math.max(1, Math.round(o.vad.startMs / FRAME_MS)),

@@ -255,10 +255,11 @@ describe('Moonshine next to PocketSphinx and Whisper base', () => {
   });
 
   it("tiny's finals, beam searches, read the flite story with fewer errors than greedy decoding", async () => {
-    // Measured 57 errors greedy, 48 with 2-4 beams, in 1,071 words (docs/moonshine.md, "Finals: a beam search").
-    const stories = (['slt', 'awb', 'rms'] as const).map((voice) => fliteSession(STORY, { voice, gapSeconds: 0.8 }));
+    // Measured in these two voices: 43 errors greedy, 36 with the default (0: tiny's 2 beams), in 714 words
+    // (all three: 57 and 48; docs/moonshine.md, "Finals: a beam search").
+    const stories = (['slt', 'awb'] as const).map((voice) => fliteSession(STORY, { voice, gapSeconds: 0.8 }));
     const errors: Record<number, number> = {};
-    for (const finalBeamWidth of [1, 4]) {
+    for (const finalBeamWidth of [1, 0]) {
       const o = moonshineOptions('tiny');
       const e = await createMoonshineEngine({ ...o, moonshine: { ...o.moonshine, finalBeamWidth } });
       try {
@@ -269,8 +270,8 @@ describe('Moonshine next to PocketSphinx and Whisper base', () => {
         await e.shutdown();
       }
     }
-    console.log(`tiny, flite story in three voices: ${errors[1]} errors greedy, ${errors[4]} with a beam of 4`);
-    expect(errors[4]).toBeLessThan(errors[1]!);
+    console.log(`tiny, flite story in two voices: ${errors[1]} errors greedy, ${errors[0]} with its default beam search`);
+    expect(errors[0]).toBeLessThan(errors[1]!);
   });
 
   it('says in one line how to install a missing model, or to choose pocketsphinx', async () => {

@@ -395,8 +395,11 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
       double score() const { return logp / static_cast<double>(tokens.size()); }
     };
     std::vector<std::vector<Hyp>> live(static_cast<size_t>(B), std::vector<Hyp>(1)), ended(static_cast<size_t>(B));
-    // Row b's beam k is decoder row b·W + k; before the first expansion, row b is decoder row b.
-    std::vector<int64_t> next(static_cast<size_t>(B) * W), from(next.size());
+    // Row b's beam k is decoder row b·R + k, and its greedy decode (take(),
+    // as without a beam) row b·R + W; before the first expansion, row b is
+    // decoder row b.
+    const size_t R = W + 1;
+    std::vector<int64_t> next(static_cast<size_t>(B) * R), from(next.size());
     Ort::Value encRows{nullptr}, maskRows{nullptr};
     std::vector<int64_t> inputs = ids;
     for (bool first = true;; first = false) {
@@ -405,7 +408,16 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
       const float* lg = logits.GetTensorData<float>();
       bool any = false;
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t at = first ? b : b * static_cast<int64_t>(W);
+        const int64_t at = first ? b : b * static_cast<int64_t>(R);
+        const size_t greedyRow = static_cast<size_t>(b) * R + W;
+        if (!done[b]) {
+          const float* row = lg + (first ? at : static_cast<int64_t>(greedyRow)) * V;
+          const int64_t token = bestOf(row, V).token;
+          next[greedyRow] = take(b, row, V, token) ? kEosToken : token;
+        } else {
+          next[greedyRow] = kEosToken;
+        }
+        from[greedyRow] = first ? at : static_cast<int64_t>(greedyRow);
         std::vector<Hyp>& beams = live[static_cast<size_t>(b)];
         std::vector<Hyp>& over = ended[static_cast<size_t>(b)];
         if (!beams.empty()) {
@@ -420,7 +432,6 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
             const float* row = lg + (at + static_cast<int64_t>(k)) * V;
             const Best best = bestOf(row, V);
             const double z = softmaxSum(row, V, best.token);
-            if (first) res[b].firstEosProb = std::exp(static_cast<double>(row[kEosToken] - row[best.token])) / z;
             const double logZ = std::log(z) + static_cast<double>(row[best.token]);
             for (int64_t t : topTokens(row, V, W)) {
               const double lp = static_cast<double>(row[t]) - logZ;
@@ -459,19 +470,19 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
           if (!beams.empty() && over.size() >= W && bestEnded > beams.front().score()) beams.clear();
         }
         for (size_t k = 0; k < W; ++k) {
-          const size_t r = static_cast<size_t>(b) * W + k;
+          const size_t r = static_cast<size_t>(b) * R + k;
           // A beam with nothing to search feeds EOS, to keep the batch's shape.
           next[r] = k < beams.size() ? beams[k].tokens.back() : kEosToken;
           from[r] = at + static_cast<int64_t>(k < beams.size() ? beams[k].slot : 0);
         }
-        any = any || !beams.empty();
+        any = any || !beams.empty() || !done[b];
       }
       if (!any) break;
       if (first) {
         // One copy per beam of what every row attends to (the cross-attention
         // cache included), then of the self-attention cache at each step.
         std::vector<int64_t> rowOf(next.size());
-        for (size_t r = 0; r < rowOf.size(); ++r) rowOf[r] = static_cast<int64_t>(r / W);
+        for (size_t r = 0; r < rowOf.size(); ++r) rowOf[r] = static_cast<int64_t>(r / R);
         encRows = gatherRows<float>(encOut[0], rowOf);
         encStates = encRows;
         if (decMask_) {
@@ -494,17 +505,25 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
       const auto& pool = ended[static_cast<size_t>(b)];
       if (pool.empty()) throw std::logic_error("a beam search ended with no hypothesis");
       const Hyp& best = *std::max_element(pool.begin(), pool.end(), [](const Hyp& x, const Hyp& y) { return x.score() < y.score(); });
+      auto greedy = std::make_shared<Transcript>(std::move(res[b]));
+      greedy->meanProb = textTokens[b] ? sumProb[b] / textTokens[b] : 0.0;
+      greedy->text = tokenizer_->decode(greedy->tokens);
       Transcript& r = res[b];
+      r = Transcript();
+      r.firstEosProb = greedy->firstEosProb;
       r.tokens = best.tokens;
       r.repetitionCut = best.cut;
       r.hitMaxTokens = best.maxed;
       const size_t text = static_cast<size_t>(std::count_if(r.tokens.begin(), r.tokens.end(), [](int64_t t) { return t != kEosToken; }));
       r.meanProb = text ? best.sumProb / static_cast<double>(text) : 0.0;
-      r.steps = steps;
-      r.encodeMs = encodeMs;
-      r.decodeMs = decodeMs;
       r.beams = static_cast<int>(W);
       r.text = tokenizer_->decode(r.tokens);
+      for (Transcript* t : {greedy.get(), &r}) {
+        t->steps = steps;
+        t->encodeMs = encodeMs;
+        t->decodeMs = decodeMs;
+      }
+      r.greedy = std::move(greedy);
     }
     return res;
   }

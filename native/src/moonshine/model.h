@@ -46,7 +46,8 @@ struct DecodeOptions {
   int maxSteps = 0;
   // Hypotheses kept per row (1: greedy, the upstream runtime's decode).
   // Wider, the decode is a beam search (scores: the sum of the tokens'
-  // log-probabilities over the length); a row's beams are rows of one
+  // log-probabilities over the length), with the greedy decode beside it
+  // (Transcript::greedy); a row's beams and greedy decode are rows of one
   // decoder batch, so tiny's (one activation scale per tensor) depend on
   // each other, and on nothing else. No draft; maxSteps must be 0.
   int beamWidth = 1;
@@ -66,7 +67,11 @@ struct Transcript {
   size_t draftAccepted = 0;  // tokens taken from the draft's run (its correction included)
   bool draftRedone = false;  // a later pick was too close to call: decoded again without the draft
   bool stepLimited = false;  // stopped by DecodeOptions::maxSteps: the tokens are a prefix
-  int beams = 1;             // DecodeOptions::beamWidth of the decode (each step ran this many rows per row)
+  int beams = 1;             // DecodeOptions::beamWidth of the decode
+  // A beam search's rows also run the greedy decode, one more decoder row
+  // per row: its transcript (null without a beam). Where rows share
+  // activation scales (tiny) it may differ from a greedy decode alone.
+  std::shared_ptr<const Transcript> greedy;
 };
 
 // How many trailing tokens are a repetition loop: the tail is one n-gram

@@ -137,7 +137,7 @@ struct MoonshineRecognizer::Job {
   std::vector<int64_t> draft;  // the stream's hyp when the job was made
   int maxSteps = 0;            // kPartial: its step budget (partialSteps; 0: none)
   bool preview = false;        // kPartial: decoded by the preview model
-  int beams = 1;               // kFinal, kSpec: finalBeamWidth (> 1: read again by a beam search; runJobs)
+  int beams = 1;               // kFinal, kSpec: finalBeamWidth (> 1: a beam search, no draft; runJobs)
   Transcript result;
   std::string error;
   double predicted = 0;
@@ -238,10 +238,8 @@ double MoonshineRecognizer::predictMs(size_t samples, size_t draft, int maxSteps
   double single = draft > 0 ? std::max(1.0, tokens - d) + 1 : tokens + 1;
   if (maxSteps > 0) single = std::min(single, static_cast<double>(maxSteps));
   const double steps = single + (draft > 0 ? 1 + kDraftPositionCost * d : 0);
-  const double enc = cost.encMsPerSecond.load(std::memory_order_relaxed) * sec;
-  const double greedy = enc + cost.stepMs.load(std::memory_order_relaxed) * steps;
-  // A beam search after it (when the greedy decode has text): no draft.
-  return beams > 1 ? greedy + enc + cost.beamStepMs.load(std::memory_order_relaxed) * (tokens + 1) : greedy;
+  const std::atomic<double>& stepMs = beams > 1 ? cost.beamStepMs : cost.stepMs;
+  return cost.encMsPerSecond.load(std::memory_order_relaxed) * sec + stepMs.load(std::memory_order_relaxed) * steps;
 }
 
 double MoonshineRecognizer::partialCapMs() const { return model_->takesDrafts() ? kDraftPartialCapMs : kPartialCapMs; }
@@ -304,7 +302,7 @@ void MoonshineRecognizer::decode(const std::vector<DecodeJob>& in) {
     job.span = s.specWanted;
     job.audio = toFloat(s.utt, s.specWanted);
     job.beams = settings_.finalBeamWidth;
-    job.draft = s.hyp;
+    if (job.beams == 1) job.draft = s.hyp;
     jobs.push_back(std::move(job));
     s.specWanted = 0;
   }
@@ -438,7 +436,7 @@ void MoonshineRecognizer::processWindow(Stream& s, const WindowIn& w, WindowOut&
       } else {
         j.audio = toFloat(s.utt, span);
         j.beams = settings_.finalBeamWidth;
-        j.draft = s.hyp;
+        if (j.beams == 1) j.draft = s.hyp;
       }
       jobs.push_back(std::move(j));
     }
@@ -573,7 +571,8 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
     if (model_->rowsIndependent() && !jobs[k].preview && jobs[k].draft.empty()) {
       for (auto& b : batches) {
         const Job& first = jobs[b.front()];
-        if (b.size() < B && !first.preview && first.draft.empty() && first.audio.size() == jobs[k].audio.size() && first.maxSteps == jobs[k].maxSteps) {
+        if (b.size() < B && !first.preview && first.draft.empty() && first.audio.size() == jobs[k].audio.size() && first.maxSteps == jobs[k].maxSteps &&
+            first.beams == jobs[k].beams) {
           b.push_back(k);
           placed = true;
           break;
@@ -591,6 +590,7 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
       const std::vector<int64_t>* draft = b.size() == 1 && !jobs[b[0]].draft.empty() ? &jobs[b[0]].draft : nullptr;
       DecodeOptions o = settings_.decode;
       o.maxSteps = jobs[b.front()].maxSteps;
+      o.beamWidth = jobs[b.front()].beams;
       const Model& model = jobs[b.front()].preview ? *preview_ : *model_;
       auto rs = model.transcribe(rows, o, draft);
       for (size_t i = 0; i < b.size(); i++) {
@@ -609,26 +609,18 @@ void MoonshineRecognizer::runJobs(std::vector<Job>& jobs) {
     const Job& j = jobs[b.front()];
     if (j.error.empty()) learn(j.preview ? previewCost_ : cost_, j.result, j.audio.size(), b.size());
   }
-  // Finals read again: one whose greedy decode may be shown is decoded by a
-  // beam search, and takes that text if it may be shown too. Whether the
-  // audio is speech at all is judged on the greedy decode, where the noise
-  // rule was measured: a beam search finds confident-looking text in noise
-  // ("2-3ตวบนลาง" at 0.73 where greedy reads "So" at 0.18). If the search
-  // fails, the greedy text stands: nothing is lost.
+  // A beam search's text is the final's only where its greedy decode (run
+  // beside it) may be shown too: whether the audio is speech at all stays
+  // the greedy decode's call, where the noise rule was measured. A beam
+  // finds confident-looking text in noise ("2-3ตวบนลาง" at 0.73 where
+  // greedy reads "So" at 0.18).
   for (Job& j : jobs) {
-    if (j.done || j.beams <= 1 || j.kind == Job::kPartial || !j.error.empty()) continue;
-    if (!plausible(j.result.text, j.result.meanProb, settings_.minMeanProb, settings_.unfinishedMinProb)) continue;
-    DecodeOptions o = settings_.decode;
-    o.beamWidth = j.beams;
-    try {
-      Transcript t = model_->transcribe(j.audio, o);
-      learn(cost_, t, j.audio.size(), 1);
-      j.ms += t.encodeMs + t.decodeMs;
-      if (plausible(t.text, t.meanProb, settings_.minMeanProb, settings_.unfinishedMinProb)) {
-        t.firstEosProb = j.result.firstEosProb;
-        j.result = std::move(t);
-      }
-    } catch (...) {  // the greedy text stands
+    if (j.done || !j.error.empty() || !j.result.greedy) continue;
+    const Transcript& g = *j.result.greedy;
+    if (!plausible(g.text, g.meanProb, settings_.minMeanProb, settings_.unfinishedMinProb) ||
+        !plausible(j.result.text, j.result.meanProb, settings_.minMeanProb, settings_.unfinishedMinProb)) {
+      std::shared_ptr<const Transcript> keep = j.result.greedy;
+      j.result = *keep;
     }
   }
 

@@ -63,11 +63,12 @@ struct MoonshineSettings {
   // preview.
   ModelSettings preview;
   DecodeOptions decode;  // greedy, as upstream
-  // Over 1: a final (or speculative final) whose greedy decode may be shown
-  // is decoded again by a beam search this wide, and takes its text if that
-  // may be shown too. Tiny reads more words right (flite story: 48 errors
-  // in 1,071 words where greedy makes 57; docs/moonshine.md) for about 1.4×
-  // the work of a final, which is decoded once.
+  // Over 1: finals (and speculative finals) are beam searches this wide,
+  // with the greedy decode as one more row of the same runs; the beam's text
+  // is the final's where both may be shown, else the greedy decode's. Tiny
+  // reads more words right (flite story: 48 errors in 1,071 words where
+  // greedy makes 57; docs/moonshine.md, policy 9) for more work per final,
+  // which is decoded once. No drafts for them.
   int finalBeamWidth = 1;
   int threads = 2;   // base workers (engine.threads); each ORT run uses model.intraOpThreads
   int maxBatch = 8;  // rows per batch where rows are independent (base, equal lengths)
