@@ -141,6 +141,10 @@ export interface MoonshineTranscript {
   draftAccepted: number;
   /** A pick after the draft's run was too close to call: decoded again without the draft. */
   draftRedone: boolean;
+  /** Beams of the decode (1: greedy). */
+  beams: number;
+  /** A beam search's greedy decode, run as one more row beside it. */
+  greedy?: MoonshineTranscript;
 }
 
 /** The Moonshine model on its own (tests, the reference comparison, benchmarks). */

@@ -71,6 +71,8 @@ Napi::Object transcriptToJs(Napi::Env env, const Transcript& t) {
   o.Set("draftTokens", static_cast<double>(t.draftTokens));
   o.Set("draftAccepted", static_cast<double>(t.draftAccepted));
   o.Set("draftRedone", t.draftRedone);
+  o.Set("beams", t.beams);
+  if (t.greedy) o.Set("greedy", transcriptToJs(env, *t.greedy));
   return o;
 }
 
