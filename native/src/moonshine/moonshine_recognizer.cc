@@ -50,10 +50,11 @@ constexpr size_t kEndpointHoldMax = 16000;  // 1 s
 constexpr size_t kUnvoicedLoudGap = 2400;  // 150 ms
 // The preview model's text is first shown only where the main model hears
 // speech it cannot read yet: its decode of the same round ended at once with
-// a probability under this (then it stays up until the main model has text). Base's is 0.96 and up on noise bursts and white
-// noise (which it never gives text), where tiny reads "Don't" at 0.69; on
-// LibriVox and flite openings it has no text for yet, 0.15-0.74 after the
-// first 100 ms (docs/moonshine.md, policy 8).
+// a probability under this (then the text stays up until the main model has
+// its own). Base's is 0.96 and up on noise bursts and white noise (which it
+// never gives text), where tiny reads "Don't" at 0.69; on LibriVox and flite
+// openings it has no text for yet, 0.15-0.74 after the first 100 ms
+// (docs/moonshine.md, policy 8).
 constexpr double kPreviewMaxEosProb = 0.9;
 
 double frameDb(const int16_t* f) {
