@@ -430,10 +430,9 @@ std::vector<Transcript> Model::transcribe(const std::vector<const std::vector<fl
           std::vector<Candidate> cands;
           for (size_t k = 0; k < beams.size(); ++k) {
             const float* row = lg + (at + static_cast<int64_t>(k)) * V;
-            const Best best = bestOf(row, V);
-            const double z = softmaxSum(row, V, best.token);
-            const double logZ = std::log(z) + static_cast<double>(row[best.token]);
-            for (int64_t t : topTokens(row, V, W)) {
+            const std::vector<int64_t> top = topTokens(row, V, W);  // top[0]: the largest logit
+            const double logZ = std::log(softmaxSum(row, V, top[0])) + static_cast<double>(row[top[0]]);
+            for (int64_t t : top) {
               const double lp = static_cast<double>(row[t]) - logZ;
               cands.push_back({beams[k].logp + lp, std::exp(lp), k, t});
             }
